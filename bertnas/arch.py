@@ -1,0 +1,324 @@
+"""The architecture config: one serializable description of a subnet.
+
+Every part of bertnas speaks this format: the search space produces it, the supernet
+activates it, the cost model and latency predictors price it, export writes it next to
+the weights. It is plain JSON::
+
+    {"hidden_size": 384,
+     "layers": [{"index": 0, "heads": 12, "qk_dim": 32, "v_dim": 32,
+                 "ffn_dim": 1536, "ffn_stack": 1, "bottleneck": null,
+                 "retention": 1.0}, ...]}
+
+``layers`` lists the kept backbone layers in order (``index`` = which backbone layer).
+``qk_dim`` / ``v_dim`` are per head. ``bottleneck`` is the MobileBERT-style intra-block
+width (null = none). ``retention`` is the fraction of the *input's* tokens still present
+after this layer's attention (PoWER-BERT extraction; non-increasing; [CLS] always kept).
+
+Optional fields describe what the model needs beyond the per-layer shapes (norm and
+activation type, vocabulary and head sizes, the backbone's name), so that a config can
+be priced without any weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bertnas.errors import BertnasError
+
+ACTIVATIONS = ("gelu", "relu")
+NORMS = ("layernorm", "nonorm")
+
+# Retention is stored with this many decimals so that hashes are stable.
+_RETENTION_DECIMALS = 6
+
+
+def kept_tokens(retention: float, length: int) -> int:
+    """Tokens kept out of ``length`` real tokens at ``retention`` ([CLS] always kept).
+
+    Rounds up, so a layer never drops more than asked; the small epsilon keeps
+    ``0.7 * 10`` at 7 despite floating point. The supernet, the compact model, the
+    cost model and the latency predictors all use this one rule.
+    """
+    if retention >= 1.0:
+        return length
+    return max(1, min(length, math.ceil(retention * length - 1e-9)))
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """Shape of one kept backbone layer."""
+
+    index: int
+    heads: int
+    qk_dim: int
+    v_dim: int
+    ffn_dim: int
+    ffn_stack: int = 1
+    bottleneck: int | None = None
+    retention: float = 1.0
+
+    def inner_width(self, hidden_size: int) -> int:
+        """Width the attention and FFN sub-layers run at (the bottleneck if any)."""
+        return self.bottleneck if self.bottleneck is not None else hidden_size
+
+
+@dataclass(frozen=True)
+class ArchLimits:
+    """The largest shapes a backbone (plus the supernet's extra parameters) offers."""
+
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    head_dim: int
+    ffn_dim: int
+    max_ffn_stack: int = 1
+    max_bottleneck: int = 0  # 0: the supernet has no bottleneck parameters
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """A subnet: global hidden width plus one :class:`LayerConfig` per kept layer."""
+
+    hidden_size: int
+    layers: tuple[LayerConfig, ...]
+    hidden_act: str = "gelu"
+    norm: str = "layernorm"
+    vocab_size: int = 30522
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    num_labels: int | None = None  # None: no classification head
+    pooler: bool = True
+    backbone: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)  # free-form, not hashed
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        self.validate()
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        """Check internal consistency; raise :class:`BertnasError` naming the field."""
+        _positive_int("hidden_size", self.hidden_size)
+        if self.hidden_act not in ACTIVATIONS:
+            raise BertnasError(f"hidden_act={self.hidden_act!r} is not one of {', '.join(ACTIVATIONS)}")
+        if self.norm not in NORMS:
+            raise BertnasError(f"norm={self.norm!r} is not one of {', '.join(NORMS)}")
+        for name in ("vocab_size", "max_position_embeddings", "type_vocab_size"):
+            _positive_int(name, getattr(self, name))
+        if self.num_labels is not None:
+            _positive_int("num_labels", self.num_labels)
+        if not self.layers:
+            raise BertnasError("layers is empty: a subnet keeps at least one layer")
+        previous_index, previous_retention = -1, 1.0
+        for position, layer in enumerate(self.layers):
+            where = f"layers[{position}]"
+            for name in ("index", "heads", "qk_dim", "v_dim", "ffn_dim", "ffn_stack"):
+                value = getattr(layer, name)
+                if name == "index":
+                    if not _is_int(value) or value < 0:
+                        raise BertnasError(f"{where}.index={value!r} must be a non-negative integer")
+                else:
+                    _positive_int(f"{where}.{name}", value)
+            if layer.index <= previous_index:
+                raise BertnasError(
+                    f"{where}.index={layer.index} must be greater than the previous layer's "
+                    f"{previous_index}: list kept layers in backbone order, each once"
+                )
+            if layer.bottleneck is not None:
+                _positive_int(f"{where}.bottleneck", layer.bottleneck)
+                if layer.bottleneck > self.hidden_size:
+                    raise BertnasError(
+                        f"{where}.bottleneck={layer.bottleneck} exceeds hidden_size={self.hidden_size}"
+                    )
+            r = layer.retention
+            if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 < r <= 1.0:
+                raise BertnasError(f"{where}.retention={r!r} must be a number in (0, 1]")
+            if r > previous_retention + 1e-12:
+                raise BertnasError(
+                    f"{where}.retention={r} exceeds the previous layer's {previous_retention}: "
+                    "retention must be non-increasing"
+                )
+            previous_index, previous_retention = layer.index, r
+
+    def check_fits(self, limits: ArchLimits, backbone_name: str = "backbone") -> None:
+        """Check that every dimension fits inside ``limits`` (the supernet's largest)."""
+        if self.hidden_size > limits.hidden_size:
+            raise BertnasError(
+                f"hidden_size={self.hidden_size} exceeds the {backbone_name}'s {limits.hidden_size}"
+            )
+        for position, layer in enumerate(self.layers):
+            where = f"layers[{position}]"
+            checks = (
+                ("index", layer.index, limits.num_layers - 1, "last layer index"),
+                ("heads", layer.heads, limits.num_heads, "heads"),
+                ("qk_dim", layer.qk_dim, limits.head_dim, "head dim"),
+                ("v_dim", layer.v_dim, limits.head_dim, "head dim"),
+                ("ffn_dim", layer.ffn_dim, limits.ffn_dim, "FFN dim"),
+                ("ffn_stack", layer.ffn_stack, limits.max_ffn_stack, "max FFN stack"),
+            )
+            for name, value, bound, what in checks:
+                if value > bound:
+                    raise BertnasError(f"{where}.{name}={value} exceeds the {backbone_name}'s {what} {bound}")
+            if layer.bottleneck is not None:
+                if limits.max_bottleneck == 0:
+                    raise BertnasError(
+                        f"{where}.bottleneck={layer.bottleneck}: this supernet has no bottleneck "
+                        "parameters; build it with bottlenecks enabled or set bottleneck to null"
+                    )
+                if layer.bottleneck > limits.max_bottleneck:
+                    raise BertnasError(
+                        f"{where}.bottleneck={layer.bottleneck} exceeds the supernet's "
+                        f"max bottleneck {limits.max_bottleneck}"
+                    )
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def token_counts(self, seq_len: int) -> list[tuple[int, int]]:
+        """``(tokens entering, tokens kept after attention)`` per layer for ``seq_len`` real tokens."""
+        counts, n_in = [], seq_len
+        for layer in self.layers:
+            n_out = min(n_in, kept_tokens(layer.retention, seq_len))
+            counts.append((n_in, n_out))
+            n_in = n_out
+        return counts
+
+    def replace(self, **changes: Any) -> ArchConfig:
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ (de)serialization
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "hidden_size": self.hidden_size,
+            "layers": [
+                {
+                    "index": layer.index,
+                    "heads": layer.heads,
+                    "qk_dim": layer.qk_dim,
+                    "v_dim": layer.v_dim,
+                    "ffn_dim": layer.ffn_dim,
+                    "ffn_stack": layer.ffn_stack,
+                    "bottleneck": layer.bottleneck,
+                    "retention": round(float(layer.retention), _RETENTION_DECIMALS),
+                }
+                for layer in self.layers
+            ],
+            "hidden_act": self.hidden_act,
+            "norm": self.norm,
+            "vocab_size": self.vocab_size,
+            "max_position_embeddings": self.max_position_embeddings,
+            "type_vocab_size": self.type_vocab_size,
+            "num_labels": self.num_labels,
+            "pooler": self.pooler,
+            "backbone": self.backbone,
+        }
+        if self.extra:
+            data["extra"] = dict(self.extra)
+        return data
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def hash(self) -> str:
+        """Stable 16-hex-digit hash of the architecture (``extra`` and ``backbone`` excluded).
+
+        Two configs with the same shapes hash the same whichever file or tool wrote
+        them; caches key on (supernet, task, hash).
+        """
+        data = self.to_dict()
+        data.pop("extra", None)
+        data.pop("backbone", None)
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "arch") -> ArchConfig:
+        """Build from parsed JSON; errors name ``source`` and the offending field."""
+        try:
+            return _from_dict(data)
+        except BertnasError as error:
+            raise BertnasError(f"{source}: {error}") from None
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "arch") -> ArchConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise BertnasError(
+                f"{source}:{error.lineno}: not valid JSON ({error.msg}); an arch file is one JSON object"
+            ) from None
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ArchConfig:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as error:
+            raise BertnasError(f"cannot read arch file {path}: {error.strerror}") from None
+        return cls.from_json(text, str(path))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json(indent=2) + "\n")
+
+
+_LAYER_FIELDS = {f.name for f in dataclasses.fields(LayerConfig)}
+_ARCH_FIELDS = {f.name for f in dataclasses.fields(ArchConfig)}
+_LAYER_REQUIRED = ("index", "heads", "qk_dim", "v_dim", "ffn_dim")
+
+
+def _from_dict(data: Any) -> ArchConfig:
+    if not isinstance(data, Mapping):
+        raise BertnasError(f"expected a JSON object with hidden_size and layers, got {type(data).__name__}")
+    unknown = sorted(set(data) - _ARCH_FIELDS)
+    if unknown:
+        raise BertnasError(f"unknown field {unknown[0]!r} (known: {', '.join(sorted(_ARCH_FIELDS))})")
+    for required in ("hidden_size", "layers"):
+        if required not in data:
+            raise BertnasError(f"missing field {required!r}")
+    if not isinstance(data["layers"], list):
+        raise BertnasError("layers must be a list of layer objects")
+    layers = []
+    for position, item in enumerate(data["layers"]):
+        where = f"layers[{position}]"
+        if not isinstance(item, Mapping):
+            raise BertnasError(f"{where} must be an object, got {type(item).__name__}")
+        unknown = sorted(set(item) - _LAYER_FIELDS)
+        if unknown:
+            raise BertnasError(f"unknown field {where}.{unknown[0]} (known: {', '.join(sorted(_LAYER_FIELDS))})")
+        missing = [name for name in _LAYER_REQUIRED if name not in item]
+        if missing:
+            raise BertnasError(f"{where} is missing {missing[0]!r}")
+        layers.append(LayerConfig(**item))
+    kwargs = {key: value for key, value in data.items() if key != "layers"}
+    return ArchConfig(layers=tuple(layers), **kwargs)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if not _is_int(value) or value < 1:
+        raise BertnasError(f"{name}={value!r} must be a positive integer")
+
+
+def full_arch(limits: ArchLimits, **options: Any) -> ArchConfig:
+    """The backbone itself as a config: every layer, every head, full widths."""
+    layers = tuple(
+        LayerConfig(
+            index=i, heads=limits.num_heads, qk_dim=limits.head_dim, v_dim=limits.head_dim,
+            ffn_dim=limits.ffn_dim,
+        )
+        for i in range(limits.num_layers)
+    )
+    return ArchConfig(hidden_size=limits.hidden_size, layers=layers, **options)
