@@ -1,0 +1,6 @@
+"""BERT math shared by the supernet and compact models, and the compact model itself."""
+
+from bertnas.model.compact import CompactBert, CompactConfig
+from bertnas.model.functional import BertOutput
+
+__all__ = ["BertOutput", "CompactBert", "CompactConfig"]
