@@ -129,7 +129,7 @@ class CompactBert(nn.Module):
             attention_mask,
             token_type_ids,
             self.embeddings.weights(),
-            [(shape, params.weights()) for shape, params in zip(self.arch.layers, self.layers)],
+            [(shape, params.weights()) for shape, params in zip(self.arch.layers, self.layers, strict=True)],
             (self.pooler.weight, self.pooler.bias) if self.pooler is not None else None,
             (self.classifier.weight, self.classifier.bias) if self.classifier is not None else None,
             self.config.run_options(self.training),

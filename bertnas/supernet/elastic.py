@@ -96,7 +96,9 @@ class SupernetConfig:
                 f"backbone {backbone!r} uses activation {hf_config.hidden_act!r}; supported: gelu, relu"
             )
         if getattr(hf_config, "position_embedding_type", "absolute") != "absolute":
-            raise BertnasError(f"backbone {backbone!r} uses relative position embeddings; only absolute ones are supported")
+            raise BertnasError(
+                f"backbone {backbone!r} uses relative position embeddings; only absolute ones are supported"
+            )
         heads = hf_config.num_attention_heads
         values: dict[str, Any] = dict(
             backbone=backbone,
@@ -224,7 +226,9 @@ class ElasticBert(nn.Module):
             max_bottleneck=max_bottleneck,
         )
         if max_bottleneck > config.hidden_size:
-            raise BertnasError(f"max_bottleneck={max_bottleneck} exceeds the backbone's hidden size {config.hidden_size}")
+            raise BertnasError(
+                f"max_bottleneck={max_bottleneck} exceeds the backbone's hidden size {config.hidden_size}"
+            )
         supernet = cls(config)
         supernet.load_hf_state_dict(hf_model.state_dict())
         supernet.tokenizer = tokenizer
@@ -436,7 +440,8 @@ class ElasticBert(nn.Module):
         try:
             supernet.load_state_dict(load_file(str(weights)), strict=True)
         except RuntimeError as error:
-            raise BertnasError(f"{weights}: weights do not match {CONFIG_NAME} ({str(error).splitlines()[0]})") from None
+            first_line = str(error).splitlines()[0]
+            raise BertnasError(f"{weights}: weights do not match {CONFIG_NAME} ({first_line})") from None
         if (path / "tokenizer_config.json").is_file() or (path / "vocab.txt").is_file():
             supernet.tokenizer = AutoTokenizer.from_pretrained(str(path))
         return supernet.eval()
