@@ -212,23 +212,40 @@ class ElasticBert(nn.Module):
         from bertnas.supernet.backbone import load_backbone
 
         hf_model, tokenizer = load_backbone(name_or_path, num_labels)
+        return cls.from_hf_model(
+            hf_model, name_or_path, tokenizer, max_ffn_stack=max_ffn_stack, max_bottleneck=max_bottleneck, task=task
+        )
+
+    @classmethod
+    def from_hf_model(
+        cls,
+        hf_model: Any,
+        backbone: str,
+        tokenizer: Any = None,
+        max_ffn_stack: int = 1,
+        max_bottleneck: int = 0,
+        task: str | None = None,
+    ) -> ElasticBert:
+        """Build a supernet from an in-memory ``BertModel`` / ``BertForSequenceClassification``."""
         has_head = hasattr(hf_model, "classifier")
         bert = hf_model.bert if has_head else hf_model
-        id2label = dict(hf_model.config.id2label) if has_head else None
+        if max_ffn_stack < 1:
+            raise BertnasError(f"max_ffn_stack={max_ffn_stack} must be at least 1 (1: no extra FFNs)")
+        if not 0 <= max_bottleneck <= hf_model.config.hidden_size:
+            raise BertnasError(
+                f"max_bottleneck={max_bottleneck} must be between 0 (none) and the backbone's hidden size "
+                f"{hf_model.config.hidden_size}"
+            )
         config = SupernetConfig.from_hf(
             hf_model.config,
-            backbone=name_or_path,
+            backbone=backbone,
             pooler=bert.pooler is not None,
             num_labels=hf_model.config.num_labels if has_head else None,
-            id2label=id2label,
+            id2label=dict(hf_model.config.id2label) if has_head else None,
             task=task,
             max_ffn_stack=max_ffn_stack,
             max_bottleneck=max_bottleneck,
         )
-        if max_bottleneck > config.hidden_size:
-            raise BertnasError(
-                f"max_bottleneck={max_bottleneck} exceeds the backbone's hidden size {config.hidden_size}"
-            )
         supernet = cls(config)
         supernet.load_hf_state_dict(hf_model.state_dict())
         supernet.tokenizer = tokenizer
