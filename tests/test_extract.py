@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from bertnas.space import load_space
 
 from bertnas.arch import ArchConfig
 from bertnas.errors import BertnasError
 from bertnas.export import extract_subnet
 from bertnas.model import CompactBert
-from bertnas.space import load_space
 
 TOL = 1e-5
 

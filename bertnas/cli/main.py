@@ -34,24 +34,40 @@ def _register_commands() -> None:
     from bertnas.cli import cost_command, extract_command, space_commands  # noqa: F401
 
 
+def _exception_classes(name: str) -> tuple[type[BaseException], ...]:
+    """``name`` from click and from typer's vendored click copy (newer typers ship one)."""
+    classes: list[type[BaseException]] = [getattr(click.exceptions, name)]
+    try:
+        from typer._click import exceptions as vendored  # type: ignore[import-not-found]
+
+        if hasattr(vendored, name):
+            classes.append(getattr(vendored, name))
+    except ImportError:
+        pass
+    return tuple(classes)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code (0 ok, 2 user error, 130 interrupted)."""
     _register_commands()
     command = typer.main.get_command(app)
+    usage_errors = _exception_classes("ClickException")
+    aborts = _exception_classes("Abort")
     try:
-        command.main(args=argv, prog_name="bertnas", standalone_mode=False)
+        result = command.main(args=argv, prog_name="bertnas", standalone_mode=False)
     except BertnasError as error:
         typer.echo(f"error: {error}", err=True)
         return 2
-    except click.exceptions.Exit as exit_:
-        return exit_.exit_code
-    except click.exceptions.Abort:
+    except (typer.Exit, click.exceptions.Exit) as exit_:
+        return int(exit_.exit_code)
+    except aborts:
         typer.echo("aborted", err=True)
         return 130
-    except click.ClickException as error:
-        # Usage errors (unknown option, missing argument): click's own message, exit 2.
-        error.show()
-        return 2
-    return 0
+    except usage_errors as error:
+        # Usage errors (unknown option, missing argument): click's own short message, exit 2.
+        error.show()  # type: ignore[attr-defined]
+        return int(getattr(error, "exit_code", 2))
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import torch
 
 from bertnas.arch import ArchConfig
 from bertnas.atomic import atomic_directory
+from bertnas.cost import count_macs
 from bertnas.errors import BertnasError
 from bertnas.model.compact import CompactBert
 from bertnas.supernet.elastic import ElasticBert
@@ -36,7 +37,9 @@ def extract_subnet(
     from bertnas import __version__
 
     if supernet.tokenizer is None:
-        raise BertnasError("the supernet has no tokenizer to ship with the model; load it from a directory that has one")
+        raise BertnasError(
+            "the supernet has no tokenizer to ship with the model; load it from a directory that has one"
+        )
     supernet.set_active_subnet(arch)
     model = supernet.get_active_subnet()
     with atomic_directory(out, force=force) as scratch:
@@ -50,11 +53,7 @@ def extract_subnet(
             "params": sum(p.numel() for p in model.parameters()),
             "versions": {"bertnas": __version__, "torch": torch.__version__, "python": platform.python_version()},
         }
-        try:
-            from bertnas.cost import count_macs
-
-            provenance["macs_at_128"] = count_macs(model.arch, 128)
-        except ImportError:  # the cost model is optional for extraction
-            pass
+        seq_len = min(128, model.arch.max_position_embeddings)
+        provenance[f"macs_at_{seq_len}"] = count_macs(model.arch, seq_len)
         (scratch / "bertnas.json").write_text(json.dumps(provenance, indent=2) + "\n")
     return Path(out), model
