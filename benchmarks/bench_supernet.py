@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 
 import torch
+from common import median_seconds, write_results
 
 from bertnas.arch import ArchConfig, LayerConfig
 from bertnas.cost import count_macs
 from bertnas.supernet import ElasticBert
-from common import median_seconds, write_results
 
 
 def _subnet(full: ArchConfig, hidden: int, heads: int, ffn: int, kept: list[int], retention=None) -> ArchConfig:
@@ -91,8 +91,13 @@ def main() -> None:
     print(retention)
     path = write_results(
         "supernet",
-        {"batch": args.batch, "seq_len": args.seq_len, "repeats": args.repeats, "subnets": rows,
-         "retention": retention},
+        {
+            "batch": args.batch,
+            "seq_len": args.seq_len,
+            "repeats": args.repeats,
+            "subnets": rows,
+            "retention": retention,
+        },
     )
     print("\n| subnet | MACs | supernet ms | extracted ms | supernet overhead |\n|---|---:|---:|---:|---:|")
     for row in rows:

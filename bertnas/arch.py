@@ -134,9 +134,7 @@ class ArchConfig:
             if layer.bottleneck is not None:
                 _positive_int(f"{where}.bottleneck", layer.bottleneck)
                 if layer.bottleneck > self.hidden_size:
-                    raise BertnasError(
-                        f"{where}.bottleneck={layer.bottleneck} exceeds hidden_size={self.hidden_size}"
-                    )
+                    raise BertnasError(f"{where}.bottleneck={layer.bottleneck} exceeds hidden_size={self.hidden_size}")
             r = layer.retention
             if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 < r <= 1.0:
                 raise BertnasError(f"{where}.retention={r!r} must be a number in (0, 1]")
@@ -150,9 +148,7 @@ class ArchConfig:
     def check_fits(self, limits: ArchLimits, backbone_name: str = "backbone") -> None:
         """Check that every dimension fits inside ``limits`` (the supernet's largest)."""
         if self.hidden_size > limits.hidden_size:
-            raise BertnasError(
-                f"hidden_size={self.hidden_size} exceeds the {backbone_name}'s {limits.hidden_size}"
-            )
+            raise BertnasError(f"hidden_size={self.hidden_size} exceeds the {backbone_name}'s {limits.hidden_size}")
         for position, layer in enumerate(self.layers):
             where = f"layers[{position}]"
             checks = (
@@ -316,7 +312,10 @@ def full_arch(limits: ArchLimits, **options: Any) -> ArchConfig:
     """The backbone itself as a config: every layer, every head, full widths."""
     layers = tuple(
         LayerConfig(
-            index=i, heads=limits.num_heads, qk_dim=limits.head_dim, v_dim=limits.head_dim,
+            index=i,
+            heads=limits.num_heads,
+            qk_dim=limits.head_dim,
+            v_dim=limits.head_dim,
             ffn_dim=limits.ffn_dim,
         )
         for i in range(limits.num_layers)

@@ -140,8 +140,10 @@ def layer_params(layer: LayerConfig, hidden_size: int) -> int:
     a, k, v, f = layer.heads, layer.qk_dim, layer.v_dim, layer.ffn_dim
     params = (
         2 * (w * a * k + a * k)  # query, key
-        + w * a * v + a * v  # value
-        + a * v * w + w  # attention output
+        + w * a * v
+        + a * v  # value
+        + a * v * w
+        + w  # attention output
         + 2 * w  # attention norm
         + layer.ffn_stack * (2 * w * f + f + w)  # stacked FFNs, the backbone's included
         + 2 * w  # FFN norm
@@ -253,8 +255,7 @@ def cost_table(arch: ArchConfig, seq_len: int) -> list[dict[str, Any]]:
     result = cost(arch, seq_len)
     empty = {"attn_proj": None, "attn_core": None, "ffn": None, "bottleneck": None}
     rows: list[dict[str, Any]] = [
-        {"part": "embeddings", "n_in": None, "n_out": seq_len, **empty, "macs": 0,
-         "params": result.embedding_params},
+        {"part": "embeddings", "n_in": None, "n_out": seq_len, **empty, "macs": 0, "params": result.embedding_params},
     ]
     for layer in result.layers:
         rows.append(
@@ -271,8 +272,17 @@ def cost_table(arch: ArchConfig, seq_len: int) -> list[dict[str, Any]]:
             }
         )
     if arch.pooler or arch.num_labels:
-        rows.append({"part": "head", "n_in": 1, "n_out": 1, **empty, "macs": result.head_macs,
-                     "params": result.head_params})
-    rows.append({"part": "total", "n_in": seq_len, "n_out": result.layers[-1].n_out, **empty,
-                 "macs": result.macs, "params": result.params})
+        rows.append(
+            {"part": "head", "n_in": 1, "n_out": 1, **empty, "macs": result.head_macs, "params": result.head_params}
+        )
+    rows.append(
+        {
+            "part": "total",
+            "n_in": seq_len,
+            "n_out": result.layers[-1].n_out,
+            **empty,
+            "macs": result.macs,
+            "params": result.params,
+        }
+    )
     return rows

@@ -29,10 +29,21 @@ MATMUL_OPS = {"linear", "matmul", "addmm", "mm", "bmm", "einsum"}
 EXCLUDED_COUNTED = {"layer_norm"}
 EXCLUDED_UNSUPPORTED = {
     "aten::embedding",  # lookups
-    "aten::add", "aten::mul", "aten::sub",  # residuals, NoNorm, score scaling, the additive mask
-    "aten::softmax", "aten::gelu", "aten::tanh",  # activations (relu is in fvcore's ignore list)
-    "aten::mean", "aten::sum", "aten::diagonal", "aten::fill_",  # token significance
-    "aten::topk", "aten::sort", "aten::ceil", "aten::minimum", "aten::lt",  # token selection
+    "aten::add",
+    "aten::mul",
+    "aten::sub",  # residuals, NoNorm, score scaling, the additive mask
+    "aten::softmax",
+    "aten::gelu",
+    "aten::tanh",  # activations (relu is in fvcore's ignore list)
+    "aten::mean",
+    "aten::sum",
+    "aten::diagonal",
+    "aten::fill_",  # token significance
+    "aten::topk",
+    "aten::sort",
+    "aten::ceil",
+    "aten::minimum",
+    "aten::lt",  # token selection
 }
 
 
@@ -185,9 +196,7 @@ def test_bert_base_macs_by_hand():
 def _dynabert(width: float, depth: float) -> ArchConfig:
     heads = round(12 * width)
     kept = [int(i / depth) for i in range(round(12 * depth))]
-    layers = tuple(
-        LayerConfig(index=i, heads=heads, qk_dim=64, v_dim=64, ffn_dim=int(3072 * heads / 12)) for i in kept
-    )
+    layers = tuple(LayerConfig(index=i, heads=heads, qk_dim=64, v_dim=64, ffn_dim=int(3072 * heads / 12)) for i in kept)
     return ArchConfig(hidden_size=768, layers=layers, pooler=False)
 
 
@@ -210,9 +219,10 @@ def test_schubert_published_sizes(hidden, millions):
 def test_schubert_layer_formula():
     h, a, k, v, f = 544, 12, 64, 64, 3072
     layer = LayerConfig(index=0, heads=a, qk_dim=k, v_dim=v, ffn_dim=f)
-    assert layer_params(layer, h) == 2 * (h * a * k + a * k) + (h * a * v + a * v) + (a * v * h + h) + (
-        2 * h * f + f + h
-    ) + 4 * h
+    assert (
+        layer_params(layer, h)
+        == 2 * (h * a * k + a * k) + (h * a * v + a * v) + (a * v * h + h) + (2 * h * f + f + h) + 4 * h
+    )
 
 
 def test_retention_shrinks_ffn_and_attention():

@@ -13,8 +13,9 @@ import pytest
 from bertnas.arch import ArchLimits, full_arch
 from bertnas.cost import count_macs, count_params
 
-MINILM = ArchLimits(hidden_size=384, num_layers=6, num_heads=12, head_dim=32, ffn_dim=1536, max_ffn_stack=4,
-                    max_bottleneck=384)
+MINILM = ArchLimits(
+    hidden_size=384, num_layers=6, num_heads=12, head_dim=32, ffn_dim=1536, max_ffn_stack=4, max_bottleneck=384
+)
 
 
 @pytest.fixture

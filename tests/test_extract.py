@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from bertnas.space import load_space
 
 from bertnas.arch import ArchConfig
 from bertnas.errors import BertnasError
 from bertnas.export import extract_subnet
 from bertnas.model import CompactBert
+from bertnas.space import load_space
 
 TOL = 1e-5
 
@@ -106,5 +106,10 @@ def test_corrupt_compact_directory_gives_a_clear_error(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(BertnasError, match="not a bertnas compact model"):
         CompactBert.from_pretrained(tmp_path)
-    with pytest.raises(BertnasError, match="model.safetensors is missing"):
+    with pytest.raises(BertnasError, match="config.json is missing"):
         CompactBert.from_pretrained(tmp_path / "nowhere")
+    weightless = tmp_path / "weightless"
+    weightless.mkdir()
+    (weightless / "config.json").write_text((tmp_path / "config.json").read_text())
+    with pytest.raises(BertnasError, match="not a bertnas compact model|model.safetensors is missing"):
+        CompactBert.from_pretrained(weightless)

@@ -29,15 +29,25 @@ def _cell(value: Any) -> str:
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A plain-text table of :func:`bertnas.cost.cost_table` rows (right-aligned numbers)."""
     columns = [
-        ("part", "part"), ("n_in", "tokens in"), ("n_out", "tokens out"), ("attn_proj", "attn proj"),
-        ("attn_core", "attn core"), ("ffn", "FFN"), ("bottleneck", "bottleneck"), ("macs", "MACs"),
+        ("part", "part"),
+        ("n_in", "tokens in"),
+        ("n_out", "tokens out"),
+        ("attn_proj", "attn proj"),
+        ("attn_core", "attn core"),
+        ("ffn", "FFN"),
+        ("bottleneck", "bottleneck"),
+        ("macs", "MACs"),
         ("params", "params"),
     ]
     cells = [[header for _, header in columns]]
     for row in rows:
         # Token counts are exact small integers: print them as they are, not in K units.
-        cells.append([str(row[key]) if key in ("n_in", "n_out") and row[key] is not None else _cell(row[key])
-                      for key, _ in columns])
+        cells.append(
+            [
+                str(row[key]) if key in ("n_in", "n_out") and row[key] is not None else _cell(row[key])
+                for key, _ in columns
+            ]
+        )
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     lines = []
     for number, line in enumerate(cells):

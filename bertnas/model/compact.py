@@ -169,7 +169,6 @@ class CompactBert(nn.Module):
             raise BertnasError(f"{weights_path}: weights do not match config.json ({first})") from None
         if missing or unexpected:
             raise BertnasError(
-                f"{weights_path}: weights do not match config.json "
-                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+                f"{weights_path}: weights do not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})"
             )
         return model.to(device).eval()

@@ -92,9 +92,7 @@ class SupernetConfig:
     @classmethod
     def from_hf(cls, hf_config: Any, backbone: str, **overrides: Any) -> SupernetConfig:
         if hf_config.hidden_act not in _ACTIVATIONS:
-            raise BertnasError(
-                f"backbone {backbone!r} uses activation {hf_config.hidden_act!r}; supported: gelu, relu"
-            )
+            raise BertnasError(f"backbone {backbone!r} uses activation {hf_config.hidden_act!r}; supported: gelu, relu")
         if getattr(hf_config, "position_embedding_type", "absolute") != "absolute":
             raise BertnasError(
                 f"backbone {backbone!r} uses relative position embeddings; only absolute ones are supported"

@@ -1,0 +1,141 @@
+"""``bertnas finetune``, ``bertnas supernet train`` and ``bertnas eval``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from bertnas.cli.main import app
+from bertnas.supernet.backbone import DEFAULT_BACKBONE
+
+supernet_app = typer.Typer(help="Train weight-sharing supernets.", no_args_is_help=True)
+app.add_typer(supernet_app, name="supernet")
+
+PRESET_HELP = "quick: a few minutes on 2 CPU cores (train subset, 1 epoch); full: the whole train split."
+
+
+@app.command("finetune")
+def finetune_command(
+    task: str = typer.Option(..., "--task", help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli."),
+    backbone: str = typer.Option(DEFAULT_BACKBONE, "--backbone", help="Hugging Face BERT name or directory."),
+    out: Path | None = typer.Option(None, "--out", help="Teacher directory [default: the bertnas cache]."),
+    preset: str = typer.Option("full", "--preset", help=PRESET_HELP),
+    epochs: float | None = typer.Option(None, "--epochs", help="Override the preset's epochs."),
+    lr: float | None = typer.Option(None, "--lr", help="Override the preset's learning rate."),
+    train_subset: int | None = typer.Option(None, "--train-subset", help="Use only the first N train examples."),
+    seed: int = typer.Option(42, "--seed"),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... [default: cuda if present]."),
+    glue_dir: str | None = typer.Option(None, "--glue-dir", help="GLUE data in the original TSV layout."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing teacher directory."),
+) -> None:
+    """Fine-tune the backbone on a GLUE task: the teacher for supernet training."""
+    from bertnas.errors import BertnasError
+    from bertnas.paths import teacher_dir
+    from bertnas.training.finetune import PRESETS, FinetuneConfig, finetune
+
+    if preset not in PRESETS:
+        raise BertnasError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    values = dict(PRESETS[preset])
+    for key, value in (("epochs", epochs), ("lr", lr), ("train_subset", train_subset)):
+        if value is not None:
+            values[key] = value
+    config = FinetuneConfig(task=task, backbone=backbone, seed=seed, device=device, glue_dir=glue_dir, **values)
+    target = out or teacher_dir(backbone, task)
+    result = finetune(config, target, force=force)
+    typer.echo(f"teacher {target}: dev {result['main_metric']} = {result['score']:.4f} ({result['dev_examples']} ex.)")
+
+
+@supernet_app.command("train")
+def supernet_train_command(
+    task: str = typer.Option(..., "--task", help="GLUE task."),
+    space: str = typer.Option("unified", "--space", help="Search space name or YAML file."),
+    teacher: str | None = typer.Option(
+        None, "--teacher", help="Fine-tuned teacher directory [default: the cached teacher for backbone + task]."
+    ),
+    backbone: str = typer.Option(DEFAULT_BACKBONE, "--backbone", help="Backbone whose cached teacher to use."),
+    out: Path | None = typer.Option(None, "--out", help="Supernet directory [default: the bertnas cache]."),
+    preset: str = typer.Option("quick", "--preset", help=PRESET_HELP),
+    epochs: float | None = typer.Option(None, "--epochs"),
+    lr: float | None = typer.Option(None, "--lr"),
+    train_subset: int | None = typer.Option(None, "--train-subset"),
+    random_subnets: int | None = typer.Option(None, "--random-subnets", help="Random subnets per step (sandwich)."),
+    distill_from: str | None = typer.Option(None, "--distill-from", help="teacher | largest"),
+    stages: str | None = typer.Option(None, "--stages", help="joint | width-depth (DynaBERT's two stages)."),
+    no_rewire: bool = typer.Option(False, "--no-rewire", help="Skip DynaBERT rewiring."),
+    checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
+    seed: int = typer.Option(42, "--seed"),
+    device: str | None = typer.Option(None, "--device"),
+    glue_dir: str | None = typer.Option(None, "--glue-dir"),
+) -> None:
+    """Train a weight-sharing supernet from the teacher; rerun the same command to resume."""
+    from bertnas.errors import BertnasError
+    from bertnas.paths import supernet_dir, teacher_dir
+    from bertnas.training.supernet_train import SupernetTrainer, config_from
+
+    teacher_path = teacher or str(teacher_dir(backbone, task))
+    if not Path(teacher_path).is_dir():
+        raise BertnasError(
+            f"no teacher at {teacher_path}; fine-tune one first: bertnas finetune --task {task} "
+            f"--backbone {backbone} (or pass --teacher DIR)"
+        )
+    config = config_from(
+        task,
+        teacher_path,
+        preset,
+        epochs=epochs,
+        lr=lr,
+        train_subset=train_subset,
+        random_subnets=random_subnets,
+        distill_from=distill_from,
+        stages=stages,
+        rewire=False if no_rewire else None,
+        checkpoint_every=checkpoint_every,
+        seed=seed,
+        device=device,
+        glue_dir=glue_dir,
+        space=space,
+    )
+    target = out or supernet_dir(backbone, task, space)
+    result = SupernetTrainer(config, target).train()
+    metric = result["main_metric"]
+    summary = ", ".join(f"{name} {scores[metric]:.4f}" for name, scores in result["subnets"].items())
+    typer.echo(f"supernet {target}: dev {metric}: teacher {result['teacher'][metric]:.4f}, {summary}")
+
+
+@app.command("eval")
+def eval_command(
+    arch: Path = typer.Option(..., "--arch", help="Architecture config JSON."),
+    supernet: Path = typer.Option(..., "--supernet", help="Trained supernet directory."),
+    task: str | None = typer.Option(None, "--task", help="[default: the supernet's task]"),
+    subset: int | None = typer.Option(None, "--subset", help="Evaluate on the first N dev examples only."),
+    device: str | None = typer.Option(None, "--device"),
+    glue_dir: str | None = typer.Option(None, "--glue-dir"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Evaluate even if the result is cached."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Dev metric of a subnet by weight sharing, with its MACs and parameters (cached)."""
+    from bertnas.arch import ArchConfig
+    from bertnas.training.common import pick_device
+    from bertnas.training.evaluate import SubnetEvaluator
+
+    config = ArchConfig.load(arch)
+    evaluator = SubnetEvaluator.open(
+        supernet,
+        task=task,
+        subset=subset,
+        glue_dir=glue_dir,
+        device=str(pick_device(device)),
+        use_cache=not no_cache,
+    )
+    result = evaluator.evaluate(config)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    metrics = ", ".join(f"{name} {value:.4f}" for name, value in result["metrics"].items())
+    typer.echo(
+        f"{result['task']} {result['split']} ({result['examples']} ex.): {metrics}; "
+        f"{result['macs'] / 1e9:.3f} GMACs at {result['macs_seq_len']} tokens, {result['params'] / 1e6:.2f}M params"
+        + (" [cached]" if result["cached"] else "")
+    )

@@ -1,0 +1,89 @@
+"""Pieces every training loop here shares: seeding, optimizer, schedule, run records."""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """``requested`` if given, else CUDA when present, else CPU."""
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.01) -> torch.optim.AdamW:
+    """AdamW without weight decay on biases and norm weights (BERT's recipe)."""
+    decay, no_decay = [], []
+    for _name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (no_decay if parameter.ndim == 1 else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the base rate, then linear decay to zero at ``total`` steps."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def versions() -> dict[str, str]:
+    from bertnas import __version__
+
+    found = {"bertnas": __version__, "python": platform.python_version(), "torch": torch.__version__}
+    for name in ("transformers", "optuna", "numpy", "tokenizers"):
+        module = sys.modules.get(name)
+        if module is None:
+            try:
+                module = __import__(name)
+            except ImportError:
+                continue
+        found[name] = getattr(module, "__version__", "?")
+    return found
+
+
+def hardware() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "cpu_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    from bertnas.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def run_record(command: str, config: dict[str, Any]) -> dict[str, Any]:
+    """What every run writes down: the command, its configuration, versions and hardware."""
+    return {
+        "command": command,
+        "argv": sys.argv,
+        "config": config,
+        "versions": versions(),
+        "hardware": hardware(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

@@ -1,0 +1,57 @@
+"""Distillation losses for supernet training (DynaBERT-style).
+
+Logits: soft cross-entropy against the teacher's distribution (MSE for regression
+tasks). Hidden states: MSE between student and teacher hidden states where the shapes
+allow it (same hidden width; same tokens, i.e. no retention has dropped any yet),
+with student hidden ``j`` matched to teacher hidden ``kept[j] + 1`` (embeddings to
+embeddings), as DynaBERT's depth stage does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from bertnas.arch import ArchConfig
+
+
+def logit_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """KL divergence from the teacher's distribution; MSE when there is one output (regression).
+
+    Same gradient as the soft cross-entropy, but zero when the student matches the teacher,
+    so the logged loss shows how far each subnet still is from it.
+    """
+    if student.shape[-1] == 1:
+        return F.mse_loss(student, teacher)
+    return F.kl_div(
+        F.log_softmax(student, dim=-1), F.log_softmax(teacher, dim=-1), log_target=True, reduction="batchmean"
+    )
+
+
+def hidden_loss(
+    arch: ArchConfig,
+    student_states: Sequence[torch.Tensor],
+    student_masks: Sequence[torch.Tensor],
+    teacher_states: Sequence[torch.Tensor],
+) -> torch.Tensor | None:
+    """Mean MSE over the student's hidden states that line up with the teacher's.
+
+    ``teacher_states`` are the full model's (embeddings + every backbone layer). A student
+    state is compared only while no token has been dropped (same sequence length) and
+    only on its ``hidden_size`` first channels, which is what the slicing shares.
+    Returns None when no state lines up.
+    """
+    teacher_index = [0] + [layer.index + 1 for layer in arch.layers]
+    losses = []
+    for state, mask, index in zip(student_states, student_masks, teacher_index, strict=True):
+        reference = teacher_states[index]
+        if state.shape[1] != reference.shape[1]:
+            break  # retention dropped tokens: later states no longer align position by position
+        weight = mask.unsqueeze(-1).to(state.dtype)
+        difference = (state - reference[..., : state.shape[-1]]) ** 2 * weight
+        losses.append(difference.sum() / (weight.sum() * state.shape[-1]).clamp(min=1.0))
+    if not losses:
+        return None
+    return torch.stack(losses).mean()

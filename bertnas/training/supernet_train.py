@@ -1,0 +1,391 @@
+"""Supernet training: make every subnet of a space good without retraining.
+
+Recipe (DynaBERT + Once-for-All + Length-Adaptive Transformer):
+
+1. Build the supernet from the fine-tuned teacher, with the extra parameters the space
+   needs (stacked FFNs, bottlenecks); keep a frozen copy of the teacher.
+2. Rewire once (DynaBERT): heads and FFN neurons sorted by importance, so every prefix
+   slice keeps the most important units.
+3. Each step, the sandwich rule: the space's largest subnet, its smallest and
+   ``random_subnets`` random ones run on the same batch; their gradients accumulate
+   and one optimizer step follows. Random subnets of a space with retention dimensions
+   draw random per-layer token retention (LengthDrop-style), so retention vectors are
+   trained and scored fairly.
+4. In-place distillation: every subnet learns the teacher's logits (soft cross-entropy)
+   and, weighted by ``hidden_weight``, its hidden states where the shapes line up
+   (``distill_from="largest"`` uses the largest subnet's logits instead, as OFA does).
+   With ``stages="width-depth"``, the first half of the steps keeps every layer (width
+   stage) and the second half samples depth too (DynaBERT's two stages).
+
+Checkpoints go to ``OUT/checkpoint/`` every ``checkpoint_every`` steps (atomically);
+rerunning the same command resumes from the last one. The finished supernet is a
+directory ``ElasticBert.from_pretrained`` loads, with ``metrics.json`` and ``run.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from bertnas.arch import ArchConfig
+from bertnas.atomic import atomic_directory
+from bertnas.data import Collator, get_task, load_task, make_dataloader, tokenize_split
+from bertnas.data.batching import LengthBucketSampler
+from bertnas.errors import BertnasError
+from bertnas.model.compact import CompactBert
+from bertnas.space import SearchSpace, load_space
+from bertnas.supernet.elastic import CONFIG_NAME, WEIGHTS_NAME, ElasticBert
+from bertnas.training.common import linear_schedule, make_optimizer, pick_device, run_record, set_seed, write_json
+from bertnas.training.distill import hidden_loss, logit_loss
+from bertnas.training.evaluate import evaluate_model, subset_of
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_NAME = "state.json"
+OPTIMIZER_NAME = "optimizer.pt"
+
+
+@dataclass
+class SupernetTrainConfig:
+    task: str
+    teacher: str
+    space: str = "unified"
+    epochs: float = 2.0
+    batch_size: int = 32
+    lr: float = 5e-5
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    random_subnets: int = 2
+    hidden_weight: float = 0.1
+    distill_from: str = "teacher"  # teacher | largest
+    stages: str = "joint"  # joint | width-depth
+    rewire: bool = True
+    rewire_batches: int = 16
+    max_length: int | None = None
+    train_subset: int | None = None
+    dev_subset: int | None = None
+    checkpoint_every: int = 200
+    seed: int = 42
+    device: str | None = None
+    glue_dir: str | None = None
+
+    def validate(self) -> None:
+        if self.distill_from not in ("teacher", "largest"):
+            raise BertnasError(f"distill_from={self.distill_from!r} must be 'teacher' or 'largest'")
+        if self.stages not in ("joint", "width-depth"):
+            raise BertnasError(f"stages={self.stages!r} must be 'joint' or 'width-depth'")
+        if self.random_subnets < 0 or self.batch_size < 1 or self.epochs <= 0:
+            raise BertnasError("random_subnets must be >= 0, batch_size >= 1 and epochs > 0")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # a few minutes on 2 CPU cores: a train subset, one epoch, one random subnet per step
+    "quick": {
+        "epochs": 1.0,
+        "train_subset": 2000,
+        "dev_subset": None,
+        "random_subnets": 1,
+        "lr": 1e-4,
+        "checkpoint_every": 50,
+        "rewire_batches": 8,
+    },
+    "full": {
+        "epochs": 3.0,
+        "train_subset": None,
+        "dev_subset": None,
+        "random_subnets": 2,
+        "lr": 5e-5,
+        "checkpoint_every": 500,
+        "rewire_batches": 32,
+    },
+}
+
+
+def config_from(task: str, teacher: str, preset: str = "quick", **overrides: Any) -> SupernetTrainConfig:
+    if preset not in PRESETS:
+        raise BertnasError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    known = {f.name for f in fields(SupernetTrainConfig)}
+    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None and k in known}}
+    config = SupernetTrainConfig(task=task, teacher=teacher, **values)
+    config.validate()
+    return config
+
+
+def _sample_subnets(space: SearchSpace, rng: np.random.Generator, count: int, full_depth: bool) -> list[ArchConfig]:
+    archs = []
+    for _ in range(count):
+        arch = space.sample(rng)
+        if full_depth:
+            values = space.to_values(arch)
+            for name in values:
+                if name.startswith("keep."):
+                    values[name] = True
+                elif name == "depth":
+                    values[name] = max(space.choices("depth"))
+            arch = space.from_values(values)
+        archs.append(arch)
+    return archs
+
+
+class SupernetTrainer:
+    """Runs (or resumes) one supernet training into the directory ``out``."""
+
+    def __init__(self, config: SupernetTrainConfig, out: str | Path) -> None:
+        config.validate()
+        self.config = config
+        self.out = Path(out)
+        self.device = pick_device(config.device)
+        self.info = get_task(config.task)
+
+    # ------------------------------------------------------------------ setup
+    def _load_teacher(self) -> tuple[CompactBert, Any]:
+        teacher_supernet = ElasticBert.from_backbone(self.config.teacher, task=self.info.name)
+        if teacher_supernet.config.num_labels != self.info.num_labels:
+            raise BertnasError(
+                f"teacher {self.config.teacher} has {teacher_supernet.config.num_labels} outputs but task "
+                f"{self.info.name} needs {self.info.num_labels}; fine-tune it first: bertnas finetune --task "
+                f"{self.info.name}"
+            )
+        teacher = teacher_supernet.get_active_subnet().to(self.device).eval()
+        for parameter in teacher.parameters():
+            parameter.requires_grad_(False)
+        return teacher, teacher_supernet.tokenizer
+
+    def _checkpoint_state(self) -> dict[str, Any] | None:
+        path = self.out / CHECKPOINT_DIR / STATE_NAME
+        if not path.is_file():
+            return None
+        state = json.loads(path.read_text())
+        saved = state["config"]
+        for key in ("task", "teacher", "space", "seed", "batch_size", "train_subset", "epochs"):
+            if saved.get(key) != asdict(self.config).get(key):
+                raise BertnasError(
+                    f"{self.out} holds a checkpoint of a different run ({key}={saved.get(key)!r}, now "
+                    f"{asdict(self.config).get(key)!r}); use another --out or the same settings to resume"
+                )
+        return state
+
+    # ------------------------------------------------------------------ training
+    def train(self) -> dict[str, Any]:
+        config, info = self.config, self.info
+        if (self.out / "training.json").is_file():
+            raise BertnasError(f"{self.out} already holds a finished supernet; choose another --out")
+        set_seed(config.seed)
+        teacher, tokenizer = self._load_teacher()
+        resume = self._checkpoint_state()
+        if resume is not None:
+            supernet = ElasticBert.from_pretrained(self.out / CHECKPOINT_DIR)
+        else:
+            probe = load_space(config.space).bind(teacher_limits(teacher), backbone=config.teacher)
+            supernet = ElasticBert.from_backbone(
+                config.teacher,
+                max_ffn_stack=probe.max_ffn_stack,
+                max_bottleneck=probe.max_bottleneck,
+                task=info.name,
+            )
+        supernet.tokenizer = tokenizer
+        supernet.to(self.device)
+        space = load_space(config.space).bind(supernet.limits, backbone=config.teacher)
+
+        train = subset_of(
+            tokenize_split(load_task(info.name, "train", config.glue_dir), tokenizer, config.max_length),
+            config.train_subset,
+        )
+        dev = subset_of(
+            tokenize_split(load_task(info.name, "dev", config.glue_dir), tokenizer, config.max_length),
+            config.dev_subset,
+        )
+        sampler = LengthBucketSampler(train.lengths, config.batch_size, shuffle=True, seed=config.seed)
+        collate = Collator(supernet.config.pad_token_id)
+        steps_per_epoch = len(sampler)
+        total = max(1, int(steps_per_epoch * config.epochs))
+
+        record = run_record("supernet train", asdict(config))
+        if resume is None and config.rewire:
+            self._rewire(supernet, train)
+        optimizer = make_optimizer(supernet, config.lr, config.weight_decay)
+        scheduler = linear_schedule(optimizer, int(total * config.warmup_ratio), total)
+        step = 0
+        if resume is not None:
+            saved = torch.load(self.out / CHECKPOINT_DIR / OPTIMIZER_NAME, weights_only=True, map_location="cpu")
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            step = int(resume["step"])
+            record = resume.get("record", record)
+
+        largest, smallest = space.largest(), space.smallest()
+        start_time = time.perf_counter()
+        elapsed_before = float(resume.get("train_seconds", 0.0)) if resume else 0.0
+        progress = tqdm(
+            total=total, initial=step, desc=f"supernet {info.name}/{config.space}", unit="step", dynamic_ncols=True
+        )
+        supernet.train()
+        last_losses: dict[str, float] = {}
+        while step < total:
+            epoch, offset = divmod(step, steps_per_epoch)
+            for indices in sampler.batches(epoch)[offset:]:
+                if step >= total:
+                    break
+                batch = collate([train[i] for i in indices])
+                batch = {key: value.to(self.device) for key, value in batch.items()}
+                last_losses = self._step(supernet, teacher, space, batch, step, total, largest, smallest)
+                torch.nn.utils.clip_grad_norm_(supernet.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                progress.update(1)
+                progress.set_postfix(loss=f"{last_losses['mean']:.4f}", epoch=epoch)
+                if step % config.checkpoint_every == 0 and step < total:
+                    seconds = elapsed_before + time.perf_counter() - start_time
+                    self._save_checkpoint(supernet, optimizer, scheduler, step, record, seconds)
+        progress.close()
+        train_seconds = elapsed_before + time.perf_counter() - start_time
+        return self._finish(supernet, teacher, space, dev, record, total, train_seconds, train)
+
+    def _rewire(self, supernet: ElasticBert, train: Any) -> None:
+        from bertnas.supernet.rewire import rewire_supernet
+
+        loader = make_dataloader(train, self.config.batch_size, shuffle=True, seed=self.config.seed)
+        batches = []
+        for batch in loader:
+            batches.append({key: value.to(self.device) for key, value in batch.items()})
+            if len(batches) >= self.config.rewire_batches:
+                break
+        rewire_supernet(supernet, batches)
+
+    def _step(
+        self,
+        supernet: ElasticBert,
+        teacher: CompactBert,
+        space: SearchSpace,
+        batch: dict[str, torch.Tensor],
+        step: int,
+        total: int,
+        largest: ArchConfig,
+        smallest: ArchConfig,
+    ) -> dict[str, float]:
+        config = self.config
+        labels = batch.pop("labels")
+        with torch.no_grad():
+            reference = teacher(**batch, output_hidden_states=config.hidden_weight > 0)
+        rng = np.random.default_rng([config.seed, step])  # same subnets after a resume
+        full_depth = config.stages == "width-depth" and step < total // 2
+        subnets = [largest, smallest, *_sample_subnets(space, rng, config.random_subnets, full_depth)]
+        target_logits = reference.logits
+        losses = []
+        for position, arch in enumerate(subnets):
+            supernet.set_active_subnet(arch)
+            output = supernet(**batch, output_hidden_states=config.hidden_weight > 0)
+            if position == 0 and config.distill_from == "largest":
+                # the largest subnet learns from the teacher and the labels; the rest from it
+                loss = logit_loss(output.logits, reference.logits) + _task_loss(output.logits, labels)
+                target_logits = output.logits.detach()
+            else:
+                loss = logit_loss(output.logits, target_logits)
+            if config.hidden_weight > 0:
+                hidden = hidden_loss(
+                    supernet.get_active_arch(), output.hidden_states, output.hidden_masks, reference.hidden_states
+                )
+                if hidden is not None:
+                    loss = loss + config.hidden_weight * hidden
+            loss.backward()
+            losses.append(float(loss.detach()))
+        return {"mean": float(np.mean(losses)), "largest": losses[0], "smallest": losses[1]}
+
+    # ------------------------------------------------------------------ persistence
+    def _save_checkpoint(
+        self, supernet: ElasticBert, optimizer: Any, scheduler: Any, step: int, record: dict, seconds: float
+    ) -> None:
+        with atomic_directory(self.out / CHECKPOINT_DIR, force=True) as scratch:
+            supernet.save_pretrained(scratch)
+            torch.save(
+                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, scratch / OPTIMIZER_NAME
+            )
+            write_json(
+                scratch / STATE_NAME,
+                {"step": step, "config": asdict(self.config), "record": record, "train_seconds": seconds},
+            )
+
+    def _finish(
+        self,
+        supernet: ElasticBert,
+        teacher: CompactBert,
+        space: SearchSpace,
+        dev: Any,
+        record: dict,
+        total: int,
+        train_seconds: float,
+        train: Any,
+    ) -> dict[str, Any]:
+        supernet.eval()
+        scores = {}
+        for name, arch in (
+            ("full", supernet.full_arch()),
+            ("largest", space.largest()),
+            ("smallest", space.smallest()),
+        ):
+            supernet.set_active_subnet(arch)
+            scores[name] = evaluate_model(supernet, dev, device=str(self.device))
+        teacher_metrics = evaluate_model(teacher, dev, device=str(self.device))
+        supernet.set_active_subnet(supernet.full_arch())
+        result = {
+            "task": self.info.name,
+            "space": self.config.space,
+            "main_metric": self.info.main_metric,
+            "teacher": teacher_metrics,
+            "subnets": scores,
+            "steps": total,
+            "train_examples": len(train),
+            "dev_examples": len(dev),
+            "train_seconds": train_seconds,
+        }
+        supernet.cpu()
+        # Final files: each written beside its target and renamed, then training.json marks completion.
+        scratch = self.out / ".final"
+        supernet.save_pretrained(scratch)
+        for path in scratch.iterdir():
+            os.replace(path, self.out / path.name)
+        scratch.rmdir()
+        write_json(self.out / "metrics.json", result)
+        write_json(self.out / "run.json", {**record, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        write_json(self.out / "training.json", {"complete": True, "steps": total})
+        return result
+
+
+def _task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if logits.shape[-1] == 1:
+        return F.mse_loss(logits.squeeze(-1), labels.float())
+    return F.cross_entropy(logits, labels)
+
+
+def teacher_limits(teacher: CompactBert) -> Any:
+    """The backbone limits of a full-size compact teacher (what the space binds against)."""
+    from bertnas.arch import ArchLimits
+
+    arch = teacher.arch
+    first = arch.layers[0]
+    return ArchLimits(
+        hidden_size=arch.hidden_size,
+        num_layers=len(arch.layers),
+        num_heads=first.heads,
+        head_dim=first.qk_dim,
+        ffn_dim=first.ffn_dim,
+    )
+
+
+def is_trained_supernet(directory: str | Path) -> bool:
+    directory = Path(directory)
+    return (
+        (directory / "training.json").is_file()
+        and (directory / CONFIG_NAME).is_file()
+        and (directory / WEIGHTS_NAME).is_file()
+    )

@@ -1,0 +1,193 @@
+"""Teacher fine-tuning, supernet training (loss goes down, resume), cached weight-shared evaluation.
+
+Runs on a tiny random BERT (real tokenizer, real training code) and a small SST-2-format
+data set written here, so it takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from bertnas.errors import BertnasError
+from bertnas.training.evaluate import SubnetEvaluator
+from bertnas.training.finetune import FinetuneConfig, finetune
+from bertnas.training.supernet_train import CHECKPOINT_DIR, STATE_NAME, SupernetTrainer, config_from
+
+GOOD = ["wonderful", "brilliant", "moving", "delightful", "superb", "charming", "gripping", "funny"]
+BAD = ["dull", "awful", "tedious", "boring", "clumsy", "lifeless", "painful", "silly"]
+FILLER = ["the film is", "a", "this movie feels", "an often", "the acting is", "its story is", "it 's"]
+
+
+def _write_sst2(directory, rows: int, seed: int) -> None:
+    rng = random.Random(seed)
+    lines = ["sentence\tlabel"]
+    for _ in range(rows):
+        label = rng.randint(0, 1)
+        word = rng.choice(GOOD if label else BAD)
+        lines.append(f"{rng.choice(FILLER)} {word} and {rng.choice(FILLER)} {rng.choice(FILLER)} . \t{label}")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / ("train.tsv" if seed == 0 else "dev.tsv")).write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def glue_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("glue")
+    _write_sst2(root / "SST-2", 256, seed=0)
+    _write_sst2(root / "SST-2", 64, seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory, minilm_hf):
+    """A 2-layer random BERT with the real MiniLM tokenizer, saved like any checkpoint."""
+    _, tokenizer = minilm_hf
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    path = tmp_path_factory.mktemp("tiny-bert")
+    BertForSequenceClassification(config).save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, tiny_backbone, glue_dir, monkeypatch_module):
+    out = tmp_path_factory.mktemp("teacher") / "sst2"
+    config = FinetuneConfig(
+        task="sst2", backbone=str(tiny_backbone), epochs=6, batch_size=16, lr=2e-3, glue_dir=str(glue_dir)
+    )
+    result = finetune(config, out)
+    assert (out / "metrics.json").is_file() and (out / "run.json").is_file()
+    assert result["score"] > 0.6  # the toy task is learnable: a real signal went through
+    return out
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BERTNAS_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield patch
+
+
+def _train_config(teacher, glue_dir, **overrides):
+    values = dict(
+        epochs=1.0,
+        checkpoint_every=4,
+        train_subset=None,
+        lr=1e-3,
+        glue_dir=str(glue_dir),
+        space="unified",
+        random_subnets=1,
+        rewire_batches=2,
+    )
+    values.update(overrides)
+    return config_from("sst2", str(teacher), "quick", **values)
+
+
+def test_finetune_refuses_to_overwrite(teacher, glue_dir):
+    with pytest.raises(BertnasError, match="already exists"):
+        finetune(FinetuneConfig(task="sst2", backbone=str(teacher), glue_dir=str(glue_dir)), teacher)
+
+
+def test_supernet_training_lowers_the_loss(teacher, glue_dir, tmp_path):
+    trainer = SupernetTrainer(_train_config(teacher, glue_dir, epochs=6.0, lr=1e-2), tmp_path / "supernet")
+    losses = []
+    original = trainer._step
+
+    def recording_step(*args, **kwargs):
+        result = original(*args, **kwargs)
+        losses.append(result["smallest"])
+        return result
+
+    trainer._step = recording_step
+    result = trainer.train()
+    assert len(losses) == 48  # 256 examples / batch 32 * 6 epochs
+    # The smallest subnet starts far from the teacher and must move towards it.
+    assert sum(losses[-6:]) / 6 < 0.5 * sum(losses[:6]) / 6
+    assert result["subnets"]["smallest"]["accuracy"] > 0.8
+    assert {"full", "largest", "smallest"} <= set(result["subnets"])
+    for name in ("config.json", "model.safetensors", "metrics.json", "run.json", "training.json"):
+        assert (tmp_path / "supernet" / name).is_file()
+    run = json.loads((tmp_path / "supernet" / "run.json").read_text())
+    assert run["config"]["seed"] == 42 and "torch" in run["versions"]
+
+
+def test_training_resumes_from_the_last_checkpoint(teacher, glue_dir, tmp_path):
+    out = tmp_path / "supernet"
+    trainer = SupernetTrainer(_train_config(teacher, glue_dir), out)
+
+    class Interrupted(Exception):
+        pass
+
+    steps_seen = []
+    original = trainer._step
+
+    def dying_step(supernet, teacher_model, space, batch, step, *rest):
+        steps_seen.append(step)
+        if step == 6:  # after the checkpoint at step 4
+            raise Interrupted
+        return original(supernet, teacher_model, space, batch, step, *rest)
+
+    trainer._step = dying_step
+    with pytest.raises(Interrupted):
+        trainer.train()
+    state = json.loads((out / CHECKPOINT_DIR / STATE_NAME).read_text())
+    assert state["step"] == 4
+    assert not (out / "training.json").exists()
+
+    resumed = SupernetTrainer(_train_config(teacher, glue_dir), out)
+    resumed_steps = []
+    original_resumed = resumed._step
+
+    def recording_step(supernet, teacher_model, space, batch, step, *rest):
+        resumed_steps.append(step)
+        return original_resumed(supernet, teacher_model, space, batch, step, *rest)
+
+    resumed._step = recording_step
+    resumed.train()
+    assert resumed_steps == list(range(4, 8))  # continues at the saved step, to the end
+    # A checkpoint left by one configuration is not resumed with another.
+    (out / "training.json").unlink()
+    with pytest.raises(BertnasError, match="different run"):
+        SupernetTrainer(_train_config(teacher, glue_dir, seed=7), out).train()
+
+
+def test_evaluation_is_cached(teacher, glue_dir, tmp_path):
+    out = tmp_path / "supernet"
+    SupernetTrainer(_train_config(teacher, glue_dir, checkpoint_every=100), out).train()
+    evaluator = SubnetEvaluator.open(out, glue_dir=str(glue_dir))
+    arch = evaluator.supernet.full_arch()
+    first = evaluator.evaluate(arch)
+    assert first["cached"] is False and 0.0 <= first["score"] <= 1.0
+
+    calls = []
+    import bertnas.training.evaluate as evaluate_module
+
+    original = evaluate_module.evaluate_model
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    evaluate_module.evaluate_model = counting
+    try:
+        reopened = SubnetEvaluator.open(out, glue_dir=str(glue_dir))  # a new process would do the same
+        second = reopened.evaluate(arch)
+        assert second["cached"] is True and second["metrics"] == first["metrics"]
+        assert calls == []
+        smaller = arch.replace(layers=arch.layers[:1])
+        assert reopened.evaluate(smaller)["cached"] is False
+        assert calls == [1]
+    finally:
+        evaluate_module.evaluate_model = original
