@@ -20,13 +20,13 @@ PRESET_HELP = "quick: a few minutes on 2 CPU cores (train subset, 1 epoch); full
 def finetune_command(
     task: str = typer.Option(..., "--task", help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli."),
     backbone: str = typer.Option(DEFAULT_BACKBONE, "--backbone", help="Hugging Face BERT name or directory."),
-    out: Path | None = typer.Option(None, "--out", help="Teacher directory [default: the bertnas cache]."),
+    out: Path | None = typer.Option(None, "--out", help="Teacher directory (default: the bertnas cache)."),
     preset: str = typer.Option("full", "--preset", help=PRESET_HELP),
     epochs: float | None = typer.Option(None, "--epochs", help="Override the preset's epochs."),
     lr: float | None = typer.Option(None, "--lr", help="Override the preset's learning rate."),
     train_subset: int | None = typer.Option(None, "--train-subset", help="Use only the first N train examples."),
     seed: int = typer.Option(42, "--seed"),
-    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... [default: cuda if present]."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)."),
     glue_dir: str | None = typer.Option(None, "--glue-dir", help="GLUE data in the original TSV layout."),
     force: bool = typer.Option(False, "--force", help="Replace an existing teacher directory."),
 ) -> None:
@@ -52,10 +52,10 @@ def supernet_train_command(
     task: str = typer.Option(..., "--task", help="GLUE task."),
     space: str = typer.Option("unified", "--space", help="Search space name or YAML file."),
     teacher: str | None = typer.Option(
-        None, "--teacher", help="Fine-tuned teacher directory [default: the cached teacher for backbone + task]."
+        None, "--teacher", help="Fine-tuned teacher directory (default: the cached teacher for backbone + task)."
     ),
     backbone: str = typer.Option(DEFAULT_BACKBONE, "--backbone", help="Backbone whose cached teacher to use."),
-    out: Path | None = typer.Option(None, "--out", help="Supernet directory [default: the bertnas cache]."),
+    out: Path | None = typer.Option(None, "--out", help="Supernet directory (default: the bertnas cache)."),
     preset: str = typer.Option("quick", "--preset", help=PRESET_HELP),
     epochs: float | None = typer.Option(None, "--epochs"),
     lr: float | None = typer.Option(None, "--lr"),
@@ -108,7 +108,7 @@ def supernet_train_command(
 def eval_command(
     arch: Path = typer.Option(..., "--arch", help="Architecture config JSON."),
     supernet: Path = typer.Option(..., "--supernet", help="Trained supernet directory."),
-    task: str | None = typer.Option(None, "--task", help="[default: the supernet's task]"),
+    task: str | None = typer.Option(None, "--task", help="(default: the supernet's task)"),
     subset: int | None = typer.Option(None, "--subset", help="Evaluate on the first N dev examples only."),
     device: str | None = typer.Option(None, "--device"),
     glue_dir: str | None = typer.Option(None, "--glue-dir"),
