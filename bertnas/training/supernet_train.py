@@ -11,7 +11,7 @@ Recipe (DynaBERT + Once-for-All + Length-Adaptive Transformer):
    and one optimizer step follows. Random subnets of a space with retention dimensions
    draw random per-layer token retention (LengthDrop-style), so retention vectors are
    trained and scored fairly.
-4. In-place distillation: every subnet learns the teacher's logits (soft cross-entropy)
+4. In-place distillation: every subnet learns the teacher's logits (KL divergence)
    and, weighted by ``hidden_weight``, its hidden states where the shapes line up
    (``distill_from="largest"`` uses the largest subnet's logits instead, as OFA does).
    With ``stages="width-depth"``, the first half of the steps keeps every layer (width
