@@ -31,7 +31,7 @@ def fail(message: str) -> None:
 
 def _register_commands() -> None:
     # Imported for their side effect of adding commands to ``app``.
-    from bertnas.cli import cost_command, extract_command, space_commands, train_commands  # noqa: F401
+    from bertnas.cli import cost_command, extract_command, search_commands, space_commands, train_commands  # noqa: F401
 
 
 def _exception_classes(name: str) -> tuple[type[BaseException], ...]:

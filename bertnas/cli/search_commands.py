@@ -1,0 +1,162 @@
+"""``bertnas search``, ``bertnas pareto`` and ``bertnas study run``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from bertnas.cli.main import app
+from bertnas.supernet.backbone import DEFAULT_BACKBONE
+
+study_app = typer.Typer(help="Searches described by study files (studies/*.yaml).", no_args_is_help=True)
+app.add_typer(study_app, name="study")
+
+
+@app.command("search")
+def search_command(
+    device: list[str] = typer.Option(..., "--device", help="Hardware profile; repeat for one front per device."),
+    budget: list[str] = typer.Option(
+        ..., "--budget", help="Latency budget with unit (60ms, 0.06s); one for all devices or one per --device."
+    ),
+    task: str = typer.Option("sst2", "--task", help="GLUE task."),
+    space: str = typer.Option("unified", "--space", help="Search space name or YAML file."),
+    supernet: str | None = typer.Option(
+        None, "--supernet", help="Trained supernet directory (default: the cached unified supernet for the task)."
+    ),
+    train: bool = typer.Option(False, "--train", help="Train the supernet on the quick preset if it is missing."),
+    backbone: str = typer.Option(DEFAULT_BACKBONE, "--backbone", help="Backbone whose cached supernet to use."),
+    trials: int = typer.Option(100, "--trials", help="Accuracy-evaluated trials to reach (a resume continues)."),
+    sampler: str = typer.Option("nsga2", "--sampler", help="nsga2 | tpe | random | evolution."),
+    seed: int = typer.Option(0, "--seed"),
+    storage: str | None = typer.Option(None, "--storage", help="Optuna storage URL (default: RUN/study.db)."),
+    study: str | None = typer.Option(None, "--study", help="Study name (default: from task, space, budgets, seed)."),
+    out: Path | None = typer.Option(None, "--out", help="Run directory (default: runs/STUDY)."),
+    seq_len: int | None = typer.Option(None, "--seq-len", help="Sequence length; must match the profiles'."),
+    dev_subset: int | None = typer.Option(None, "--dev-subset", help="Evaluate on the first N dev examples."),
+    population: int | None = typer.Option(None, "--population", help="NSGA-II / evolution population (20)."),
+    references: bool = typer.Option(True, "--references/--no-references", help="Plot full model + DynaBERT grid."),
+    glue_dir: str | None = typer.Option(None, "--glue-dir", help="GLUE data in the original TSV layout."),
+    eval_device: str = typer.Option("cpu", "--eval-device", help="Torch device for accuracy evaluation."),
+    as_json: bool = typer.Option(False, "--json", help="Print the machine-readable summary."),
+) -> None:
+    """Search subnets: maximize the task metric, minimize latency, under a budget per device."""
+    from bertnas.search.budget import pair_budgets
+    from bertnas.search.config import SearchConfig
+
+    config = SearchConfig(
+        task=task,
+        budgets_ms=pair_budgets(device, budget),
+        space=space,
+        backbone=backbone,
+        supernet=supernet,
+        train=train,
+        trials=trials,
+        sampler=sampler,
+        seed=seed,
+        storage=storage,
+        study=study,
+        out=str(out) if out else None,
+        seq_len=seq_len,
+        dev_subset=dev_subset,
+        population=population,
+        references=references,
+        glue_dir=glue_dir,
+        eval_device=eval_device,
+        command=["bertnas", *sys.argv[1:]],
+    )
+    _run(config, as_json)
+
+
+@study_app.command("run")
+def study_run_command(
+    file: Path = typer.Argument(..., help="Study file (studies/X.yaml)."),
+    trials: int | None = typer.Option(None, "--trials", help="Override the file's trials."),
+    storage: str | None = typer.Option(None, "--storage", help="Override the storage URL."),
+    out: Path | None = typer.Option(None, "--out", help="Override the run directory."),
+    supernet: str | None = typer.Option(None, "--supernet", help="Override the supernet directory."),
+    glue_dir: str | None = typer.Option(None, "--glue-dir"),
+    as_json: bool = typer.Option(False, "--json", help="Print the machine-readable summary."),
+) -> None:
+    """Run (or resume) the search a study file describes."""
+    from bertnas.search.config import load_study_file
+
+    config = load_study_file(file)
+    for key, value in (("trials", trials), ("storage", storage), ("supernet", supernet), ("glue_dir", glue_dir)):
+        if value is not None:
+            setattr(config, key, value)
+    if out is not None:
+        config.out = str(out)
+    config.command = ["bertnas", *sys.argv[1:]]
+    config.validate()
+    _run(config, as_json)
+
+
+@app.command("pareto")
+def pareto_command(
+    run: Path = typer.Argument(..., help="Search run directory."),
+    device: str = typer.Option(..., "--device", help="Device; one the search did not target is predicted."),
+    budget: str | None = typer.Option(None, "--budget", help="Budget with unit (default: the search's)."),
+    write: bool = typer.Option(True, "--write/--no-write", help="Rewrite RUN/pareto_DEVICE.csv/.json/.png."),
+    as_json: bool = typer.Option(False, "--json", help="Print the front as JSON."),
+) -> None:
+    """Rebuild a device's front from the stored trials, without evaluating anything."""
+    from bertnas.search.budget import parse_budget
+    from bertnas.search.objectives import latency_column
+    from bertnas.search.run import SearchRun
+
+    search_run = SearchRun.open(run)
+    budget_ms = parse_budget(budget) if budget is not None else search_run.budgets_ms.get(device)
+    front = search_run.write_front(device, budget_ms) if write else search_run.pareto(device, budget_ms)
+    column = latency_column(device)
+    points = [
+        {
+            "trial": int(row["number"]),
+            "metric": float(row["metric"]),
+            "latency_ms": float(row[column]),
+            "macs": int(row["macs"]),
+            "params": int(row["params"]),
+        }
+        for _, row in front.iterrows()
+    ]
+    if as_json:
+        typer.echo(json.dumps({"device": device, "budget_ms": budget_ms, "points": points}, indent=2))
+        return
+    typer.echo(_front_table(device, budget_ms, search_run.metric_name, points))
+
+
+def _run(config: Any, as_json: bool) -> None:
+    from bertnas.search.driver import run_search
+
+    result = run_search(config, progress=not as_json)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    counts = result["counts"]
+    typer.echo(
+        f"study {result['study']}: {counts['evaluated']} evaluated, {counts['rejected']} rejected before evaluation "
+        f"(over every budget), {counts['failed']} failed; run directory {result['run_dir']}"
+    )
+    for device, front in result["fronts"].items():
+        typer.echo("")
+        typer.echo(_front_table(device, front["budget_ms"], result["metric"], front["points"], front["full_model"]))
+
+
+def _front_table(
+    device: str, budget_ms: float | None, metric: str, points: list[dict], full: dict | None = None
+) -> str:
+    budget = "no budget" if budget_ms is None else f"budget {budget_ms:g} ms"
+    lines = [f"Pareto front on {device} ({budget}, {len(points)} points)"]
+    header = f"{'trial':>6}  {metric:>10}  {'latency ms':>10}  {'MMACs':>9}  {'params M':>8}"
+    lines += [header, "-" * len(header)]
+    for p in points:
+        lines.append(
+            f"{p['trial']:>6}  {p['metric']:>10.4f}  {p['latency_ms']:>10.2f}  {p['macs'] / 1e6:>9.1f}  "
+            f"{p['params'] / 1e6:>8.2f}"
+        )
+    if full is not None:
+        lines.append(f"{'full':>6}  {full['metric']:>10.4f}  {full['latency_ms']:>10.2f}  (reference: the backbone)")
+    return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""What a search is asked to do: :class:`SearchConfig`, from CLI flags or a study file.
+
+A study file (``studies/*.yaml``) holds the same settings as the flags::
+
+    task: sst2
+    space: unified
+    devices: {pixel4: 60ms}      # device: budget, in order (the first is optimized)
+    sampler: nsga2               # nsga2 | tpe | random | evolution
+    trials: 100                  # accuracy-evaluated trials to reach
+    seed: 0
+    # optional: backbone, supernet, storage, study, out, seq_len, dev_subset, population
+
+Unknown keys are errors (a typo must not fall back to a default); malformed YAML is
+reported as ``FILE:LINE``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from bertnas.errors import BertnasError
+from bertnas.search.budget import parse_budget
+from bertnas.search.study import SAMPLERS
+from bertnas.supernet.backbone import DEFAULT_BACKBONE
+
+
+@dataclass
+class SearchConfig:
+    task: str
+    budgets_ms: dict[str, float]  # device -> budget, in order; the first device is optimized
+    space: str = "unified"
+    backbone: str = DEFAULT_BACKBONE
+    supernet: str | None = None  # default: the cached unified supernet for backbone + task
+    train: bool = False  # train the supernet on the quick preset when it is missing
+    trials: int = 100
+    sampler: str = "nsga2"
+    seed: int = 0
+    storage: str | None = None  # default: sqlite in the run directory
+    study: str | None = None
+    out: str | None = None
+    seq_len: int | None = None
+    dev_subset: int | None = None  # evaluate on the first N dev examples (faster, noisier)
+    population: int | None = None  # NSGA-II / evolution population size
+    references: bool = True  # evaluate the full model and DynaBERT grid for the plot
+    glue_dir: str | None = None
+    eval_device: str = "cpu"
+    command: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if self.trials < 1:
+            raise BertnasError(f"--trials {self.trials} must be at least 1")
+        if self.sampler not in SAMPLERS:
+            raise BertnasError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if not self.budgets_ms:
+            raise BertnasError("no device given; pass --device NAME --budget 60ms")
+        if self.population is not None and self.population < 2:
+            raise BertnasError(f"population {self.population} must be at least 2")
+
+    @property
+    def devices(self) -> list[str]:
+        return list(self.budgets_ms)
+
+    def default_study_name(self) -> str:
+        devices = "+".join(f"{d}-{_budget_slug(b)}" for d, b in self.budgets_ms.items())
+        return f"{self.task}-{Path(self.space).stem}-{devices}-{self.sampler}-seed{self.seed}"
+
+    def run_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("runs") / (self.study or self.default_study_name())
+
+
+def _budget_slug(ms: float) -> str:
+    return f"{ms:g}ms".replace(".", "p")
+
+
+_STUDY_KEYS = {f.name for f in fields(SearchConfig)} - {"budgets_ms", "command", "train", "eval_device"} | {"devices"}
+
+
+def load_study_file(path: str | Path) -> SearchConfig:
+    """A :class:`SearchConfig` from a study YAML file; relative paths in it are kept as written."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise BertnasError(f"cannot read study file {path}: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(error, "problem", None) or "malformed YAML"
+        raise BertnasError(f"{path}:{line}: {problem}") from None
+    if not isinstance(data, dict):
+        raise BertnasError(f"{path}:1: a study file is a mapping (task: ..., devices: ...)")
+
+    def where(key: str) -> str:
+        match = re.search(rf"^\s*{re.escape(key)}\s*:", text, re.MULTILINE)
+        return f"{path}:{text[: match.start()].count(chr(10)) + 1 if match else 1}"
+
+    unknown = sorted(set(data) - _STUDY_KEYS)
+    if unknown:
+        raise BertnasError(f"{where(unknown[0])}: unknown key {unknown[0]!r}; known: {', '.join(sorted(_STUDY_KEYS))}")
+    for required in ("task", "devices"):
+        if required not in data:
+            raise BertnasError(f"{path}:1: missing {required!r}")
+    devices = data.pop("devices")
+    if not isinstance(devices, dict) or not devices:
+        raise BertnasError(f"{where('devices')}: devices must map device names to budgets, e.g. {{pixel4: 60ms}}")
+    budgets = {}
+    for device, budget in devices.items():
+        try:
+            budgets[str(device)] = parse_budget(budget)
+        except BertnasError as error:
+            raise BertnasError(f"{where(str(device))}: {error}") from None
+    for key in ("trials", "seed", "seq_len", "dev_subset", "population"):
+        if key in data and data[key] is not None and (isinstance(data[key], bool) or not isinstance(data[key], int)):
+            raise BertnasError(f"{where(key)}: {key} must be an integer, got {data[key]!r}")
+    config = SearchConfig(budgets_ms=budgets, **data)
+    config.validate()
+    return config

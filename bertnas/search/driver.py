@@ -1,0 +1,363 @@
+"""Running a search with the local backend, and what every backend shares.
+
+:func:`prepare` resolves a :class:`~bertnas.search.config.SearchConfig` into a
+:class:`SearchContext` (space bound to the supernet, evaluator, one latency predictor
+per device, objectives, the trial evaluator, run directory and storage), checking
+everything a user can get wrong before any trial runs. :func:`run_local` runs trials in
+this process until the study holds ``trials`` evaluated ones; :func:`finalize` writes
+the run directory from the study. Another backend (Ray) reuses ``prepare`` and
+``finalize`` and only replaces the trial loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+from bertnas.errors import BertnasError
+from bertnas.search.budget import format_ms
+from bertnas.search.config import SearchConfig
+from bertnas.search.evaluate import TrialEvaluator, reference_archs, reference_points
+from bertnas.search.objectives import Objectives, latency_column
+from bertnas.search.run import (
+    REFERENCES_JSON,
+    RUN_JSON,
+    STUDY_DB,
+    SearchRun,
+    trials_frame,
+    write_front_files,
+    write_run_json,
+    write_trials,
+)
+from bertnas.search.study import make_sampler, open_storage, open_study, sqlite_url
+from bertnas.space import SearchSpace
+
+#: Give up when this many trials in a row were rejected (the budget is too tight for the sampler).
+MAX_REJECTIONS_IN_A_ROW = 2000
+#: Rewrite trials.csv/.parquet every this many evaluated trials while the search runs.
+TABLE_EVERY = 10
+
+
+@dataclass
+class SearchContext:
+    """Everything a backend needs to run trials of one search and write its run directory."""
+
+    config: SearchConfig
+    space: SearchSpace
+    evaluator: Any  # SubnetEvaluator
+    predictors: dict[str, Any]
+    objectives: Objectives
+    trial_evaluator: TrialEvaluator
+    run_dir: Path
+    storage_url: str
+    study_name: str
+    supernet_path: Path
+    identity: dict[str, Any]
+
+
+def prepare(config: SearchConfig) -> SearchContext:
+    """Check the request and load what the trials need; every mistake is a one-line error."""
+    from bertnas.data import get_task
+    from bertnas.hardware import load_predictor
+    from bertnas.space import load_space
+    from bertnas.training.evaluate import SubnetEvaluator
+
+    config.validate()
+    task = get_task(config.task)
+    spec = load_space(config.space)
+    predictors = {device: load_predictor(device) for device in config.devices}
+    for device, predictor in predictors.items():
+        if config.seq_len is not None and predictor.profile.seq_len != config.seq_len:
+            raise BertnasError(
+                f"--seq-len {config.seq_len} does not match profile {device!r}, measured at sequence length "
+                f"{predictor.profile.seq_len}; pass --seq-len {predictor.profile.seq_len} or use a profile for "
+                f"{config.seq_len}"
+            )
+    supernet_path = _supernet_path(config, task.name)
+    evaluator = SubnetEvaluator.open(
+        supernet_path, task=task.name, subset=config.dev_subset, glue_dir=config.glue_dir, device=config.eval_device
+    )
+    supernet = evaluator.supernet
+    space = spec.bind(supernet.limits, backbone=supernet.config.backbone)
+    if space.max_ffn_stack > supernet.limits.max_ffn_stack or space.max_bottleneck > supernet.limits.max_bottleneck:
+        raise BertnasError(
+            f"the supernet at {supernet_path} has no room for space {space.name!r} (it needs {space.max_ffn_stack} "
+            f"stacked FFNs and bottlenecks up to {space.max_bottleneck}); use a supernet trained on the unified space"
+        )
+    smallest = space.smallest()
+    for device, budget in config.budgets_ms.items():
+        lowest = float(predictors[device].predict(smallest))
+        if lowest > budget:
+            raise BertnasError(
+                f"budget {format_ms(budget)} on {device} is infeasible: the smallest subnet of space "
+                f"{space.name!r} is predicted at {format_ms(lowest)} there; give a budget of at least "
+                f"{format_ms(lowest)}"
+            )
+    objectives = Objectives.build(task.main_metric, config.budgets_ms)
+    run_dir = config.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    storage_url = config.storage or sqlite_url(run_dir / STUDY_DB)
+    identity = {
+        "task": task.name,
+        "space": space.name,
+        "backbone": supernet.config.backbone,
+        "supernet_fingerprint": evaluator.fingerprint,
+        "evaluation": evaluator.subset,
+        "objectives": objectives.to_dict(),
+        "seq_len": predictors[config.devices[0]].profile.seq_len,
+    }
+    trial_evaluator = TrialEvaluator(space, evaluator, predictors, objectives)
+    study_name = config.study or config.default_study_name()
+    return SearchContext(
+        config,
+        space,
+        evaluator,
+        predictors,
+        objectives,
+        trial_evaluator,
+        run_dir,
+        storage_url,
+        study_name,
+        supernet_path,
+        identity,
+    )
+
+
+def _supernet_path(config: SearchConfig, task: str) -> Path:
+    from bertnas.paths import supernet_dir, teacher_dir
+    from bertnas.supernet.elastic import WEIGHTS_NAME
+
+    if config.supernet:
+        path = Path(config.supernet)
+        if not (path / WEIGHTS_NAME).is_file():
+            raise BertnasError(f"--supernet {path} is not a trained supernet directory (no {WEIGHTS_NAME})")
+        return path
+    path = supernet_dir(config.backbone, task, "unified")
+    if (path / WEIGHTS_NAME).is_file():
+        return path
+    if not config.train:
+        raise BertnasError(
+            f"no trained supernet for {config.backbone} on {task} at {path}; train one with "
+            f"`bertnas supernet train --task {task} --preset quick`, pass --train to do it now, or give --supernet DIR"
+        )
+    teacher = teacher_dir(config.backbone, task)
+    if not teacher.is_dir():
+        raise BertnasError(
+            f"--train needs a fine-tuned teacher at {teacher}; run `bertnas finetune --task {task}` first"
+        )
+    from bertnas.training.supernet_train import SupernetTrainer, config_from
+
+    train_config = config_from(task, str(teacher), "quick", space="unified", glue_dir=config.glue_dir)
+    SupernetTrainer(train_config, path).train()
+    return path
+
+
+def count_states(study: optuna.Study) -> dict[str, int]:
+    counts = {state.name: 0 for state in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] += 1
+    return counts
+
+
+def best_feasible(study: optuna.Study, objectives: Objectives) -> tuple[float, float] | None:
+    """(metric, latency) of the best evaluated trial within the first device's budget."""
+    device = objectives.devices[0]
+    budget = objectives.budgets[device]
+    best = None
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        latency = trial.user_attrs.get(latency_column(device))
+        if latency is not None and latency <= budget and (best is None or trial.values[0] > best[0]):
+            best = (trial.values[0], latency)
+    return best
+
+
+def run_local(context: SearchContext, progress: bool = True) -> optuna.Study:
+    """Run trials in this process until the study holds ``config.trials`` evaluated ones."""
+    config = context.config
+    storage = open_storage(context.storage_url)
+    before = _existing_trials(storage, context.study_name)
+    # A resumed study gets a new sampler seed, so its random draws do not repeat the first session's.
+    sampler_seed = config.seed + before
+    sampler = make_sampler(config.sampler, sampler_seed, context.space, config.population)
+    study, _ = open_study(storage, context.study_name, context.objectives, sampler, context.identity)
+    context.identity["sessions"] = context.identity.get("sessions", []) + [
+        {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "trials_before": before, "sampler_seed": sampler_seed}
+    ]
+    done = count_states(study)["COMPLETE"]
+    if done >= config.trials:
+        return study
+    bar = tqdm(
+        total=config.trials, initial=done, desc=f"search {context.study_name}", unit="trial", disable=not progress
+    )
+    state = {"rejected_in_a_row": 0, "gave_up": False, "last_table": done}
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state == TrialState.PRUNED:
+            state["rejected_in_a_row"] += 1
+            if state["rejected_in_a_row"] >= MAX_REJECTIONS_IN_A_ROW:
+                state["gave_up"] = True
+                study.stop()
+            return
+        state["rejected_in_a_row"] = 0
+        counts = count_states(study)
+        complete = counts["COMPLETE"]
+        bar.update(complete - bar.n)
+        best = best_feasible(study, context.objectives)
+        postfix = {"rejected": counts["PRUNED"]}
+        if best is not None:
+            postfix["best"] = f"{best[0]:.4f}@{format_ms(best[1])}"
+        bar.set_postfix(postfix, refresh=True)
+        if complete - state["last_table"] >= TABLE_EVERY:
+            write_trials(context.run_dir, trials_frame(study, context.objectives.devices))
+            state["last_table"] = complete
+        if complete >= config.trials:
+            study.stop()
+
+    try:
+        study.optimize(context.trial_evaluator, n_trials=None, callbacks=[callback], gc_after_trial=False)
+    finally:
+        bar.close()
+    if state["gave_up"]:
+        raise BertnasError(
+            f"{MAX_REJECTIONS_IN_A_ROW} suggestions in a row were over every budget; the budgets "
+            f"{', '.join(f'{d} {format_ms(b)}' for d, b in config.budgets_ms.items())} are too tight for sampler "
+            f"{config.sampler!r}; raise them or try --sampler evolution (the study so far is kept; rerun to resume)"
+        )
+    return study
+
+
+def _existing_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        if summary.study_name == name:
+            return summary.n_trials
+    return 0
+
+
+def finalize(context: SearchContext, study: optuna.Study, wall_time_s: float | None = None) -> dict[str, Any]:
+    """Write the run directory from the study (atomically, file by file) and return the summary."""
+    import json
+
+    config, run_dir, objectives = context.config, context.run_dir, context.objectives
+    trials = trials_frame(study, objectives.devices)
+    references: list[dict[str, Any]] = []
+    if config.references:
+        archs = reference_archs(context.space, context.evaluator.supernet.full_arch())
+        references = reference_points(archs, context.evaluator, context.predictors)
+        write_run_text(run_dir / REFERENCES_JSON, json.dumps(references, indent=2) + "\n")
+    fronts = {}
+    for device, budget in objectives.budgets.items():
+        provenance = _provenance(context.predictors[device])
+        front = write_front_files(run_dir, trials, device, budget, objectives.metric.name, references, provenance)
+        fronts[device] = front
+    write_trials(run_dir, trials)
+    counts = count_states(study)
+    previous = SearchRun.open(run_dir).info if (run_dir / RUN_JSON).is_file() else {}
+    wall = previous.get("wall_time_s", 0.0) + (wall_time_s or 0.0)
+    info = {
+        "command": config.command or sys.argv,
+        "study": context.study_name,
+        "storage": context.storage_url,
+        "task": context.identity["task"],
+        "space": context.space.name,
+        "backbone": context.identity["backbone"],
+        "supernet": str(context.supernet_path),
+        "metric": objectives.metric.name,
+        "budgets_ms": objectives.budgets,
+        "optimized": [o.column for o in objectives.optimized],
+        "sampler": config.sampler,
+        "seed": config.seed,
+        "sessions": previous.get("sessions", []) + context.identity.get("sessions", []),
+        "trials_requested": config.trials,
+        "counts": {
+            "evaluated": counts["COMPLETE"],
+            "rejected": counts["PRUNED"],
+            "failed": counts["FAIL"],
+            "running_or_interrupted": counts["RUNNING"],
+            "distinct_configs_evaluated": int(trials.loc[trials["state"] == "COMPLETE", "arch_hash"].nunique()),
+        },
+        "evaluation": context.identity["evaluation"],
+        "seq_len": context.identity["seq_len"],
+        "wall_time_s": round(wall, 2),
+        "config": {k: v for k, v in asdict(config).items() if k != "command"},
+        "versions": _versions(),
+        "hashes": {
+            "supernet_fingerprint": context.evaluator.fingerprint,
+            "space_spec_sha256": _file_sha256(context.space.spec.source),
+            "profiles": {d: _provenance(p) for d, p in context.predictors.items()},
+        },
+        "fronts": {d: len(f) for d, f in fronts.items()},
+    }
+    write_run_json(run_dir, info)
+    return summary(info, fronts, objectives, references)
+
+
+def write_run_text(path: Path, text: str) -> None:
+    from bertnas.atomic import atomic_write_text
+
+    atomic_write_text(path, text)
+
+
+def summary(
+    info: dict[str, Any], fronts: dict[str, Any], objectives: Objectives, references: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The machine-readable summary (``--json``): counts and each device's front."""
+    out: dict[str, Any] = {
+        "run_dir": None,
+        "study": info["study"],
+        "storage": info["storage"],
+        "metric": info["metric"],
+        "counts": info["counts"],
+        "wall_time_s": info["wall_time_s"],
+        "fronts": {},
+    }
+    full = next((r for r in references if r["label"] == "full"), None)
+    for device, front in fronts.items():
+        column = latency_column(device)
+        points = [
+            {
+                "trial": int(row["number"]),
+                "metric": float(row["metric"]),
+                "latency_ms": float(row[column]),
+                "macs": int(row["macs"]),
+                "params": int(row["params"]),
+            }
+            for _, row in front.iterrows()
+        ]
+        reference = None if full is None else {"metric": full["metric"], "latency_ms": full["latency_ms"][device]}
+        out["fronts"][device] = {"budget_ms": objectives.budgets.get(device), "points": points, "full_model": reference}
+    return out
+
+
+def run_search(config: SearchConfig, progress: bool = True) -> dict[str, Any]:
+    """Prepare, run the local trial loop, write the run directory; the summary."""
+    context = prepare(config)
+    start = time.perf_counter()
+    study = run_local(context, progress=progress)
+    result = finalize(context, study, wall_time_s=time.perf_counter() - start)
+    result["run_dir"] = str(context.run_dir)
+    return result
+
+
+def _provenance(predictor: Any) -> Any:
+    profile = predictor.profile
+    return {"name": profile.name, "seq_len": profile.seq_len, "provenance": getattr(profile, "provenance", None)}
+
+
+def _file_sha256(path: str | None) -> str | None:
+    if not path or not Path(path).is_file():
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    from bertnas.training.common import versions
+
+    return versions()

@@ -1,0 +1,141 @@
+"""One trial: suggest a subnet, predict its latency on every device, reject it or evaluate it.
+
+The order matters: latency predictions cost microseconds, an accuracy evaluation costs
+seconds, so a subnet over every device's budget is rejected (trial state PRUNED, its
+latencies recorded) before any accuracy evaluation. What a trial records (user
+attributes) is everything later commands need: the metric, the latency per device,
+MACs, params and the config JSON, so fronts for other budgets are rebuilt from storage.
+
+:class:`TrialEvaluator` holds no Optuna state between trials, so any backend (the local
+loop, Ray workers) can call it: ``values = trial_evaluator(trial)``, raising
+:class:`optuna.TrialPruned` for a rejected subnet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import optuna
+
+from bertnas.arch import ArchConfig
+from bertnas.errors import BertnasError
+from bertnas.search.budget import format_ms
+from bertnas.search.objectives import CONSTRAINTS_ATTR, Objectives, latency_column
+from bertnas.space import SearchSpace, load_space
+
+#: Trial user attribute names.
+STATUS_ATTR = "status"
+CONFIG_ATTR = "config"
+REJECTED = "rejected: over every latency budget"
+EVALUATED = "evaluated"
+
+
+class LatencyPredictor(Protocol):
+    def predict(self, arch: ArchConfig) -> float: ...
+
+    def predict_many(self, archs: list[ArchConfig]) -> np.ndarray: ...
+
+
+class AccuracyEvaluator(Protocol):
+    def evaluate(self, arch: ArchConfig) -> dict[str, Any]: ...
+
+
+@dataclass
+class Candidate:
+    """A suggested subnet with its predicted latencies."""
+
+    arch: ArchConfig
+    latency_ms: dict[str, float]
+    deployable_on: list[str]
+
+
+class TrialEvaluator:
+    """Turns an Optuna trial into objective values: suggest, predict, reject or evaluate, record."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        accuracy: AccuracyEvaluator,
+        predictors: Mapping[str, LatencyPredictor],
+        objectives: Objectives,
+    ) -> None:
+        missing = [d for d in objectives.devices if d not in predictors]
+        if missing:
+            raise BertnasError(f"no latency predictor for device {missing[0]!r}")
+        self.space = space
+        self.accuracy = accuracy
+        self.predictors = dict(predictors)
+        self.objectives = objectives
+
+    def latencies(self, arch: ArchConfig) -> dict[str, float]:
+        """Predicted latency in ms of ``arch`` on every device."""
+        return {d: float(self.predictors[d].predict(arch)) for d in self.objectives.devices}
+
+    def propose(self, trial: optuna.trial.BaseTrial) -> Candidate:
+        """The trial's subnet and where it can be deployed (no accuracy evaluation)."""
+        arch = self.space.suggest(trial)
+        latency = self.latencies(arch)
+        return Candidate(arch, latency, self.objectives.deployable_on(latency))
+
+    def measure(self, candidate: Candidate) -> dict[str, Any]:
+        """Accuracy (cached weight-shared evaluation), MACs, params of a deployable candidate."""
+        result = self.accuracy.evaluate(candidate.arch)
+        return {
+            "metric": float(result["score"]),
+            "metrics": dict(result["metrics"]),
+            "macs": int(result["macs"]),
+            "params": int(result["params"]),
+            "cached": bool(result.get("cached", False)),
+        }
+
+    def __call__(self, trial: optuna.Trial) -> list[float]:
+        """Objective values for ``trial``; raises :class:`optuna.TrialPruned` when rejected."""
+        candidate = self.propose(trial)
+        trial.set_user_attr(CONFIG_ATTR, candidate.arch.to_json())
+        trial.set_user_attr("arch_hash", candidate.arch.hash())
+        for device, value in candidate.latency_ms.items():
+            trial.set_user_attr(latency_column(device), value)
+        trial.set_user_attr(CONSTRAINTS_ATTR, self.objectives.constraints(candidate.latency_ms))
+        if not candidate.deployable_on:
+            trial.set_user_attr(STATUS_ATTR, REJECTED)
+            over = ", ".join(f"{d} {format_ms(v)}" for d, v in candidate.latency_ms.items())
+            raise optuna.TrialPruned(f"{REJECTED} ({over})")
+        record = self.measure(candidate)
+        for key in ("metric", "metrics", "macs", "params", "cached"):
+            trial.set_user_attr(key, record[key])
+        trial.set_user_attr(STATUS_ATTR, EVALUATED)
+        return self.objectives.values(record["metric"], candidate.latency_ms)
+
+
+def reference_archs(space: SearchSpace, full: ArchConfig) -> dict[str, ArchConfig]:
+    """The plot's reference points: the full model and DynaBERT's width x depth grid."""
+    grid = load_space("dynabert").bind(space.limits, backbone=space.backbone)
+    points = {"full": full}
+    for arch in grid.enumerate(limit=100):
+        values = grid.to_values(arch)
+        label = f"dynabert w{values.get('width', 1.0)} d{values.get('depth', 1.0)}"
+        points[label] = arch
+    return points
+
+
+def reference_points(
+    archs: Mapping[str, ArchConfig], accuracy: AccuracyEvaluator, predictors: Mapping[str, LatencyPredictor]
+) -> list[dict[str, Any]]:
+    """Metric (cached evaluation) and latency on every device of each reference config."""
+    points = []
+    for label, arch in archs.items():
+        result = accuracy.evaluate(arch)
+        points.append(
+            {
+                "label": label,
+                "metric": float(result["score"]),
+                "macs": int(result["macs"]),
+                "params": int(result["params"]),
+                "config": arch.to_json(),
+                "latency_ms": {d: float(p.predict(arch)) for d, p in predictors.items()},
+            }
+        )
+    return points

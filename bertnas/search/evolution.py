@@ -1,0 +1,112 @@
+"""Regularized evolution (Real et al., AAAI 2019) as an Optuna sampler, multi-objective.
+
+The population is the last ``population_size`` completed, feasible trials (age-based
+removal: the oldest leaves first). A new trial's config is the mutated winner of a
+tournament among ``sample_size`` random members, optionally crossed over with a second
+winner first. With two objectives the tournament picks a random member of the sample's
+non-dominated set. Mutation and crossover are the space's own
+(:meth:`~bertnas.space.SearchSpace.mutate`, :meth:`~bertnas.space.SearchSpace.crossover`),
+which keep inactive dimensions, so a dropped layer can come back with its old shape.
+
+All state lives in the study, so a resumed study continues the same evolution. The
+first ``population_size`` trials are random.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from bertnas.search.objectives import CONSTRAINTS_ATTR
+from bertnas.space import SearchSpace
+
+
+class EvolutionSampler(BaseSampler):
+    """Regularized evolution over a :class:`SearchSpace`; use with ``space.suggest(trial)``."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        population_size: int = 20,
+        sample_size: int = 5,
+        crossover_prob: float = 0.5,
+        seed: int | None = None,
+    ) -> None:
+        self.space = space
+        self.population_size = population_size
+        self.sample_size = sample_size
+        self.crossover_prob = crossover_prob
+        self.seed = seed
+        self._random = RandomSampler(seed=seed)
+        self._plans: dict[int, dict[str, Any]] = {}
+
+    def reseed_rng(self) -> None:
+        self._random.reseed_rng()
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return {}
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        plan = self._plans.get(trial.number)
+        if plan is None:
+            plan = self._plans[trial.number] = self._plan(study, trial.number)
+        value = plan.get(param_name)
+        if isinstance(param_distribution, CategoricalDistribution) and value in param_distribution.choices:
+            return value
+        return self._random.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
+        self._plans.pop(trial.number, None)
+
+    def _plan(self, study: optuna.Study, number: int) -> dict[str, Any]:
+        """The child's full value dict, or {} (random) while the population is filling."""
+        population = self._population(study)
+        if len(population) < self.population_size:
+            return {}
+        # Seeded per trial number, so a resumed study makes the same choices.
+        rng = np.random.default_rng(None if self.seed is None else (self.seed, number))
+        directions = study.directions
+        parent = self._tournament(population, directions, rng)
+        arch = self.space.from_values(parent.params)
+        if rng.random() < self.crossover_prob:
+            other = self._tournament(population, directions, rng)
+            arch = self.space.crossover(arch, self.space.from_values(other.params), rng)
+        child = self.space.mutate(arch, rng, prob=1.0 / max(1, len(self.space.dimensions)))
+        for _ in range(10):  # a mutation that changed nothing would re-evaluate the parent
+            if child != arch:
+                break
+            child = self.space.mutate(arch, rng, prob=1.0 / max(1, len(self.space.dimensions)))
+        return self.space.to_values(child)
+
+    def _population(self, study: optuna.Study) -> list[FrozenTrial]:
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        feasible = [t for t in done if all(c <= 0 for c in t.user_attrs.get(CONSTRAINTS_ATTR, [0.0]))]
+        feasible.sort(key=lambda t: t.number)
+        return feasible[-self.population_size :]
+
+    def _tournament(
+        self, population: list[FrozenTrial], directions: list[StudyDirection], rng: np.random.Generator
+    ) -> FrozenTrial:
+        picks = rng.choice(len(population), size=min(self.sample_size, len(population)), replace=False)
+        sample = [population[int(i)] for i in picks]
+        signs = [1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in directions]
+        costs = [[s * v for s, v in zip(signs, t.values, strict=True)] for t in sample]
+        front = [
+            t
+            for t, c in zip(sample, costs, strict=True)
+            if not any(all(o <= m for o, m in zip(other, c, strict=True)) and other != c for other in costs)
+        ]
+        return front[int(rng.integers(len(front)))]

@@ -1,0 +1,80 @@
+"""The front plot: metric vs. predicted latency, front highlighted, budget line, references."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from bertnas.search.objectives import latency_column  # noqa: E402
+
+
+def plot_front(
+    trials: pd.DataFrame,
+    front: pd.DataFrame,
+    device: str,
+    budget_ms: float | None,
+    metric_name: str,
+    references: list[dict[str, Any]] | None,
+    path: str | Path,
+    title: str | None = None,
+) -> None:
+    """Write the PNG at ``path`` atomically."""
+    column = latency_column(device)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    done = trials[(trials["state"] == "COMPLETE") & trials["metric"].notna()]
+    ax.scatter(done[column], done["metric"], s=12, color="#9aa5b1", alpha=0.7, label="evaluated subnets")
+    if not front.empty:
+        ax.step(front[column], front["metric"], where="post", color="#d1495b", linewidth=1.2)
+        ax.scatter(front[column], front["metric"], s=28, color="#d1495b", zorder=3, label="Pareto front")
+    for point in references or []:
+        if device not in point["latency_ms"]:
+            continue
+        is_full = point["label"] == "full"
+        ax.scatter(
+            point["latency_ms"][device],
+            point["metric"],
+            marker="*" if is_full else "D",
+            s=90 if is_full else 22,
+            color="#00798c" if is_full else "#edae49",
+            edgecolor="black",
+            linewidth=0.4,
+            zorder=4,
+        )
+    # One legend entry per reference kind.
+    if references:
+        ax.scatter([], [], marker="D", s=22, color="#edae49", edgecolor="black", linewidth=0.4, label="DynaBERT grid")
+        ax.scatter([], [], marker="*", s=90, color="#00798c", edgecolor="black", linewidth=0.4, label="full model")
+    if budget_ms is not None:
+        ax.axvline(budget_ms, color="black", linestyle="--", linewidth=1, label=f"budget {budget_ms:g} ms")
+    ax.set_xlabel(f"predicted latency on {device} (ms)")
+    ax.set_ylabel(metric_name)
+    ax.set_title(title or f"{metric_name} vs. latency on {device}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    _atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,249 @@
+"""The run directory of a search, and reading it back.
+
+Layout (every file but ``study.db`` is rewritten atomically, so a killed search never
+leaves a half-written one; ``study.db`` is SQLite and transactional)::
+
+    RUN/
+      study.db               Optuna storage (open it with optuna-dashboard), unless --storage
+      run.json               command, versions, seeds, hashes, budgets, storage URL, study name
+      trials.csv, .parquet   every trial: state, metric, latency per device, MACs, params, config JSON
+      references.json        full model and DynaBERT grid: metric, latency per device
+      pareto_<device>.csv    the front under the device's budget (.json with full configs, .png plot)
+
+``SearchRun.open(RUN)`` gives ``.info`` (run.json), ``.trials`` (a DataFrame read from
+the study storage, or from trials.parquet when the storage is gone), ``.devices`` and
+``.pareto(device, budget_ms)``: fronts for any device, including one the search did not
+target, whose latencies are then predicted from the stored configs without evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from bertnas.arch import ArchConfig
+from bertnas.atomic import atomic_write_text
+from bertnas.errors import BertnasError
+from bertnas.search.evaluate import CONFIG_ATTR, STATUS_ATTR
+from bertnas.search.objectives import latency_column
+from bertnas.search.pareto import pareto_front
+from bertnas.search.plot import plot_front
+
+RUN_JSON = "run.json"
+STUDY_DB = "study.db"
+REFERENCES_JSON = "references.json"
+TRIALS_CSV = "trials.csv"
+TRIALS_PARQUET = "trials.parquet"
+BASE_COLUMNS = ["number", "state", "status", "metric", "macs", "params", "cached", "arch_hash", "duration_s"]
+
+
+def trials_frame(study: optuna.Study, devices: Iterable[str]) -> pd.DataFrame:
+    """One row per trial: state, metric, latency per device, MACs, params, config JSON."""
+    devices = list(devices)
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        attrs = trial.user_attrs
+        duration = trial.duration.total_seconds() if trial.duration is not None else None
+        row: dict[str, Any] = {
+            "number": trial.number,
+            "state": trial.state.name,
+            "status": attrs.get(STATUS_ATTR, "running" if trial.state.name == "RUNNING" else trial.state.name.lower()),
+            "metric": attrs.get("metric"),
+            "macs": attrs.get("macs"),
+            "params": attrs.get("params"),
+            "cached": attrs.get("cached"),
+            "arch_hash": attrs.get("arch_hash"),
+            "duration_s": duration,
+        }
+        for device in devices:
+            row[latency_column(device)] = attrs.get(latency_column(device))
+        row["metrics"] = json.dumps(attrs["metrics"], sort_keys=True) if "metrics" in attrs else None
+        row["config"] = attrs.get(CONFIG_ATTR)
+        rows.append(row)
+    columns = BASE_COLUMNS + [latency_column(d) for d in devices] + ["metrics", "config"]
+    frame = pd.DataFrame(rows, columns=columns)
+    for column in ("metric", "duration_s", *(latency_column(d) for d in devices)):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    for column in ("macs", "params"):
+        frame[column] = pd.array(frame[column], dtype="Int64")
+    return frame
+
+
+def write_front_files(
+    directory: Path,
+    trials: pd.DataFrame,
+    device: str,
+    budget_ms: float | None,
+    metric_name: str,
+    references: list[dict[str, Any]] | None,
+    provenance: str | None = None,
+) -> pd.DataFrame:
+    """``pareto_<device>.csv``, ``.json`` and ``.png`` under ``budget_ms``; returns the front."""
+    front = pareto_front(trials, device, budget_ms)
+    _atomic_write_csv(front, directory / f"pareto_{device}.csv")
+    latency_columns = [c for c in trials.columns if c.startswith("latency_ms.")]
+    points = []
+    for _, row in front.iterrows():
+        points.append(
+            {
+                "trial": int(row["number"]),
+                "metric": float(row["metric"]),
+                "latency_ms": {c.removeprefix("latency_ms."): _float(row[c]) for c in latency_columns},
+                "macs": _int(row["macs"]),
+                "params": _int(row["params"]),
+                "arch_hash": row["arch_hash"],
+                "config": json.loads(row["config"]),
+            }
+        )
+    payload = {
+        "device": device,
+        "budget_ms": budget_ms,
+        "metric": metric_name,
+        "latency_provenance": provenance,
+        "points": points,
+    }
+    atomic_write_text(directory / f"pareto_{device}.json", json.dumps(payload, indent=2) + "\n")
+    plot_front(trials, front, device, budget_ms, metric_name, references, directory / f"pareto_{device}.png")
+    return front
+
+
+def write_trials(directory: Path, trials: pd.DataFrame) -> None:
+    """``trials.csv`` and ``trials.parquet``, each replaced atomically."""
+    _atomic_write_csv(trials, directory / TRIALS_CSV)
+    _atomic_write(directory / TRIALS_PARQUET, lambda path: trials.to_parquet(path, index=False))
+
+
+def write_run_json(directory: Path, info: dict[str, Any]) -> None:
+    atomic_write_text(directory / RUN_JSON, json.dumps(info, indent=2, sort_keys=False, default=str) + "\n")
+
+
+class SearchRun:
+    """A finished or interrupted search, read back from its run directory."""
+
+    def __init__(self, directory: Path, info: dict[str, Any]) -> None:
+        self.directory = directory
+        self.info = info
+
+    @classmethod
+    def open(cls, path: str | Path) -> SearchRun:
+        directory = Path(path)
+        run_json = directory / RUN_JSON
+        if not run_json.is_file():
+            raise BertnasError(f"{directory} is not a search run directory (no {RUN_JSON}); run `bertnas search` first")
+        try:
+            info = json.loads(run_json.read_text())
+        except json.JSONDecodeError as error:
+            raise BertnasError(f"{run_json}:{error.lineno}: not valid JSON ({error.msg})") from None
+        return cls(directory, info)
+
+    @property
+    def devices(self) -> list[str]:
+        """The devices the search predicted latency for (the first one is optimized)."""
+        return list(self.info["budgets_ms"])
+
+    @property
+    def budgets_ms(self) -> dict[str, float]:
+        return dict(self.info["budgets_ms"])
+
+    @property
+    def metric_name(self) -> str:
+        return self.info.get("metric", "metric")
+
+    @cached_property
+    def references(self) -> list[dict[str, Any]]:
+        path = self.directory / REFERENCES_JSON
+        return json.loads(path.read_text()) if path.is_file() else []
+
+    def study(self) -> optuna.Study:
+        from bertnas.search.study import open_storage
+
+        storage = open_storage(self.info["storage"])
+        return optuna.load_study(study_name=self.info["study"], storage=storage)
+
+    @cached_property
+    def trials(self) -> pd.DataFrame:
+        """Every trial, from the study storage (the source of truth) or trials.parquet."""
+        try:
+            return trials_frame(self.study(), self.devices)
+        except (BertnasError, KeyError):
+            parquet = self.directory / TRIALS_PARQUET
+            if parquet.is_file():
+                return pd.read_parquet(parquet)
+            raise
+
+    def with_device(self, device: str) -> pd.DataFrame:
+        """``trials`` with a latency column for ``device``, predicted from the configs if missing."""
+        trials = self.trials
+        column = latency_column(device)
+        if column in trials.columns and trials[column].notna().any():
+            return trials
+        from bertnas.hardware import load_predictor
+
+        predictor = load_predictor(device)
+        trials = trials.copy()
+        has_config = trials["config"].notna()
+        archs = [ArchConfig.from_json(text) for text in trials.loc[has_config, "config"]]
+        trials[column] = float("nan")
+        if archs:
+            trials.loc[has_config, column] = predictor.predict_many(archs)
+        return trials
+
+    def pareto(self, device: str, budget_ms: float | None = None) -> pd.DataFrame:
+        """The front on ``device`` under ``budget_ms`` (default: the search's budget for it)."""
+        if budget_ms is None:
+            budget_ms = self.budgets_ms.get(device)
+        return pareto_front(self.with_device(device), device, budget_ms)
+
+    def write_front(self, device: str, budget_ms: float | None = None) -> pd.DataFrame:
+        """Rebuild ``pareto_<device>.*`` from stored trials (no evaluation) and return the front."""
+        if budget_ms is None:
+            budget_ms = self.budgets_ms.get(device)
+        trials = self.with_device(device)
+        references = self._references_for(device)
+        return write_front_files(self.directory, trials, device, budget_ms, self.metric_name, references)
+
+    def _references_for(self, device: str) -> list[dict[str, Any]]:
+        references = self.references
+        if not references or all(device in r["latency_ms"] for r in references):
+            return references
+        from bertnas.hardware import load_predictor
+
+        predictor = load_predictor(device)
+        out = []
+        for reference in references:
+            latency = dict(reference["latency_ms"])
+            latency[device] = float(predictor.predict(ArchConfig.from_json(reference["config"])))
+            out.append({**reference, "latency_ms": latency})
+        return out
+
+
+def _atomic_write_csv(frame: pd.DataFrame, path: Path) -> None:
+    _atomic_write(path, lambda target: frame.to_csv(target, index=False))
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _float(value: Any) -> float | None:
+    return None if pd.isna(value) else float(value)
+
+
+def _int(value: Any) -> int | None:
+    return None if pd.isna(value) else int(value)

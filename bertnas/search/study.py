@@ -1,0 +1,96 @@
+"""Creating and resuming the Optuna study behind a search, and choosing its sampler."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from bertnas.errors import BertnasError
+from bertnas.search.evolution import EvolutionSampler
+from bertnas.search.objectives import Objectives, constraints_func
+from bertnas.space import SearchSpace
+
+SAMPLERS = ("nsga2", "tpe", "random", "evolution")
+#: Study user attributes that must match when a study is resumed.
+IDENTITY_KEYS = ("task", "space", "backbone", "supernet_fingerprint", "objectives", "seq_len")
+
+
+def make_sampler(
+    name: str, seed: int, space: SearchSpace, population_size: int | None = None
+) -> optuna.samplers.BaseSampler:
+    """The sampler ``name``; every one but ``random`` honours the budgets through ``constraints_func``."""
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(
+            seed=seed, population_size=population_size or 20, constraints_func=constraints_func
+        )
+    if name == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, constraints_func=constraints_func, warn_independent_sampling=False
+        )
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "evolution":
+        return EvolutionSampler(space, population_size=population_size or 20, seed=seed)
+    raise BertnasError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+
+
+def sqlite_url(path: str | Path) -> str:
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``, or a one-line error saying why it cannot be opened."""
+    if url.startswith("sqlite:///"):
+        target = Path(url.removeprefix("sqlite:///"))
+        if target.is_dir():
+            raise BertnasError(f"cannot open storage {url}: {target} is a directory; give a database file")
+        if not target.parent.is_dir():
+            raise BertnasError(f"cannot open storage {url}: directory {target.parent} does not exist")
+    try:
+        # Heartbeats let a trial left RUNNING by a killed process be marked FAIL on resume.
+        return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=120)
+    except Exception as error:  # SQLAlchemy raises many types; the user only needs the first line
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise BertnasError(f"cannot open storage {url}: {first}") from None
+
+
+def open_study(
+    storage: optuna.storages.BaseStorage | str,
+    name: str,
+    objectives: Objectives,
+    sampler: optuna.samplers.BaseSampler,
+    identity: dict[str, Any],
+) -> tuple[optuna.Study, bool]:
+    """Create study ``name`` or load it to resume; ``(study, resumed)``.
+
+    A resumed study must be the same search: same task, space, supernet, objectives and
+    budgets (its ``identity``); otherwise the error names the difference.
+    """
+    optuna.logging.set_verbosity(logging.WARNING)
+    if isinstance(storage, str):
+        storage = open_storage(storage)
+    existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    resumed = name in existing
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        sampler=sampler,
+        directions=objectives.directions,
+        load_if_exists=True,
+    )
+    if resumed:
+        recorded = study.user_attrs.get("identity", {})
+        for key in IDENTITY_KEYS:
+            if key in recorded and recorded[key] != identity.get(key):
+                raise BertnasError(
+                    f"study {name!r} in this storage was run with {key}={recorded[key]!r}, not {identity.get(key)!r}; "
+                    "resume it with the same settings or pass another --study"
+                )
+        if [d.name.lower() for d in study.directions] != objectives.directions:
+            raise BertnasError(f"study {name!r} has other objectives; pass another --study")
+    else:
+        study.set_user_attr("identity", identity)
+    return study, resumed

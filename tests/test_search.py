@@ -1,0 +1,341 @@
+"""bertnas search: budgets, fronts, small searches on a tiny supernet, resume, kill -9, CLI errors.
+
+The supernet is a real ElasticBert built from a 2-layer random BERT (real MiniLM
+tokenizer) with room for the whole unified space; the dev set is a toy SST-2 file. The
+latency predictors are the real hardware profiles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from bertnas.cli.main import main
+from bertnas.errors import BertnasError
+from bertnas.search import SearchConfig, SearchRun, hypervolume, load_study_file, parse_budget, run_search
+from bertnas.search.budget import pair_budgets
+from bertnas.search.objectives import latency_column
+from bertnas.search.pareto import front_mask, pareto_front
+
+DEVICE_A = "pixel4"
+DEVICE_B = "host-cpu-onnxruntime"
+REPO = Path(__file__).resolve().parents[1]
+WORDS = {1: ["wonderful", "brilliant", "moving", "superb"], 0: ["dull", "awful", "tedious", "boring"]}
+
+
+# ---------------------------------------------------------------------- budgets and fronts (no model)
+@pytest.mark.parametrize("text", ["60ms", "0.06s", "60 ms", " 60ms ", "60000us", "6e1ms"])
+def test_budget_units(text):
+    assert parse_budget(text) == pytest.approx(60.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("60", "no unit; write 60ms or 60s"), (60, "no unit"), ("fast", "not a duration"), ("0ms", "positive")],
+)
+def test_budget_errors(text, message):
+    with pytest.raises(BertnasError, match=message):
+        parse_budget(text)
+
+
+def test_budgets_pair_with_devices():
+    assert pair_budgets(["a", "b"], ["10ms"]) == {"a": 10.0, "b": 10.0}
+    assert pair_budgets(["a", "b"], ["10ms", "0.02s"]) == {"a": 10.0, "b": 20.0}
+    with pytest.raises(BertnasError, match="one per --device"):
+        pair_budgets(["a", "b"], ["1ms", "2ms", "3ms"])
+
+
+def test_front_and_hypervolume_by_hand():
+    metric = np.array([0.80, 0.85, 0.82, 0.90, 0.85])
+    latency = np.array([10.0, 20.0, 25.0, 40.0, 20.0])
+    assert front_mask(metric, latency).tolist() == [True, True, False, True, False]  # duplicate kept once
+    # Staircase to the reference (0.5, 50 ms): (20-10)*0.30 + (40-20)*0.35 + (50-40)*0.40
+    assert hypervolume(metric, latency, 0.5, 50.0) == pytest.approx(3.0 + 7.0 + 4.0)
+    assert hypervolume(metric, latency, 0.95, 50.0) == 0.0
+
+
+def test_pareto_front_respects_the_budget():
+    frame = pd.DataFrame(
+        {
+            "number": [0, 1, 2, 3],
+            "state": ["COMPLETE", "COMPLETE", "PRUNED", "COMPLETE"],
+            "metric": [0.8, 0.9, None, 0.95],
+            latency_column("d"): [5.0, 9.0, 1.0, 12.0],
+        }
+    )
+    front = pareto_front(frame, "d", budget_ms=10.0)
+    assert front["number"].tolist() == [0, 1]
+    with pytest.raises(BertnasError, match="no latency for device 'e'"):
+        pareto_front(frame, "e")
+
+
+def test_committed_study_files_parse():
+    files = sorted((REPO / "studies").glob("*.yaml"))
+    assert len(files) >= 3
+    for path in files:
+        config = load_study_file(path)
+        assert config.task == "sst2" and config.budgets_ms
+
+
+def test_study_file_errors_name_the_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: sst2\ndevices:\n  pixel4: 60\n")
+    with pytest.raises(BertnasError, match=r"bad.yaml:3: .*no unit"):
+        load_study_file(bad)
+    bad.write_text("task: sst2\ndevices: {pixel4: 60ms}\ntrails: 10\n")
+    with pytest.raises(BertnasError, match=r"bad.yaml:3: unknown key 'trails'"):
+        load_study_file(bad)
+    bad.write_text("task: sst2\ndevices: [pixel4\n")
+    with pytest.raises(BertnasError, match=r"bad.yaml:\d+:"):
+        load_study_file(bad)
+
+
+# ---------------------------------------------------------------------- a tiny supernet
+def _write_sst2(path: Path, rows: int, seed: int) -> None:
+    rng = random.Random(seed)
+    lines = ["sentence\tlabel"]
+    for _ in range(rows):
+        label = rng.randint(0, 1)
+        lines.append(f"the film is {rng.choice(WORDS[label])} and {rng.choice(WORDS[rng.randint(0, 1)])} . \t{label}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, minilm_hf):
+    """A tiny unified-capable supernet, toy SST-2 dev data, an empty bertnas cache."""
+    from bertnas.supernet import ElasticBert
+
+    root = tmp_path_factory.mktemp("search")
+    glue = root / "glue"
+    (glue / "SST-2").mkdir(parents=True)
+    _write_sst2(glue / "SST-2" / "train.tsv", 32, seed=0)
+    _write_sst2(glue / "SST-2" / "dev.tsv", 48, seed=1)
+    _, tokenizer = minilm_hf
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    model = BertForSequenceClassification(config)
+    supernet = ElasticBert.from_hf_model(model, "tiny-bert", tokenizer, max_ffn_stack=4, max_bottleneck=16, task="sst2")
+    supernet.save_pretrained(root / "supernet")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BERTNAS_CACHE", str(root / "cache"))
+        yield {"root": root, "glue": str(glue), "supernet": str(root / "supernet")}
+
+
+@pytest.fixture(scope="module")
+def budgets(env):
+    """Budgets halfway between the unified space's smallest and largest subnet on each device."""
+    from bertnas.hardware import load_predictor
+    from bertnas.space import load_space
+    from bertnas.supernet import ElasticBert
+
+    limits = ElasticBert.from_pretrained(env["supernet"]).limits
+    space = load_space("unified").bind(limits, backbone="tiny-bert")
+    out = {}
+    for device in (DEVICE_A, DEVICE_B):
+        predictor = load_predictor(device)
+        low, high = predictor.predict(space.smallest()), predictor.predict(space.largest())
+        assert low < high
+        out[device] = (low, (low + high) / 2)
+    return out
+
+
+def _config(env, out: Path, budgets_ms: dict[str, float], **overrides) -> SearchConfig:
+    values = dict(
+        task="sst2",
+        budgets_ms=budgets_ms,
+        supernet=env["supernet"],
+        glue_dir=env["glue"],
+        trials=6,
+        population=4,
+        seed=0,
+        out=str(out),
+    )
+    values.update(overrides)
+    return SearchConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def two_device_run(env, budgets, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "two"
+    budgets_ms = {DEVICE_A: budgets[DEVICE_A][1], DEVICE_B: budgets[DEVICE_B][1]}
+    result = run_search(_config(env, out, budgets_ms, trials=8), progress=False)
+    return out, result, budgets_ms
+
+
+def test_search_writes_the_run_directory(two_device_run):
+    out, result, budgets_ms = two_device_run
+    for name in ("study.db", "run.json", "trials.csv", "trials.parquet", "references.json"):
+        assert (out / name).is_file(), name
+    for device in budgets_ms:
+        for suffix in ("csv", "json", "png"):
+            assert (out / f"pareto_{device}.{suffix}").is_file()
+    run = SearchRun.open(out)
+    assert run.devices == list(budgets_ms)
+    assert run.info["counts"]["evaluated"] == 8 == result["counts"]["evaluated"]
+    assert run.info["hashes"]["supernet_fingerprint"] and "optuna" in run.info["versions"]
+    trials = run.trials
+    assert set(trials["state"]) <= {"COMPLETE", "PRUNED"}
+    done = trials[trials["state"] == "COMPLETE"]
+    assert done["metric"].between(0, 1).all() and done["config"].notna().all() and (done["macs"] > 0).all()
+    rejected = trials[trials["state"] == "PRUNED"]
+    assert rejected["metric"].isna().all()  # no evaluation was spent on them
+    for _, row in rejected.iterrows():  # ... and they were over every budget
+        assert all(row[latency_column(d)] > b for d, b in budgets_ms.items())
+    for _, row in done.iterrows():  # evaluated ones fit at least one device
+        assert any(row[latency_column(d)] <= b for d, b in budgets_ms.items())
+    assert pd.read_parquet(out / "trials.parquet")["number"].tolist() == trials["number"].tolist()
+    labels = [r["label"] for r in json.loads((out / "references.json").read_text())]
+    assert "full" in labels and any(label.startswith("dynabert") for label in labels)
+
+
+def test_every_reported_point_respects_its_budget(two_device_run):
+    out, result, budgets_ms = two_device_run
+    for device, budget in budgets_ms.items():
+        written = json.loads((out / f"pareto_{device}.json").read_text())
+        assert written["budget_ms"] == budget and written["points"]
+        assert all(p["latency_ms"][device] <= budget for p in written["points"])
+        assert all(p["latency_ms"] <= budget for p in result["fronts"][device]["points"])
+        metrics = [p["metric"] for p in written["points"]]
+        assert metrics == sorted(metrics) and len(set(metrics)) == len(metrics)  # a real front
+
+
+def test_fronts_for_two_devices_without_evaluation(two_device_run, monkeypatch, budgets):
+    out, _, budgets_ms = two_device_run
+    import bertnas.training.evaluate as evaluate_module
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("a front rebuild must not evaluate")
+
+    monkeypatch.setattr(evaluate_module, "evaluate_model", no_evaluation)
+    run = SearchRun.open(out)
+    tighter = (budgets[DEVICE_B][0] + budgets_ms[DEVICE_B]) / 2
+    front = run.pareto(DEVICE_B, tighter)
+    assert (front[latency_column(DEVICE_B)] <= tighter).all()
+    assert main(["pareto", str(out), "--device", DEVICE_B, "--budget", f"{tighter}ms", "--json"]) == 0
+    assert json.loads((out / f"pareto_{DEVICE_B}.json").read_text())["budget_ms"] == pytest.approx(tighter)
+
+
+def test_resume_continues_to_the_requested_count(env, budgets, tmp_path):
+    budgets_ms = {DEVICE_A: budgets[DEVICE_A][1]}
+    run_search(_config(env, tmp_path / "run", budgets_ms, trials=3, sampler="random"), progress=False)
+    first = SearchRun.open(tmp_path / "run").trials
+    run_search(_config(env, tmp_path / "run", budgets_ms, trials=6, sampler="random"), progress=False)
+    second = SearchRun.open(tmp_path / "run").trials
+    assert (second["state"] == "COMPLETE").sum() == 6
+    kept = second.set_index("number").loc[first["number"], ["state", "metric", "config"]]
+    pd.testing.assert_frame_equal(kept.reset_index(drop=True), first[["state", "metric", "config"]])
+    info = SearchRun.open(tmp_path / "run").info
+    assert len(info["sessions"]) == 2 and info["sessions"][0]["sampler_seed"] != info["sessions"][1]["sampler_seed"]
+    # A resume with other settings is refused.
+    with pytest.raises(BertnasError, match="objectives"):
+        run_search(_config(env, tmp_path / "run", {DEVICE_A: budgets[DEVICE_A][1] * 0.9}, trials=7, sampler="random"))
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "evolution"])
+def test_other_samplers(env, budgets, tmp_path, sampler):
+    budgets_ms = {DEVICE_A: budgets[DEVICE_A][1]}
+    result = run_search(_config(env, tmp_path / "run", budgets_ms, trials=7, population=3, sampler=sampler), False)
+    assert result["counts"]["evaluated"] == 7
+    assert all(p["latency_ms"] <= budgets_ms[DEVICE_A] for p in result["fronts"][DEVICE_A]["points"])
+
+
+def test_kill_minus_nine_loses_nothing(env, budgets, tmp_path):
+    out = tmp_path / "run"
+    budget = f"{budgets[DEVICE_A][1]}ms"
+    command = [
+        sys.executable, "-m", "bertnas.cli.main", "search", "--device", DEVICE_A, "--budget", budget,
+        "--supernet", env["supernet"], "--glue-dir", env["glue"], "--trials", "400", "--sampler", "random",
+        "--out", str(out), "--no-references", "--json",
+    ]  # fmt: skip
+    environment = {**os.environ, "BERTNAS_CACHE": str(env["root"] / "cache-kill")}
+    process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    database = out / "study.db"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and _completed(database) < 4:
+            assert process.poll() is None, process.stderr.read().decode()[-2000:]
+            time.sleep(0.2)
+        assert _completed(database) >= 4
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    killed_at = _completed(database)
+    for leftover in out.iterdir():  # no half-written output under its final name
+        assert not leftover.name.startswith(".") or leftover.name.endswith((".db-journal", ".db-wal"))
+    if (out / "trials.csv").exists():
+        pd.read_csv(out / "trials.csv")
+    config = _config(env, out, {DEVICE_A: budgets[DEVICE_A][1]}, trials=killed_at + 2, sampler="random")
+    config.references = False
+    result = run_search(config, progress=False)
+    assert result["counts"]["evaluated"] == killed_at + 2
+
+
+def _completed(database: Path) -> int:
+    if not database.exists():
+        return 0
+    try:
+        with sqlite3.connect(database, timeout=5) as connection:
+            return connection.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+
+
+# ---------------------------------------------------------------------- CLI errors: one line, exit 2
+def _cli_error(capsys, args: list[str]) -> str:
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_cli_errors(env, budgets, tmp_path, capsys):
+    base = ["search", "--supernet", env["supernet"], "--glue-dir", env["glue"], "--out", str(tmp_path / "r")]
+    assert "no unit" in _cli_error(capsys, [*base, "--device", DEVICE_A, "--budget", "60"])
+    assert "pixel4" in _cli_error(capsys, [*base, "--device", "no-such-phone", "--budget", "60ms"])
+    message = _cli_error(capsys, [*base, "--device", DEVICE_A, "--budget", "9ms", "--space", "x"])
+    assert "unknown search space" in message
+    assert "task" in _cli_error(capsys, [*base, "--device", DEVICE_A, "--budget", "9ms", "--task", "nope"]).lower()
+    smallest = budgets[DEVICE_A][0]
+    message = _cli_error(capsys, [*base, "--device", DEVICE_A, "--budget", f"{smallest / 10}ms"])
+    assert "infeasible" in message and "smallest subnet" in message
+    storage = "sqlite:////nonexistent-dir/x/study.db"
+    assert "cannot open storage" in _cli_error(
+        capsys, [*base, "--device", DEVICE_A, "--budget", f"{budgets[DEVICE_A][1]}ms", "--storage", storage]
+    )
+    missing = _cli_error(capsys, ["search", "--device", DEVICE_A, "--budget", "60ms", "--task", "sst2"])
+    assert "bertnas supernet train --task sst2 --preset quick" in missing
+    assert "not a search run directory" in _cli_error(capsys, ["pareto", str(tmp_path), "--device", DEVICE_A])
+
+
+def test_study_run_cli(env, budgets, tmp_path, capsys):
+    study = tmp_path / "tiny.yaml"
+    study.write_text(
+        f"task: sst2\nspace: unified\ndevices:\n  {DEVICE_A}: {budgets[DEVICE_A][1]:.6f}ms\n"
+        f"sampler: nsga2\ntrials: 4\npopulation: 2\nseed: 1\nreferences: false\n"
+        f"supernet: {env['supernet']}\nglue_dir: {env['glue']}\nout: {tmp_path / 'run'}\n"
+    )
+    assert main(["study", "run", str(study), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["counts"]["evaluated"] == 4 and summary["fronts"][DEVICE_A]["points"]
