@@ -26,6 +26,7 @@ from bertnas.errors import BertnasError
 from bertnas.search.budget import format_ms
 from bertnas.search.config import SearchConfig
 from bertnas.search.evaluate import TrialEvaluator, reference_archs, reference_points
+from bertnas.search.files import atomic_write_text
 from bertnas.search.objectives import Objectives, latency_column
 from bertnas.search.run import (
     REFERENCES_JSON,
@@ -74,13 +75,9 @@ def prepare(config: SearchConfig) -> SearchContext:
     task = get_task(config.task)
     spec = load_space(config.space)
     predictors = {device: load_predictor(device) for device in config.devices}
-    for device, predictor in predictors.items():
-        if config.seq_len is not None and predictor.profile.seq_len != config.seq_len:
-            raise BertnasError(
-                f"--seq-len {config.seq_len} does not match profile {device!r}, measured at sequence length "
-                f"{predictor.profile.seq_len}; pass --seq-len {predictor.profile.seq_len} or use a profile for "
-                f"{config.seq_len}"
-            )
+    if config.seq_len is not None:
+        for predictor in predictors.values():
+            predictor.profile.check_request(seq_len=config.seq_len)  # the profile says why it cannot
     supernet_path = _supernet_path(config, task.name)
     evaluator = SubnetEvaluator.open(
         supernet_path, task=task.name, subset=config.dev_subset, glue_dir=config.glue_dir, device=config.eval_device
@@ -94,7 +91,7 @@ def prepare(config: SearchConfig) -> SearchContext:
         )
     smallest = space.smallest()
     for device, budget in config.budgets_ms.items():
-        lowest = float(predictors[device].predict(smallest))
+        lowest = float(predictors[device].predict(smallest, config.seq_len))
         if lowest > budget:
             raise BertnasError(
                 f"budget {format_ms(budget)} on {device} is infeasible: the smallest subnet of space "
@@ -112,9 +109,9 @@ def prepare(config: SearchConfig) -> SearchContext:
         "supernet_fingerprint": evaluator.fingerprint,
         "evaluation": evaluator.subset,
         "objectives": objectives.to_dict(),
-        "seq_len": predictors[config.devices[0]].profile.seq_len,
+        "seq_len": {d: config.seq_len or p.profile.seq_len for d, p in predictors.items()},
     }
-    trial_evaluator = TrialEvaluator(space, evaluator, predictors, objectives)
+    trial_evaluator = TrialEvaluator(space, evaluator, predictors, objectives, config.seq_len)
     study_name = config.study or config.default_study_name()
     return SearchContext(
         config,
@@ -250,8 +247,8 @@ def finalize(context: SearchContext, study: optuna.Study, wall_time_s: float | N
     references: list[dict[str, Any]] = []
     if config.references:
         archs = reference_archs(context.space, context.evaluator.supernet.full_arch())
-        references = reference_points(archs, context.evaluator, context.predictors)
-        write_run_text(run_dir / REFERENCES_JSON, json.dumps(references, indent=2) + "\n")
+        references = reference_points(archs, context.evaluator, context.predictors, config.seq_len)
+        atomic_write_text(run_dir / REFERENCES_JSON, json.dumps(references, indent=2) + "\n")
     fronts = {}
     for device, budget in objectives.budgets.items():
         provenance = _provenance(context.predictors[device])
@@ -285,6 +282,7 @@ def finalize(context: SearchContext, study: optuna.Study, wall_time_s: float | N
         },
         "evaluation": context.identity["evaluation"],
         "seq_len": context.identity["seq_len"],
+        "seq_len_override": config.seq_len,
         "wall_time_s": round(wall, 2),
         "config": {k: v for k, v in asdict(config).items() if k != "command"},
         "versions": _versions(),
@@ -297,12 +295,6 @@ def finalize(context: SearchContext, study: optuna.Study, wall_time_s: float | N
     }
     write_run_json(run_dir, info)
     return summary(info, fronts, objectives, references)
-
-
-def write_run_text(path: Path, text: str) -> None:
-    from bertnas.atomic import atomic_write_text
-
-    atomic_write_text(path, text)
 
 
 def summary(
@@ -348,7 +340,14 @@ def run_search(config: SearchConfig, progress: bool = True) -> dict[str, Any]:
 
 def _provenance(predictor: Any) -> Any:
     profile = predictor.profile
-    return {"name": profile.name, "seq_len": profile.seq_len, "provenance": getattr(profile, "provenance", None)}
+    return {
+        "name": profile.name,
+        "device": profile.device,
+        "runtime": profile.runtime,
+        "seq_len": profile.seq_len,
+        "provenance": profile.provenance,
+        "file_sha256": _file_sha256(profile.source),
+    }
 
 
 def _file_sha256(path: str | None) -> str | None:

@@ -23,7 +23,7 @@ import optuna
 from bertnas.arch import ArchConfig
 from bertnas.errors import BertnasError
 from bertnas.search.budget import format_ms
-from bertnas.search.objectives import CONSTRAINTS_ATTR, Objectives, latency_column
+from bertnas.search.objectives import CONSTRAINT_NAME, Objectives, latency_column
 from bertnas.space import SearchSpace, load_space
 
 #: Trial user attribute names.
@@ -34,9 +34,9 @@ EVALUATED = "evaluated"
 
 
 class LatencyPredictor(Protocol):
-    def predict(self, arch: ArchConfig) -> float: ...
+    def predict(self, arch: ArchConfig, seq_len: int | None = None) -> float: ...
 
-    def predict_many(self, archs: list[ArchConfig]) -> np.ndarray: ...
+    def predict_many(self, archs: list[ArchConfig], seq_len: int | None = None) -> np.ndarray: ...
 
 
 class AccuracyEvaluator(Protocol):
@@ -61,6 +61,7 @@ class TrialEvaluator:
         accuracy: AccuracyEvaluator,
         predictors: Mapping[str, LatencyPredictor],
         objectives: Objectives,
+        seq_len: int | None = None,
     ) -> None:
         missing = [d for d in objectives.devices if d not in predictors]
         if missing:
@@ -69,10 +70,11 @@ class TrialEvaluator:
         self.accuracy = accuracy
         self.predictors = dict(predictors)
         self.objectives = objectives
+        self.seq_len = seq_len  # None: each profile's own sequence length
 
     def latencies(self, arch: ArchConfig) -> dict[str, float]:
         """Predicted latency in ms of ``arch`` on every device."""
-        return {d: float(self.predictors[d].predict(arch)) for d in self.objectives.devices}
+        return {d: float(self.predictors[d].predict(arch, self.seq_len)) for d in self.objectives.devices}
 
     def propose(self, trial: optuna.trial.BaseTrial) -> Candidate:
         """The trial's subnet and where it can be deployed (no accuracy evaluation)."""
@@ -98,7 +100,7 @@ class TrialEvaluator:
         trial.set_user_attr("arch_hash", candidate.arch.hash())
         for device, value in candidate.latency_ms.items():
             trial.set_user_attr(latency_column(device), value)
-        trial.set_user_attr(CONSTRAINTS_ATTR, self.objectives.constraints(candidate.latency_ms))
+        trial.set_constraint(CONSTRAINT_NAME, self.objectives.constraint(candidate.latency_ms))
         if not candidate.deployable_on:
             trial.set_user_attr(STATUS_ATTR, REJECTED)
             over = ", ".join(f"{d} {format_ms(v)}" for d, v in candidate.latency_ms.items())
@@ -122,7 +124,10 @@ def reference_archs(space: SearchSpace, full: ArchConfig) -> dict[str, ArchConfi
 
 
 def reference_points(
-    archs: Mapping[str, ArchConfig], accuracy: AccuracyEvaluator, predictors: Mapping[str, LatencyPredictor]
+    archs: Mapping[str, ArchConfig],
+    accuracy: AccuracyEvaluator,
+    predictors: Mapping[str, LatencyPredictor],
+    seq_len: int | None = None,
 ) -> list[dict[str, Any]]:
     """Metric (cached evaluation) and latency on every device of each reference config."""
     points = []
@@ -135,7 +140,7 @@ def reference_points(
                 "macs": int(result["macs"]),
                 "params": int(result["params"]),
                 "config": arch.to_json(),
-                "latency_ms": {d: float(p.predict(arch)) for d, p in predictors.items()},
+                "latency_ms": {d: float(p.predict(arch, seq_len)) for d, p in predictors.items()},
             }
         )
     return points

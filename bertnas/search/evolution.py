@@ -23,7 +23,6 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from bertnas.search.objectives import CONSTRAINTS_ATTR
 from bertnas.space import SearchSpace
 
 
@@ -93,7 +92,7 @@ class EvolutionSampler(BaseSampler):
 
     def _population(self, study: optuna.Study) -> list[FrozenTrial]:
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        feasible = [t for t in done if all(c <= 0 for c in t.user_attrs.get(CONSTRAINTS_ATTR, [0.0]))]
+        feasible = [t for t in done if all(c <= 0 for c in t.constraints.values())]
         feasible.sort(key=lambda t: t.number)
         return feasible[-self.population_size :]
 

@@ -2,18 +2,19 @@
 
 A study has two objectives, the task metric (maximized) and the predicted latency on the
 *first* device (minimized). Every device carries a latency budget; the budgets are
-constraints (Optuna's ``constraints_func``), and the latency of the other devices is
+constraints (Optuna's ``trial.set_constraint``, which replaces the ``constraints_func``
+Optuna 5 deprecates), and the latency of the other devices is
 recorded on each trial so that their fronts can be rebuilt later without evaluation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-#: The trial user attribute holding the constraint values (<= 0 is feasible).
-CONSTRAINTS_ATTR = "constraints"
+#: The name of the trial constraint (``trial.set_constraint``; <= 0 is feasible).
+CONSTRAINT_NAME = "latency_over_budget"
 
 
 def latency_column(device: str) -> str:
@@ -72,14 +73,14 @@ class Objectives:
         """Devices whose budget ``latency_ms`` meets."""
         return [d for d, b in self.budgets.items() if latency_ms[d] <= b]
 
-    def constraints(self, latency_ms: Mapping[str, float]) -> list[float]:
-        """One constraint value, <= 0 when the subnet fits at least one device's budget.
+    def constraint(self, latency_ms: Mapping[str, float]) -> float:
+        """The constraint value, <= 0 when the subnet fits at least one device's budget.
 
         The value is the smallest relative overshoot ``latency / budget - 1`` over devices:
         a subnet that one device can run is a valid member of the study, and the sampler
         learns how far the others are from any budget.
         """
-        return [min(latency_ms[d] / b - 1.0 for d, b in self.budgets.items())]
+        return min(latency_ms[d] / b - 1.0 for d, b in self.budgets.items())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,11 +91,3 @@ class Objectives:
             ],
             "optimized": [o.column for o in self.optimized],
         }
-
-
-def constraints_func(trial: Any) -> Sequence[float]:
-    """Optuna ``constraints_func``: read the values the evaluation stored on the trial.
-
-    A trial without them (rejected before evaluation) counts as infeasible.
-    """
-    return trial.user_attrs.get(CONSTRAINTS_ATTR, [1.0])

@@ -19,8 +19,6 @@ target, whose latencies are then predicted from the stored configs without evalu
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
@@ -30,9 +28,9 @@ import optuna
 import pandas as pd
 
 from bertnas.arch import ArchConfig
-from bertnas.atomic import atomic_write_text
 from bertnas.errors import BertnasError
 from bertnas.search.evaluate import CONFIG_ATTR, STATUS_ATTR
+from bertnas.search.files import atomic_write, atomic_write_text
 from bertnas.search.objectives import latency_column
 from bertnas.search.pareto import pareto_front
 from bertnas.search.plot import plot_front
@@ -118,7 +116,7 @@ def write_front_files(
 def write_trials(directory: Path, trials: pd.DataFrame) -> None:
     """``trials.csv`` and ``trials.parquet``, each replaced atomically."""
     _atomic_write_csv(trials, directory / TRIALS_CSV)
-    _atomic_write(directory / TRIALS_PARQUET, lambda path: trials.to_parquet(path, index=False))
+    atomic_write(directory / TRIALS_PARQUET, lambda path: trials.to_parquet(path, index=False))
 
 
 def write_run_json(directory: Path, info: dict[str, Any]) -> None:
@@ -193,7 +191,7 @@ class SearchRun:
         archs = [ArchConfig.from_json(text) for text in trials.loc[has_config, "config"]]
         trials[column] = float("nan")
         if archs:
-            trials.loc[has_config, column] = predictor.predict_many(archs)
+            trials.loc[has_config, column] = predictor.predict_many(archs, self.info.get("seq_len_override"))
         return trials
 
     def pareto(self, device: str, budget_ms: float | None = None) -> pd.DataFrame:
@@ -220,25 +218,14 @@ class SearchRun:
         out = []
         for reference in references:
             latency = dict(reference["latency_ms"])
-            latency[device] = float(predictor.predict(ArchConfig.from_json(reference["config"])))
+            arch = ArchConfig.from_json(reference["config"])
+            latency[device] = float(predictor.predict(arch, self.info.get("seq_len_override")))
             out.append({**reference, "latency_ms": latency})
         return out
 
 
 def _atomic_write_csv(frame: pd.DataFrame, path: Path) -> None:
-    _atomic_write(path, lambda target: frame.to_csv(target, index=False))
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda target: frame.to_csv(target, index=False))
 
 
 def _float(value: Any) -> float | None:

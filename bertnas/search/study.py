@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -10,26 +11,22 @@ import optuna
 
 from bertnas.errors import BertnasError
 from bertnas.search.evolution import EvolutionSampler
-from bertnas.search.objectives import Objectives, constraints_func
+from bertnas.search.objectives import Objectives
 from bertnas.space import SearchSpace
 
 SAMPLERS = ("nsga2", "tpe", "random", "evolution")
 #: Study user attributes that must match when a study is resumed.
-IDENTITY_KEYS = ("task", "space", "backbone", "supernet_fingerprint", "objectives", "seq_len")
+IDENTITY_KEYS = ("task", "space", "backbone", "supernet_fingerprint", "evaluation", "objectives", "seq_len")
 
 
 def make_sampler(
     name: str, seed: int, space: SearchSpace, population_size: int | None = None
 ) -> optuna.samplers.BaseSampler:
-    """The sampler ``name``; every one but ``random`` honours the budgets through ``constraints_func``."""
+    """The sampler ``name``; NSGA-II, TPE and evolution honour the trials' constraint (``trial.set_constraint``)."""
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(
-            seed=seed, population_size=population_size or 20, constraints_func=constraints_func
-        )
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population_size or 20)
     if name == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, group=True, constraints_func=constraints_func, warn_independent_sampling=False
-        )
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, warn_independent_sampling=False)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "evolution":
@@ -50,8 +47,10 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         if not target.parent.is_dir():
             raise BertnasError(f"cannot open storage {url}: directory {target.parent} does not exist")
     try:
-        # Heartbeats let a trial left RUNNING by a killed process be marked FAIL on resume.
-        return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=120)
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; they work
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # Heartbeats let a later session mark a trial left RUNNING by a killed process as FAIL.
+            return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=120)
     except Exception as error:  # SQLAlchemy raises many types; the user only needs the first line
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise BertnasError(f"cannot open storage {url}: {first}") from None
