@@ -93,8 +93,8 @@ class TrialEvaluator:
             "cached": bool(result.get("cached", False)),
         }
 
-    def __call__(self, trial: optuna.Trial) -> list[float]:
-        """Objective values for ``trial``; raises :class:`optuna.TrialPruned` when rejected."""
+    def begin(self, trial: optuna.Trial) -> Candidate:
+        """Propose and record the trial's subnet and latencies; raises :class:`optuna.TrialPruned` when rejected."""
         candidate = self.propose(trial)
         trial.set_user_attr(CONFIG_ATTR, candidate.arch.to_json())
         trial.set_user_attr("arch_hash", candidate.arch.hash())
@@ -105,11 +105,19 @@ class TrialEvaluator:
             trial.set_user_attr(STATUS_ATTR, REJECTED)
             over = ", ".join(f"{d} {format_ms(v)}" for d, v in candidate.latency_ms.items())
             raise optuna.TrialPruned(f"{REJECTED} ({over})")
-        record = self.measure(candidate)
+        return candidate
+
+    def finish(self, trial: optuna.Trial, candidate: Candidate, record: dict[str, Any]) -> list[float]:
+        """Record a :meth:`measure` result (computed here or on a remote worker); the objective values."""
         for key in ("metric", "metrics", "macs", "params", "cached"):
             trial.set_user_attr(key, record[key])
         trial.set_user_attr(STATUS_ATTR, EVALUATED)
         return self.objectives.values(record["metric"], candidate.latency_ms)
+
+    def __call__(self, trial: optuna.Trial) -> list[float]:
+        """Objective values for ``trial``; raises :class:`optuna.TrialPruned` when rejected."""
+        candidate = self.begin(trial)
+        return self.finish(trial, candidate, self.measure(candidate))
 
 
 def reference_archs(space: SearchSpace, full: ArchConfig) -> dict[str, ArchConfig]:
