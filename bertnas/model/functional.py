@@ -146,7 +146,9 @@ def layer_forward(
 
     if shape.retention < 1.0:
         counts = kept_counts(shape.retention, lengths, mask.sum(dim=1))
-        if bool((counts < mask.sum(dim=1)).any()):
+        # The skip is a data-dependent branch; an exported graph (ONNX) always selects, which
+        # gives the same logits: when nothing is dropped only masked padding slots go.
+        if torch.compiler.is_exporting() or bool((counts < mask.sum(dim=1)).any()):
             index, mask = select_tokens(token_significance(probs, mask), mask, counts)
             inner = gather_tokens(inner, index)
             if weights.bottleneck_in is not None:

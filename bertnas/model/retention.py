@@ -53,7 +53,7 @@ def select_tokens(
 
     Returns ``index (batch, K)`` and ``new_mask (batch, K)`` with ``K = counts.max()``.
     """
-    width = int(counts.max())
+    width = counts.max().item()  # .item(), not int(): torch.export traces it as a data-dependent size
     top = significance.topk(width, dim=1, sorted=True).indices  # rank order
     rank = torch.arange(width, device=counts.device).unsqueeze(0)
     keep = rank < counts.unsqueeze(1)

@@ -1,0 +1,216 @@
+"""ONNX export of a compact model, and a small onnxruntime runner for it.
+
+The graph takes ``input_ids``, ``attention_mask`` and ``token_type_ids`` (int64,
+``(batch, seq)``, both axes dynamic) and returns ``logits``. PoWER-BERT token retention
+runs *inside* the graph: each layer computes every example's kept-token count from its
+real length (the attention mask), ranks tokens by the attention they receive (``TopK``)
+and gathers them, exactly as :mod:`bertnas.model.retention` does in PyTorch.
+
+Exporter: ``torch.onnx.export(..., dynamo=True)`` (``torch.export``, non-strict). The
+number of tokens a layer keeps is data-dependent (the longest kept count in the batch);
+``torch.export`` carries it as an unbacked size, which becomes a dynamic ``K`` input to
+ONNX ``TopK``. The TorchScript exporter would freeze it at the example's value. The one
+data-dependent branch in the model ("skip selection when nothing is dropped") is always
+taken while exporting (see :func:`bertnas.model.functional.layer_forward`), which
+changes no logits. Opset :data:`OPSET` (native ``LayerNormalization`` and ``Gelu``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bertnas.errors import BertnasError
+from bertnas.model.compact import CompactBert
+
+OPSET = 20
+ONNX_NAME = "model.onnx"
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUT_NAME = "logits"
+
+
+class _Logits(nn.Module):
+    """The compact model with positional inputs and a plain tensor output, as ONNX wants."""
+
+    def __init__(self, model: CompactBert) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> torch.Tensor:
+        logits = self.model(input_ids, attention_mask, token_type_ids).logits
+        assert logits is not None
+        return logits
+
+
+def _example_inputs(model: CompactBert) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two examples of different real lengths, so no axis is specialised to 0 or 1."""
+    arch = model.arch
+    tokens = min(16, arch.max_position_embeddings)
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(1, arch.vocab_size, (2, tokens), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, tokens // 2 :] = 0
+    return input_ids, attention_mask, torch.zeros_like(input_ids)
+
+
+def export_onnx(model: CompactBert, path: str | Path) -> Path:
+    """Write ``model`` as an ONNX graph to ``path`` (through a temporary file and a rename)."""
+    from torch.export import Dim
+
+    from bertnas import __version__
+
+    if model.classifier is None:
+        raise BertnasError("the model has no classification head; only task models (num_labels set) export to ONNX")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    batch, seq = Dim("batch", min=1, max=4096), Dim("seq", min=1, max=model.arch.max_position_embeddings)
+    shapes = {name: {0: batch, 1: seq} for name in INPUT_NAMES}
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)
+    os.close(handle)
+    try:
+        # The exporter narrates each step on stdout and warns about unrelated optional packages.
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), _quiet_torch_logs():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                _Logits(model),
+                _example_inputs(model),
+                input_names=list(INPUT_NAMES),
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=shapes,
+                opset_version=OPSET,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+        assert program is not None
+        proto = program.model_proto
+        _set_metadata(
+            proto,
+            {
+                "bertnas_version": __version__,
+                "arch": model.arch.to_json(),
+                "arch_hash": model.arch.hash(),
+                "task": model.config.task or "",
+                "id2label": json.dumps(model.config.id2label or {}),
+            },
+        )
+        import onnx
+
+        onnx.checker.check_model(proto)
+        onnx.save_model(proto, temporary)
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+        model.train(was_training)
+    return path
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs() -> Any:
+    names = ("torch.onnx", "torch.fx.experimental.symbolic_shapes", "torch.export", "torch._export")
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _set_metadata(proto: Any, values: dict[str, str]) -> None:
+    del proto.metadata_props[:]
+    for key, value in values.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def _as_int64(value: Any, name: str) -> np.ndarray:
+    array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    if array.ndim != 2:
+        raise BertnasError(f"{name} must be 2-D (batch, seq), got shape {tuple(array.shape)}")
+    return array.astype(np.int64, copy=False)
+
+
+class OnnxModel:
+    """An exported ``model.onnx`` on onnxruntime's CPU provider."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise BertnasError(f"{self.path} does not exist; export a model with `bertnas export`")
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3  # errors only
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own exception types for bad files
+            raise BertnasError(f"{self.path}: onnxruntime cannot load it ({str(error).splitlines()[0]})") from None
+        names = [item.name for item in self.session.get_inputs()]
+        if names != list(INPUT_NAMES):
+            raise BertnasError(f"{self.path}: inputs are {names}, expected {list(INPUT_NAMES)}; not a bertnas export")
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """What :func:`export_onnx` recorded: arch JSON and hash, task, labels, version."""
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def logits(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None) -> np.ndarray:
+        """Logits ``(batch, num_labels)`` for int arrays or tensors ``(batch, seq)``."""
+        ids = _as_int64(input_ids, "input_ids")
+        mask = np.ones_like(ids) if attention_mask is None else _as_int64(attention_mask, "attention_mask")
+        types = np.zeros_like(ids) if token_type_ids is None else _as_int64(token_type_ids, "token_type_ids")
+        if mask.shape != ids.shape or types.shape != ids.shape:
+            raise BertnasError(
+                f"input shapes differ: input_ids {ids.shape}, attention_mask {mask.shape}, token_type_ids {types.shape}"
+            )
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return self.session.run([OUTPUT_NAME], feeds)[0]
+
+    def time_ms(self, seq_len: int, batch_size: int = 1, warmup: int = 10, repeats: int = 50) -> dict[str, Any]:
+        """Wall time of one forward pass on ``batch_size`` unpadded inputs of ``seq_len`` tokens.
+
+        Returns the median (the figure to report) and the spread, in milliseconds.
+        """
+        vocab = int(json.loads(self.metadata.get("arch", "{}")).get("vocab_size", 100))
+        generator = np.random.default_rng(0)
+        ids = generator.integers(1, min(vocab, 2000), size=(batch_size, seq_len), dtype=np.int64)
+        mask, types = np.ones_like(ids), np.zeros_like(ids)
+        for _ in range(warmup):
+            self.logits(ids, mask, types)
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            self.logits(ids, mask, types)
+            samples.append((time.perf_counter() - start) * 1000.0)
+        samples.sort()
+        return {
+            "median_ms": statistics.median(samples),
+            "p10_ms": samples[len(samples) // 10],
+            "p90_ms": samples[min(len(samples) - 1, (9 * len(samples)) // 10)],
+            "repeats": repeats,
+            "warmup": warmup,
+            "batch_size": batch_size,
+            "seq_len": seq_len,
+        }

@@ -1,0 +1,324 @@
+"""Exporting selected subnets as self-contained deployment directories.
+
+``export_models`` writes, under ``out``::
+
+    out/
+      manifest.json, manifest.csv      every exported model: metric, size, latencies, files
+      <name>/                          one per subnet
+        config.json, model.safetensors, tokenizer files, arch.json, bertnas.json
+        model.onnx                     dynamic batch and length, retention inside the graph
+        README.md                      the model card
+
+Each model is checked before it is written: compact PyTorch, supernet subnet and ONNX
+logits agree within :data:`PARITY_TOLERANCE` on real dev sentences, and the dev metric
+recomputed from the exported weights (and from the ONNX graph) equals the one the search
+reported; anything else stops the export with an error. The whole tree is built in a
+hidden scratch directory and renamed into place at the end (``manifest.json`` included),
+so an interrupted export leaves nothing that looks complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from bertnas.arch import ArchConfig
+from bertnas.atomic import atomic_directory
+from bertnas.cost import count_macs, count_params
+from bertnas.errors import BertnasError
+from bertnas.export.card import render_card
+from bertnas.export.extract import extract_subnet
+from bertnas.export.onnx import ONNX_NAME, OnnxModel, export_onnx
+from bertnas.model.compact import CONFIG_NAME
+
+FORMATS = ("hf", "onnx")
+PARITY_TOLERANCE = 1e-4
+#: The latency profile measured on this kind of machine with onnxruntime.
+MEASURE_PROFILE = "host-cpu-onnxruntime"
+MANIFEST_JSON = "manifest.json"
+MANIFEST_CSV = "manifest.csv"
+
+
+@dataclass
+class Candidate:
+    """One subnet to export, with what the search reported about it."""
+
+    name: str  # directory name under ``out``
+    arch: ArchConfig
+    metric: float | None  # the dev metric the search reported (None: nothing to check against)
+    trial: int | None = None
+
+
+@dataclass
+class ExportOptions:
+    task: str
+    formats: tuple[str, ...] = FORMATS
+    dev_subset: int | None = None  # the first N dev examples, as the search evaluated them
+    glue_dir: str | None = None
+    batch_size: int = 64  # the search's evaluation batch size: same padding, same logits
+    parity_examples: int = 16
+    warmup: int = 10
+    repeats: int = 50
+    threads: int | None = None  # onnxruntime intra-op threads for the measurement (None: its default)
+    seq_len: int = 128  # timing and MACs, unless the measurement profile says otherwise
+    source: dict[str, Any] = field(default_factory=dict)  # run directory, study, device, budget
+
+    def validate(self) -> None:
+        unknown = [name for name in self.formats if name not in FORMATS]
+        if unknown or not self.formats:
+            raise BertnasError(f"--format {','.join(self.formats)!r}: choose one or both of {', '.join(FORMATS)}")
+        if self.repeats < 1 or self.warmup < 0:
+            raise BertnasError("timing needs at least one repeat and a non-negative warm-up count")
+
+
+def export_models(
+    supernet_dir: str | Path,
+    candidates: Sequence[Candidate],
+    out: str | Path,
+    options: ExportOptions,
+    predictors: Mapping[str, Any],
+    force: bool = False,
+) -> dict[str, Any]:
+    """Export ``candidates`` from the supernet in ``supernet_dir`` into ``out``; return the manifest.
+
+    ``predictors`` maps device names to latency predictors (``.predict(arch)`` in ms,
+    ``.profile.provenance``); the one for :data:`MEASURE_PROFILE` is loaded if missing.
+    """
+    from bertnas.data import get_task, load_task, tokenize_split
+    from bertnas.supernet.elastic import ElasticBert
+    from bertnas.training.evaluate import subset_of, supernet_fingerprint
+
+    options.validate()
+    out = Path(out)
+    if out.exists() and not force:  # before loading anything
+        raise BertnasError(f"{out} already exists; choose another --out or pass --force to replace it")
+    if not candidates:
+        raise BertnasError("nothing to export: the selection is empty")
+    names = [candidate.name for candidate in candidates]
+    if len(set(names)) != len(names):
+        raise BertnasError(f"two selected models share a directory name: {sorted(names)}")
+
+    task = get_task(options.task)
+    supernet = ElasticBert.from_pretrained(supernet_dir).eval()
+    if supernet.tokenizer is None:
+        raise BertnasError(f"the supernet in {supernet_dir} has no tokenizer files to ship with the models")
+    data = subset_of(
+        tokenize_split(load_task(task.name, "dev", options.glue_dir), supernet.tokenizer), options.dev_subset
+    )
+    measure = _measure_predictor(predictors) if "onnx" in options.formats else None
+    seq_len = int(measure.profile.seq_len) if measure is not None else options.seq_len
+    labels = list(task.labels)
+    source = {
+        **options.source,
+        "supernet": str(supernet_dir),
+        "supernet_fingerprint": supernet_fingerprint(supernet_dir),
+    }
+
+    entries = []
+    with atomic_directory(out, force=force) as scratch:
+        for candidate in tqdm(candidates, desc="export", unit="model"):
+            entry = _export_one(candidate, supernet, data, scratch, options, predictors, measure, seq_len, labels)
+            entry["source"] = source
+            entry["files"] = sorted(p.name for p in (scratch / candidate.name).iterdir()) + ["README.md"]
+            (scratch / candidate.name / "README.md").write_text(render_card(entry))
+            entry["files"] = _file_digests(scratch / candidate.name)
+            entries.append(entry)
+        manifest = {
+            "task": task.name,
+            "metric": task.main_metric,
+            "formats": list(options.formats),
+            "source": source,
+            "models": entries,
+        }
+        (scratch / MANIFEST_CSV).write_text(_manifest_csv(entries))
+        (scratch / MANIFEST_JSON).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _measure_predictor(predictors: Mapping[str, Any]) -> Any | None:
+    if MEASURE_PROFILE in predictors:
+        return predictors[MEASURE_PROFILE]
+    try:
+        from bertnas.hardware import load_predictor
+
+        return load_predictor(MEASURE_PROFILE)
+    except (ImportError, BertnasError):
+        return None  # the measurement is still taken; the card says there is no prediction to compare
+
+
+def _export_one(
+    candidate: Candidate,
+    supernet: Any,
+    data: Any,
+    scratch: Path,
+    options: ExportOptions,
+    predictors: Mapping[str, Any],
+    measure: Any | None,
+    seq_len: int,
+    labels: list[str],
+) -> dict[str, Any]:
+    from bertnas import __version__
+    from bertnas.data import compute_metrics, make_dataloader
+    from bertnas.training.evaluate import evaluate_model
+
+    directory = scratch / candidate.name
+    _, compact = extract_subnet(supernet, candidate.arch, directory)
+    arch = compact.arch
+    # The task's own label names and name, whatever the backbone's config called them.
+    compact.config.task = data.task.name
+    compact.config.id2label = dict(enumerate(labels)) if labels else compact.config.id2label
+    (directory / CONFIG_NAME).write_text(json.dumps(compact.config.to_dict(), indent=2) + "\n")
+    if "hf" not in options.formats:
+        (directory / "model.safetensors").unlink()  # config and tokenizer stay: the ONNX model needs them
+
+    parity: dict[str, Any] = {"examples": 0, "tolerance": PARITY_TOLERANCE}
+    batch = _parity_batch(data, options.parity_examples, supernet.tokenizer.pad_token_id or 0)
+    parity["examples"] = int(batch["input_ids"].shape[0])
+    with torch.inference_mode():
+        supernet.set_active_subnet(arch)
+        reference = supernet(**batch).logits.numpy()
+        mine = compact(**batch).logits.numpy()
+    parity["compact_vs_supernet"] = _check_close(mine, reference, candidate.name, "compact PyTorch", "supernet subnet")
+
+    main = data.task.main_metric
+    metrics = evaluate_model(compact, data, options.batch_size)
+    _check_metric(metrics[main], candidate, main, "the exported PyTorch weights")
+    entry: dict[str, Any] = {
+        "name": candidate.name,
+        "trial": candidate.trial,
+        "arch_hash": arch.hash(),
+        "task": data.task.name,
+        "labels": labels,
+        "metric_name": main,
+        "metric_reported": candidate.metric,
+        "metric": metrics[main],
+        "metrics": metrics,
+        "dev_examples": len(data),
+        "params": count_params(arch),
+        "macs": count_macs(arch, seq_len),
+        "macs_seq_len": seq_len,
+        "predicted_ms": {
+            device: {"ms": float(predictor.predict(arch)), "provenance": _provenance(predictor)}
+            for device, predictor in predictors.items()
+        },
+        "bertnas_version": __version__,
+        "arch": arch.to_dict(),
+    }
+
+    if "onnx" in options.formats:
+        export_onnx(compact, directory / ONNX_NAME)
+        runner = OnnxModel(directory / ONNX_NAME, threads=options.threads)
+        onnx_logits = runner.logits(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        parity["onnx_vs_compact"] = _check_close(onnx_logits, mine, candidate.name, "ONNX", "compact PyTorch")
+        parity["onnx_vs_supernet"] = _check_close(onnx_logits, reference, candidate.name, "ONNX", "supernet subnet")
+        # The ONNX graph's own dev metric, on the same batches the search used.
+        all_logits, all_labels = [], []
+        for dev_batch in make_dataloader(data, options.batch_size, shuffle=False, bucket=True):
+            all_labels.append(dev_batch.pop("labels").numpy())
+            all_logits.append(runner.logits(**dev_batch))
+        logits, gold = np.concatenate(all_logits), np.concatenate(all_labels)
+        predictions = logits.squeeze(-1) if data.task.is_regression else logits.argmax(axis=-1)
+        onnx_metric = compute_metrics(data.task.name, predictions, gold)[main]
+        _check_metric(onnx_metric, candidate, main, "the ONNX model")
+        entry["metric_onnx"] = onnx_metric
+        timing = runner.time_ms(seq_len, batch_size=1, warmup=options.warmup, repeats=options.repeats)
+        entry["measured"] = {
+            **timing,
+            "profile": MEASURE_PROFILE,
+            "predicted_ms": float(measure.predict(arch)) if measure is not None else None,
+            "provenance": _provenance(measure) if measure is not None else None,
+            "threads": options.threads,
+            "machine": _machine(),
+            "note": None if measure is not None else f"no {MEASURE_PROFILE} profile is installed to compare with",
+        }
+    entry["parity"] = parity
+    return entry
+
+
+def _parity_batch(data: Any, count: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """The first ``count`` dev examples as one padded batch (real sentences, different lengths)."""
+    from bertnas.data.batching import collate
+
+    features = [data[index] for index in range(min(count, len(data)))]
+    batch = collate(features, pad_token_id=pad_id)
+    batch.pop("labels", None)
+    return batch
+
+
+def _check_close(got: np.ndarray, expected: np.ndarray, name: str, what: str, against: str) -> float:
+    difference = float(np.abs(got - expected).max())
+    if not difference <= PARITY_TOLERANCE:  # also catches NaN
+        raise BertnasError(
+            f"{name}: {what} logits differ from the {against}'s by {difference:.2e} "
+            f"(tolerance {PARITY_TOLERANCE:g}); the export is not faithful, nothing was written"
+        )
+    return difference
+
+
+def _check_metric(value: float, candidate: Candidate, metric: str, what: str) -> None:
+    if candidate.metric is None:
+        return
+    if abs(value - candidate.metric) > 1e-9:
+        raise BertnasError(
+            f"{candidate.name}: dev {metric} of {what} is {value:.6f} but the search reported "
+            f"{candidate.metric:.6f}; the supernet or the dev data changed since the search "
+            "(check --supernet and GLUE_DIR), nothing was written"
+        )
+
+
+def _provenance(predictor: Any) -> str | None:
+    profile = getattr(predictor, "profile", None)
+    provenance = getattr(profile, "provenance", None)
+    if provenance is None:
+        return None
+    return provenance if isinstance(provenance, str) else json.dumps(provenance, sort_keys=True, default=str)
+
+
+def _machine() -> str:
+    import onnxruntime
+
+    return (
+        f"{platform.machine()} {platform.processor() or platform.system()}, {os.cpu_count()} logical CPUs, "
+        f"onnxruntime {onnxruntime.__version__}"
+    )
+
+
+def _file_digests(directory: Path) -> dict[str, str]:
+    digests = {}
+    for path in sorted(directory.iterdir()):
+        if path.is_file():
+            digests[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+def _manifest_csv(entries: list[dict[str, Any]]) -> str:
+    devices = list(dict.fromkeys(device for entry in entries for device in entry["predicted_ms"]))
+    columns = ["name", "trial", "arch_hash", "metric_name", "metric", "metric_reported", "params", "macs"]
+    columns += ["macs_seq_len", *(f"predicted_ms.{device}" for device in devices)]
+    columns += ["measured_ms", "measured_profile", "measured_profile_predicted_ms"]
+    stream = io.StringIO()
+    writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for entry in entries:
+        measured = entry.get("measured") or {}
+        row = {name: entry.get(name) for name in columns[:9]}
+        for device in devices:
+            prediction = entry["predicted_ms"].get(device)
+            row[f"predicted_ms.{device}"] = prediction["ms"] if prediction else None
+        row["measured_ms"] = measured.get("median_ms")
+        row["measured_profile"] = measured.get("profile")
+        row["measured_profile_predicted_ms"] = measured.get("predicted_ms")
+        writer.writerow(row)
+    return stream.getvalue()

@@ -1,0 +1,222 @@
+"""Deployment export: ONNX with in-graph retention, packaged model directories, manifest, safety.
+
+Runs on a tiny random BERT (real MiniLM tokenizer, real SST-2-format dev data written
+here), so every export takes seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from bertnas.arch import ArchConfig, LayerConfig
+from bertnas.errors import BertnasError
+from bertnas.export import package
+from bertnas.export.onnx import OnnxModel, export_onnx
+from bertnas.export.package import Candidate, ExportOptions, export_models
+from bertnas.model import CompactBert
+from bertnas.model.compact import CompactConfig
+from bertnas.supernet import ElasticBert
+from bertnas.training.evaluate import SubnetEvaluator
+
+GOOD = ["wonderful", "brilliant", "moving", "delightful", "superb", "charming"]
+BAD = ["dull", "awful", "tedious", "boring", "clumsy", "lifeless"]
+FILLER = ["the film is", "a", "this movie feels", "an often", "the acting , costumes and music are", "it 's"]
+
+
+def _layers(*specs: tuple) -> tuple[LayerConfig, ...]:
+    return tuple(
+        LayerConfig(index=i, heads=h, qk_dim=8, v_dim=8, ffn_dim=f, ffn_stack=k, bottleneck=b, retention=r)
+        for i, (h, f, k, b, r) in enumerate(specs)
+    )
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, minilm_hf):
+    """A saved tiny supernet (task sst2, room for stacked FFNs and bottlenecks) and SST-2 dev data."""
+    _, tokenizer = minilm_hf
+    root = tmp_path_factory.mktemp("export-env")
+    rng = random.Random(1)
+    lines = ["sentence\tlabel"]
+    for _ in range(48):
+        label = rng.randint(0, 1)
+        words = " ".join(rng.choice(FILLER) for _ in range(rng.randint(1, 6)))
+        lines.append(f"{words} {rng.choice(GOOD if label else BAD)} . \t{label}")
+    (root / "glue" / "SST-2").mkdir(parents=True)
+    (root / "glue" / "SST-2" / "dev.tsv").write_text("\n".join(lines) + "\n")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    hf = BertForSequenceClassification(config).eval()
+    supernet = ElasticBert.from_hf_model(hf, "tiny-bert", tokenizer, max_ffn_stack=2, max_bottleneck=32, task="sst2")
+    with torch.no_grad():  # make the stacked FFNs compute something
+        for layer in supernet.layers:
+            for extra in layer.extra_ffns:
+                extra.down.weight.normal_(0, 0.05)
+    supernet.save_pretrained(root / "supernet")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BERTNAS_CACHE", str(root / "cache"))
+        yield root
+
+
+def _candidates(env, glue) -> list[Candidate]:
+    archs = [
+        ArchConfig(hidden_size=32, layers=_layers((4, 64, 1, None, 1.0), (3, 48, 2, 16, 0.6), (2, 32, 1, None, 0.3))),
+        ArchConfig(hidden_size=32, layers=_layers((2, 32, 1, None, 0.5), (2, 32, 1, None, 0.5))),
+    ]
+    evaluator = SubnetEvaluator.open(env / "supernet", task="sst2", glue_dir=str(glue), use_cache=False)
+    return [
+        Candidate(f"trial-{number}", arch, evaluator.evaluate(arch)["score"], trial=number)
+        for number, arch in zip((3, 7), archs, strict=True)
+    ]
+
+
+def _options(env, **changes) -> ExportOptions:
+    base = {"task": "sst2", "glue_dir": str(env / "glue"), "warmup": 1, "repeats": 3, "seq_len": 32}
+    return ExportOptions(**{**base, **changes})
+
+
+def test_onnx_retention_parity_on_padded_batches_of_any_shape(batch, tmp_path):
+    """Retention runs inside the graph: padded batches of new shapes match PyTorch per example."""
+    torch.manual_seed(0)
+    layers = _layers((4, 64, 1, None, 1.0), (4, 64, 2, 24, 0.7), (4, 64, 1, None, 0.4), (4, 64, 1, None, 0.2))
+    arch = ArchConfig(hidden_size=32, layers=layers, vocab_size=30522, max_position_embeddings=128, num_labels=2)
+    model = CompactBert(CompactConfig(arch)).eval()
+    path = export_onnx(model, tmp_path / "model.onnx")
+    runner = OnnxModel(path)
+    assert json.loads(runner.metadata["arch"]) == arch.to_dict()
+    no_retention = CompactBert(CompactConfig(arch.replace(layers=[replace(x, retention=1.0) for x in layers])))
+    no_retention.load_state_dict(model.state_dict())
+    generator = torch.Generator().manual_seed(1)
+    cases = [batch, {k: v[:1] for k, v in batch.items()}, {k: v[2:5, :20] for k, v in batch.items()}]
+    for size, width in ((7, 3), (1, 1), (5, 97)):
+        ids = torch.randint(1000, 2000, (size, width), generator=generator)
+        mask = torch.ones_like(ids)
+        for row in range(1, size):
+            mask[row, int(torch.randint(1, width + 1, (1,), generator=generator)) :] = 0
+        cases.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)})
+    for case in cases:
+        case = {key: value.clone() for key, value in case.items()}
+        case["attention_mask"][:, 0] = 1
+        with torch.no_grad():
+            expected = model(**case).logits.numpy()
+            without = no_retention(**case).logits.numpy()
+        got = runner.logits(case["input_ids"], case["attention_mask"], case["token_type_ids"])
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() < 1e-4
+        if case["input_ids"].shape[1] > 5:  # tokens were really dropped, and the graph dropped the same ones
+            assert np.abs(without - expected).max() > 1e-3
+    # Each example alone gives the same logits as inside the padded batch.
+    lengths = batch["attention_mask"].sum(dim=1)
+    together = runner.logits(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    for row, length in enumerate(lengths.tolist()):
+        alone = runner.logits(batch["input_ids"][row : row + 1, :length])
+        assert np.abs(alone - together[row : row + 1]).max() < 1e-4
+
+
+def test_onnx_runner_errors(tmp_path):
+    with pytest.raises(BertnasError, match="does not exist"):
+        OnnxModel(tmp_path / "missing.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(BertnasError, match="cannot load"):
+        OnnxModel(tmp_path / "junk.onnx")
+
+
+def test_export_models_writes_self_contained_directories_and_manifest(env, tmp_path):
+    candidates = _candidates(env, env / "glue")
+    out = tmp_path / "export"
+    manifest = export_models(env / "supernet", candidates, out, _options(env, source={"study": "s1"}), predictors={})
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    rows = list(csv.DictReader((out / "manifest.csv").open()))
+    assert [row["name"] for row in rows] == ["trial-3", "trial-7"]
+    for candidate, entry, row in zip(candidates, manifest["models"], rows, strict=True):
+        directory = out / candidate.name
+        files = {p.name for p in directory.iterdir()}
+        assert {"config.json", "model.safetensors", "model.onnx", "README.md", "arch.json", "tokenizer.json"} <= files
+        assert set(entry["files"]) == files
+        assert entry["metric"] == entry["metric_reported"] == entry["metric_onnx"] == candidate.metric
+        assert entry["parity"]["onnx_vs_supernet"] < 1e-4 and entry["parity"]["examples"] == 16
+        assert entry["measured"]["median_ms"] > 0 and entry["measured"]["seq_len"] == 32
+        assert float(row["measured_ms"]) == pytest.approx(entry["measured"]["median_ms"])
+        assert int(row["params"]) == entry["params"] and row["arch_hash"] == entry["arch_hash"]
+        assert ArchConfig.load(directory / "arch.json").hash() == entry["arch_hash"]
+        config = json.loads((directory / "config.json").read_text())
+        assert config["task"] == "sst2" and config["id2label"] == {"0": "negative", "1": "positive"}
+        card = (directory / "README.md").read_text()
+        assert f"{entry['metric']:.4f}" in card and "onnxruntime" in card and "from_pretrained" in card
+        # Loads and runs without the supernet, in PyTorch and in onnxruntime, with the same logits.
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        inputs = tokenizer(
+            ["a charming film .", "dull , tedious and boring from start to end ."], return_tensors="pt", padding=True
+        )
+        model = CompactBert.from_pretrained(directory)
+        with torch.no_grad():
+            torch_logits = model(**inputs).logits.numpy()
+        onnx_logits = OnnxModel(directory / "model.onnx").logits(**inputs)
+        assert np.abs(torch_logits - onnx_logits).max() < 1e-4
+
+
+def test_export_refuses_to_overwrite_and_force_replaces(env, tmp_path):
+    candidates = _candidates(env, env / "glue")[1:]
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(BertnasError, match="already exists.*--force"):
+        export_models(env / "supernet", candidates, out, _options(env, formats=("hf",)), predictors={})
+    assert (out / "keep.txt").read_text() == "mine"
+    manifest = export_models(env / "supernet", candidates, out, _options(env, formats=("hf",)), {}, force=True)
+    assert not (out / "keep.txt").exists() and (out / "manifest.json").is_file()
+    assert "measured" not in manifest["models"][0] and not (out / "trial-7" / "model.onnx").exists()
+
+
+def test_interrupted_export_leaves_nothing_that_looks_complete(env, tmp_path, monkeypatch):
+    candidates = _candidates(env, env / "glue")
+    out = tmp_path / "export"
+    calls = []
+    real_export = package.export_onnx
+
+    def crash_on_second(model, path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-way
+        return real_export(model, path)
+
+    monkeypatch.setattr(package, "export_onnx", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        export_models(env / "supernet", candidates, out, _options(env), predictors={})
+    assert len(calls) == 2 and not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no scratch directory left behind either
+    # With --force over an existing export, the old one survives an interrupted replacement.
+    out.mkdir()
+    (out / "manifest.json").write_text("{}")
+    calls[:] = [None]  # crash on the first model this time
+    with pytest.raises(KeyboardInterrupt):
+        export_models(env / "supernet", candidates, out, _options(env), predictors={}, force=True)
+    assert (out / "manifest.json").read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_export_fails_loudly_when_the_metric_differs_from_the_search(env, tmp_path):
+    candidate = _candidates(env, env / "glue")[1]
+    wrong = Candidate(candidate.name, candidate.arch, candidate.metric + 1 / 48, candidate.trial)
+    out = tmp_path / "export"
+    with pytest.raises(BertnasError, match="search reported"):
+        export_models(env / "supernet", [wrong], out, _options(env, formats=("hf",)), predictors={})
+    assert not out.exists()
+    with pytest.raises(BertnasError, match="--format"):
+        export_models(env / "supernet", [candidate], out, _options(env, formats=("tflite",)), predictors={})
