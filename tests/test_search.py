@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from transformers import BertConfig, BertForSequenceClassification
 
 from bertnas.cli.main import main
@@ -31,8 +33,9 @@ from bertnas.search.objectives import latency_column
 from bertnas.search.pareto import front_mask, pareto_front
 
 DEVICE_A = "pixel4"
-DEVICE_B = "host-cpu-onnxruntime"
+DEVICE_B = "pixel4-x2"  # a second profile written by the `env` fixture: pixel4 at twice the speed
 REPO = Path(__file__).resolve().parents[1]
+CLI = "import sys; from bertnas.cli.main import main; sys.exit(main(sys.argv[1:]))"
 WORDS = {1: ["wonderful", "brilliant", "moving", "superb"], 0: ["dull", "awful", "tedious", "boring"]}
 
 
@@ -136,8 +139,17 @@ def env(tmp_path_factory, minilm_hf):
     model = BertForSequenceClassification(config)
     supernet = ElasticBert.from_hf_model(model, "tiny-bert", tokenizer, max_ffn_stack=4, max_bottleneck=16, task="sst2")
     supernet.save_pretrained(root / "supernet")
+    profiles = root / "profiles"
+    profiles.mkdir()
+    for path in (REPO / "hardware_profiles").glob("*.yaml"):
+        shutil.copy(path, profiles / path.name)
+    derived = yaml.safe_load((profiles / f"{DEVICE_A}.yaml").read_text())
+    derived["name"] = DEVICE_B
+    derived["corrections"] = {"scale": 0.5, "per_layer_ms": 0.0, "per_model_ms": 0.0}
+    (profiles / f"{DEVICE_B}.yaml").write_text(yaml.safe_dump(derived, sort_keys=False))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BERTNAS_CACHE", str(root / "cache"))
+        patch.setenv("BERTNAS_PROFILES_DIR", str(profiles))
         yield {"root": root, "glue": str(glue), "supernet": str(root / "supernet")}
 
 
@@ -237,18 +249,19 @@ def test_fronts_for_two_devices_without_evaluation(two_device_run, monkeypatch, 
 
 def test_resume_continues_to_the_requested_count(env, budgets, tmp_path):
     budgets_ms = {DEVICE_A: budgets[DEVICE_A][1]}
-    run_search(_config(env, tmp_path / "run", budgets_ms, trials=3, sampler="random"), progress=False)
+    run_search(_config(env, tmp_path / "run", budgets_ms, trials=3, sampler="random", study="s"), progress=False)
     first = SearchRun.open(tmp_path / "run").trials
-    run_search(_config(env, tmp_path / "run", budgets_ms, trials=6, sampler="random"), progress=False)
+    run_search(_config(env, tmp_path / "run", budgets_ms, trials=6, sampler="random", study="s"), progress=False)
     second = SearchRun.open(tmp_path / "run").trials
     assert (second["state"] == "COMPLETE").sum() == 6
     kept = second.set_index("number").loc[first["number"], ["state", "metric", "config"]]
     pd.testing.assert_frame_equal(kept.reset_index(drop=True), first[["state", "metric", "config"]])
     info = SearchRun.open(tmp_path / "run").info
     assert len(info["sessions"]) == 2 and info["sessions"][0]["sampler_seed"] != info["sessions"][1]["sampler_seed"]
-    # A resume with other settings is refused.
-    with pytest.raises(BertnasError, match="objectives"):
-        run_search(_config(env, tmp_path / "run", {DEVICE_A: budgets[DEVICE_A][1] * 0.9}, trials=7, sampler="random"))
+    # Resuming the same study with other settings is refused.
+    other = {DEVICE_A: budgets[DEVICE_A][1] * 0.9}
+    with pytest.raises(BertnasError, match="study 's' .* objectives"):
+        run_search(_config(env, tmp_path / "run", other, trials=7, sampler="random", study="s"), progress=False)
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "evolution"])
@@ -263,33 +276,42 @@ def test_kill_minus_nine_loses_nothing(env, budgets, tmp_path):
     out = tmp_path / "run"
     budget = f"{budgets[DEVICE_A][1]}ms"
     command = [
-        sys.executable, "-m", "bertnas.cli.main", "search", "--device", DEVICE_A, "--budget", budget,
+        sys.executable, "-c", CLI, "search", "--device", DEVICE_A, "--budget", budget,
         "--supernet", env["supernet"], "--glue-dir", env["glue"], "--trials", "400", "--sampler", "random",
         "--out", str(out), "--no-references", "--json",
     ]  # fmt: skip
     environment = {**os.environ, "BERTNAS_CACHE": str(env["root"] / "cache-kill")}
-    process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "stderr.log"
+    with open(log, "wb") as stderr:
+        process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.DEVNULL, stderr=stderr)
     database = out / "study.db"
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and _completed(database) < 4:
-            assert process.poll() is None, process.stderr.read().decode()[-2000:]
+            assert process.poll() is None, log.read_text()[-2000:]
             time.sleep(0.2)
         assert _completed(database) >= 4
     finally:
-        os.kill(process.pid, signal.SIGKILL)
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
         process.wait()
+    assert process.returncode == -signal.SIGKILL
     with sqlite3.connect(database) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     killed_at = _completed(database)
-    for leftover in out.iterdir():  # no half-written output under its final name
-        assert not leftover.name.startswith(".") or leftover.name.endswith((".db-journal", ".db-wal"))
-    if (out / "trials.csv").exists():
-        pd.read_csv(out / "trials.csv")
+    for path in out.iterdir():  # whatever carries a final name is complete
+        if path.suffix == ".csv" and not path.name.startswith("."):
+            pd.read_csv(path)
+        elif path.suffix == ".parquet" and not path.name.startswith("."):
+            pd.read_parquet(path)
+        elif path.suffix == ".json" and not path.name.startswith("."):
+            json.loads(path.read_text())
     config = _config(env, out, {DEVICE_A: budgets[DEVICE_A][1]}, trials=killed_at + 2, sampler="random")
     config.references = False
     result = run_search(config, progress=False)
     assert result["counts"]["evaluated"] == killed_at + 2
+    assert result["counts"]["running_or_interrupted"] <= 1  # the trial the kill interrupted, if any
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # temporaries cleaned up
 
 
 def _completed(database: Path) -> int:

@@ -33,6 +33,7 @@ from bertnas.search.run import (
     RUN_JSON,
     STUDY_DB,
     SearchRun,
+    remove_temporaries,
     trials_frame,
     write_front_files,
     write_run_json,
@@ -243,6 +244,7 @@ def finalize(context: SearchContext, study: optuna.Study, wall_time_s: float | N
     import json
 
     config, run_dir, objectives = context.config, context.run_dir, context.objectives
+    remove_temporaries(run_dir)
     trials = trials_frame(study, objectives.devices)
     references: list[dict[str, Any]] = []
     if config.references:

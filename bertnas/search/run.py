@@ -119,6 +119,13 @@ def write_trials(directory: Path, trials: pd.DataFrame) -> None:
     atomic_write(directory / TRIALS_PARQUET, lambda path: trials.to_parquet(path, index=False))
 
 
+def remove_temporaries(directory: Path) -> None:
+    """Delete temporaries an interrupted atomic write left behind (``.NAME.XXXX`` next to ``NAME``)."""
+    for path in directory.glob(".*"):
+        if path.is_file() and path.name.count(".") >= 2 and not path.name.startswith(".study.db"):
+            path.unlink(missing_ok=True)
+
+
 def write_run_json(directory: Path, info: dict[str, Any]) -> None:
     atomic_write_text(directory / RUN_JSON, json.dumps(info, indent=2, sort_keys=False, default=str) + "\n")
 
