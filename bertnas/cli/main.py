@@ -31,7 +31,14 @@ def fail(message: str) -> None:
 
 def _register_commands() -> None:
     # Imported for their side effect of adding commands to ``app``.
-    from bertnas.cli import cost_command, extract_command, search_commands, space_commands, train_commands  # noqa: F401
+    from bertnas.cli import (  # noqa: F401
+        cost_command,
+        export_command,
+        extract_command,
+        search_commands,
+        space_commands,
+        train_commands,
+    )
 
 
 def _exception_classes(name: str) -> tuple[type[BaseException], ...]:

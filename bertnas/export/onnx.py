@@ -160,8 +160,10 @@ class OnnxModel:
         if not self.path.is_file():
             raise BertnasError(f"{self.path} does not exist; export a model with `bertnas export`")
         options = ort.SessionOptions()
-        if threads is not None:
+        if threads is not None:  # as bertnas.hardware measures its onnxruntime profiles
             options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])

@@ -1,0 +1,92 @@
+"""``bertnas export``: selected subnets of a search run as deployable model directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from bertnas.cli.main import app
+
+
+@app.command("export")
+def export_command(
+    run: Path = typer.Argument(..., help="Search run directory (written by `bertnas search`)."),
+    device: str = typer.Option(..., "--device", help="Hardware profile whose front or latency selects the models."),
+    select: str = typer.Option("pareto", "--select", help="pareto, trial:N, or best-under:40ms."),
+    formats: str = typer.Option("hf,onnx", "--format", help="hf (safetensors), onnx, or both: hf,onnx."),
+    out: Path = typer.Option(..., "--out", help="Export directory (one sub-directory per model, plus manifests)."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists (only once the new export is done)."),
+    supernet: Path | None = typer.Option(None, "--supernet", help="Supernet directory (default: the run's)."),
+    glue_dir: str | None = typer.Option(None, "--glue-dir", help="GLUE data (default: the run's, else GLUE_DIR)."),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed onnxruntime runs before measuring."),
+    repeats: int = typer.Option(50, "--repeats", help="Timed onnxruntime runs (the median is reported)."),
+) -> None:
+    """Export the selected subnets of RUN: weights, config, tokenizer, model.onnx, model card, manifest."""
+    from bertnas.errors import BertnasError
+    from bertnas.export.package import MEASURE_PROFILE, ExportOptions, export_models
+    from bertnas.export.selection import select_candidates
+    from bertnas.search.run import SearchRun
+    from bertnas.supernet.elastic import WEIGHTS_NAME
+    from bertnas.training.evaluate import supernet_fingerprint
+
+    if out.exists() and not force:  # refuse before loading anything
+        raise BertnasError(f"{out} already exists; choose another --out or pass --force to replace it")
+    format_list = tuple(part.strip() for part in formats.split(",") if part.strip())
+    search = SearchRun.open(run)
+    info = search.info
+    candidates = select_candidates(search, device, select)
+
+    supernet_dir = supernet or Path(info["supernet"])
+    if not (supernet_dir / WEIGHTS_NAME).is_file():
+        raise BertnasError(f"supernet {supernet_dir} (used by the search) is missing; pass --supernet DIR")
+    expected = (info.get("hashes") or {}).get("supernet_fingerprint")
+    if expected and supernet_fingerprint(supernet_dir) != expected:
+        raise BertnasError(
+            f"supernet {supernet_dir} is not the one the search evaluated (fingerprint "
+            f"{supernet_fingerprint(supernet_dir)}, run recorded {expected}); its metrics would not match"
+        )
+
+    from bertnas.hardware import load_predictor
+
+    devices = list(dict.fromkeys([*search.devices, device]))
+    predictors = {name: load_predictor(name) for name in devices}
+    config = info.get("config") or {}
+    options = ExportOptions(
+        task=info["task"],
+        formats=format_list,
+        dev_subset=config.get("dev_subset"),
+        glue_dir=glue_dir or config.get("glue_dir"),
+        warmup=warmup,
+        repeats=repeats,
+        seq_len=int(info.get("seq_len") or 128),
+        source={
+            "run": str(run),
+            "study": info.get("study"),
+            "device": device,
+            "budget_ms": search.budgets_ms.get(device),
+            "select": select,
+        },
+    )
+    manifest = export_models(supernet_dir, candidates, out, options, predictors, force=force)
+
+    metric = manifest["metric"]
+    typer.echo(f"wrote {len(manifest['models'])} model(s) to {out}")
+    header = f"{'model':<12} {metric:>8} {'params':>8} {'MACs':>8} {device + ' ms':>12} {'measured ms':>12}"
+    typer.echo(header)
+    for entry in manifest["models"]:
+        measured = entry.get("measured") or {}
+        predicted = entry["predicted_ms"][device]["ms"]
+        shown = f"{measured['median_ms']:.2f}" if measured else "-"
+        typer.echo(
+            f"{entry['name']:<12} {entry['metric']:>8.4f} {entry['params'] / 1e6:>7.2f}M {entry['macs'] / 1e6:>7.0f}M "
+            f"{predicted:>12.2f} {shown:>12}"
+        )
+    if manifest["models"] and "measured" in manifest["models"][0]:
+        profile = manifest["models"][0]["measured"]["profile"]
+        if manifest["models"][0]["measured"]["predicted_ms"] is None:
+            typer.echo(
+                f"note: no {MEASURE_PROFILE} profile installed; measured latencies have no prediction beside them"
+            )
+        else:
+            typer.echo(f"measured with onnxruntime on this machine; predictions of profile {profile} in manifest.csv")

@@ -1,0 +1,82 @@
+"""Which trials of a search run to export: ``pareto``, ``trial:N`` or ``best-under:40ms``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+
+from bertnas.arch import ArchConfig
+from bertnas.errors import BertnasError
+from bertnas.export.package import Candidate
+
+SELECT_HELP = "pareto (the device's front under its budget), trial:N, or best-under:40ms"
+
+
+def select_candidates(run: Any, device: str, select: str) -> list[Candidate]:
+    """Candidates from ``run`` (a :class:`bertnas.search.run.SearchRun`) on ``device``.
+
+    ``pareto``: the device's front under the search's budget for it (no budget if the
+    search did not target the device), fastest first. ``trial:N``: one evaluated trial.
+    ``best-under:X``: the best metric among evaluated trials predicted at most X on the
+    device (ties: the faster one).
+    """
+    from bertnas.search.budget import format_ms, parse_budget
+    from bertnas.search.objectives import latency_column
+
+    select = select.strip()
+    column = latency_column(device)
+    if select == "pareto":
+        rows = run.pareto(device)
+        if rows.empty:
+            budget = run.budgets_ms.get(device)
+            raise BertnasError(
+                f"the {device} front of {run.directory} is empty"
+                + (f" under its budget {format_ms(budget)}" if budget is not None else "")
+                + "; let the search run more trials or pick one with --select trial:N"
+            )
+    elif select.startswith("trial:"):
+        number = _trial_number(select)
+        trials = run.with_device(device)
+        rows = trials[trials["number"] == number]
+        if rows.empty:
+            raise BertnasError(f"--select {select}: {run.directory} has no trial {number}")
+        if rows.iloc[0]["state"] != "COMPLETE" or pd.isna(rows.iloc[0]["metric"]):
+            raise BertnasError(
+                f"--select {select}: trial {number} was not evaluated (state {rows.iloc[0]['state']}); "
+                "pick an evaluated trial (see trials.csv)"
+            )
+    elif select.startswith("best-under:"):
+        budget = parse_budget(select.removeprefix("best-under:"))
+        trials = run.with_device(device)
+        done = trials[(trials["state"] == "COMPLETE") & trials["metric"].notna() & (trials[column] <= budget)]
+        if done.empty:
+            fastest = trials.loc[trials["state"] == "COMPLETE", column].min()
+            hint = f" (the fastest evaluated trial is {format_ms(fastest)} there)" if pd.notna(fastest) else ""
+            raise BertnasError(
+                f"--select {select}: no evaluated trial is predicted under {format_ms(budget)} on {device}{hint}"
+            )
+        rows = done.sort_values(["metric", column], ascending=[False, True]).head(1)
+    else:
+        raise BertnasError(f"--select {select!r} is not understood; use {SELECT_HELP}")
+    return [_candidate(row) for _, row in rows.iterrows()]
+
+
+def _trial_number(select: str) -> int:
+    text = select.removeprefix("trial:")
+    try:
+        number = int(text)
+    except ValueError:
+        raise BertnasError(f"--select {select}: {text!r} is not a trial number; write e.g. trial:12") from None
+    if number < 0:
+        raise BertnasError(f"--select {select}: trial numbers start at 0")
+    return number
+
+
+def _candidate(row: pd.Series) -> Candidate:
+    number = int(row["number"])
+    if not isinstance(row.get("config"), str):
+        raise BertnasError(f"trial {number} stores no architecture config; it cannot be exported")
+    arch = ArchConfig.from_dict(json.loads(row["config"]), f"trial {number} config")
+    return Candidate(name=f"trial-{number:04d}", arch=arch, metric=float(row["metric"]), trial=number)
