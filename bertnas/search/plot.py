@@ -54,7 +54,7 @@ def plot_front(
         ax.scatter([], [], marker="D", s=22, color="#edae49", edgecolor="black", linewidth=0.4, label="DynaBERT grid")
         ax.scatter([], [], marker="*", s=90, color="#00798c", edgecolor="black", linewidth=0.4, label="full model")
     if budget_ms is not None:
-        ax.axvline(budget_ms, color="black", linestyle="--", linewidth=1, label=f"budget {budget_ms:g} ms")
+        ax.axvline(budget_ms, color="black", linestyle="--", linewidth=1, label=f"budget {budget_ms:.3g} ms")
     ax.set_xlabel(f"predicted latency on {device} (ms)")
     ax.set_ylabel(metric_name)
     ax.set_title(title or f"{metric_name} vs. latency on {device}")
