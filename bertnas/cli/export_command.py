@@ -59,7 +59,8 @@ def export_command(
         glue_dir=glue_dir or config.get("glue_dir"),
         warmup=warmup,
         repeats=repeats,
-        seq_len=int(info.get("seq_len") or 128),
+        seq_len=_run_seq_len(info, device),
+        predict_seq_len=info.get("seq_len_override"),
         source={
             "run": str(run),
             "study": info.get("study"),
@@ -90,3 +91,11 @@ def export_command(
             )
         else:
             typer.echo(f"measured with onnxruntime on this machine; predictions of profile {profile} in manifest.csv")
+
+
+def _run_seq_len(info: dict, device: str) -> int:
+    """The sequence length the search priced ``device`` at (run.json: one per device)."""
+    seq_len = info.get("seq_len")
+    if isinstance(seq_len, dict):
+        seq_len = seq_len.get(device) or next(iter(seq_len.values()), None)
+    return int(seq_len or 128)

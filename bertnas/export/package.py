@@ -73,6 +73,7 @@ class ExportOptions:
     repeats: int = 50
     threads: int | None = None  # onnxruntime intra-op threads for the measurement (None: its default)
     seq_len: int = 128  # timing and MACs, unless the measurement profile says otherwise
+    predict_seq_len: int | None = None  # the search's --seq-len for the predictions (None: each profile's own)
     source: dict[str, Any] = field(default_factory=dict)  # run directory, study, device, budget
 
     def validate(self) -> None:
@@ -212,7 +213,10 @@ def _export_one(
         "macs": count_macs(arch, seq_len),
         "macs_seq_len": seq_len,
         "predicted_ms": {
-            device: {"ms": float(predictor.predict(arch)), "provenance": _provenance(predictor)}
+            device: {
+                "ms": float(predictor.predict(arch, options.predict_seq_len)),
+                "provenance": _provenance(predictor),
+            }
             for device, predictor in predictors.items()
         },
         "bertnas_version": __version__,

@@ -1,0 +1,157 @@
+"""``bertnas export`` end to end: a tiny real search, then its front exported and reloaded.
+
+The supernet is a real ElasticBert from a 2-layer random BERT (real MiniLM tokenizer),
+the dev set a toy SST-2 file, the latency predictors the committed hardware profiles.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from bertnas.cli.main import main
+from bertnas.export.onnx import OnnxModel
+from bertnas.model import CompactBert
+from bertnas.search import SearchConfig, SearchRun, run_search
+from bertnas.search.objectives import latency_column
+
+REPO = Path(__file__).resolve().parents[1]
+DEVICE = "pixel4"
+WORDS = {1: ["wonderful", "brilliant", "moving", "superb"], 0: ["dull", "awful", "tedious", "boring"]}
+
+
+@pytest.fixture(scope="module")
+def search_run(tmp_path_factory, minilm_hf):
+    """A finished 6-trial search on pixel4 over a tiny supernet (real search code)."""
+    from bertnas.hardware import load_predictor
+    from bertnas.space import load_space
+    from bertnas.supernet import ElasticBert
+
+    root = tmp_path_factory.mktemp("export-cli")
+    (root / "glue" / "SST-2").mkdir(parents=True)
+    rng = random.Random(2)
+    lines = ["sentence\tlabel"]
+    for _ in range(40):
+        label = rng.randint(0, 1)
+        extra = " ".join(rng.choice(WORDS[rng.randint(0, 1)]) for _ in range(rng.randint(0, 8)))
+        lines.append(f"the film is {rng.choice(WORDS[label])} and {extra} . \t{label}")
+    (root / "glue" / "SST-2" / "dev.tsv").write_text("\n".join(lines) + "\n")
+    _, tokenizer = minilm_hf
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    hf = BertForSequenceClassification(config)
+    supernet = ElasticBert.from_hf_model(hf, "tiny-bert", tokenizer, max_ffn_stack=4, max_bottleneck=16, task="sst2")
+    supernet.save_pretrained(root / "supernet")
+    profiles = root / "profiles"
+    shutil.copytree(REPO / "hardware_profiles", profiles)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BERTNAS_CACHE", str(root / "cache"))
+        patch.setenv("BERTNAS_PROFILES_DIR", str(profiles))
+        space = load_space("unified").bind(ElasticBert.from_pretrained(root / "supernet").limits, backbone="tiny-bert")
+        predictor = load_predictor(DEVICE)
+        budget = (predictor.predict(space.smallest()) + predictor.predict(space.largest())) / 2
+        search = SearchConfig(
+            task="sst2",
+            budgets_ms={DEVICE: budget},
+            supernet=str(root / "supernet"),
+            glue_dir=str(root / "glue"),
+            trials=6,
+            population=4,
+            seed=0,
+            out=str(root / "run"),
+            references=False,
+        )
+        run_search(search, progress=False)
+        yield root
+
+
+def _export(root: Path, out: Path, *args: str) -> int:
+    return main(
+        ["export", str(root / "run"), "--device", DEVICE, "--out", str(out), "--warmup", "1", "--repeats", "3", *args]
+    )
+
+
+def test_export_pareto_front_from_a_search(search_run, tmp_path, capsys):
+    run = SearchRun.open(search_run / "run")
+    front = run.pareto(DEVICE)
+    assert len(front) >= 1
+    out = tmp_path / "front"
+    assert _export(search_run, out, "--format", "hf") == 0
+    assert f"wrote {len(front)} model(s)" in capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [entry["trial"] for entry in manifest["models"]] == front["number"].tolist()
+    rows = list(csv.DictReader((out / "manifest.csv").open()))
+    for entry, row, (_, point) in zip(manifest["models"], rows, front.iterrows(), strict=True):
+        assert entry["metric"] == entry["metric_reported"] == pytest.approx(point["metric"], abs=0)
+        assert float(row[f"predicted_ms.{DEVICE}"]) == pytest.approx(point[latency_column(DEVICE)])
+        assert entry["predicted_ms"][DEVICE]["provenance"].startswith("calibrated")
+        assert entry["source"]["supernet_fingerprint"] == run.info["hashes"]["supernet_fingerprint"]
+        assert CompactBert.from_pretrained(out / entry["name"]).arch.hash() == entry["arch_hash"]
+        assert "pixel4" in (out / entry["name"] / "README.md").read_text()
+    # A second export to the same place is refused, untouched, unless --force.
+    before = (out / "manifest.json").read_text()
+    assert _export(search_run, out, "--format", "hf") == 2
+    assert "already exists" in capsys.readouterr().err and (out / "manifest.json").read_text() == before
+
+
+def test_export_best_under_with_onnx_and_measurement(search_run, tmp_path):
+    run = SearchRun.open(search_run / "run")
+    trials = run.trials
+    done = trials[trials["state"] == "COMPLETE"]
+    limit = float(done[latency_column(DEVICE)].max())
+    best = done[done[latency_column(DEVICE)] <= limit].sort_values(
+        ["metric", latency_column(DEVICE)], ascending=[False, True]
+    )
+    out = tmp_path / "best"
+    assert _export(search_run, out, "--select", f"best-under:{limit + 1e-6}ms") == 0
+    (entry,) = json.loads((out / "manifest.json").read_text())["models"]
+    assert entry["trial"] == int(best.iloc[0]["number"])
+    assert entry["metric_onnx"] == entry["metric"] == entry["metric_reported"]
+    assert entry["measured"]["median_ms"] > 0 and entry["measured"]["batch_size"] == 1
+    directory = out / entry["name"]
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    inputs = tokenizer(
+        ["the film is superb .", "dull and boring and awful from start to end ."], return_tensors="np", padding=True
+    )
+    onnx_logits = OnnxModel(directory / "model.onnx").logits(**inputs)
+    with torch.no_grad():
+        torch_logits = CompactBert.from_pretrained(directory)(
+            **{k: torch.as_tensor(v) for k, v in inputs.items()}
+        ).logits
+    assert np.abs(onnx_logits - torch_logits.numpy()).max() < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--select", "trial:999"], "has no trial 999"),
+        (["--select", "trial:x"], "not a trial number"),
+        (["--select", "fastest"], "is not understood"),
+        (["--select", "best-under:40"], "no unit"),
+        (["--select", "best-under:0.000001ms"], "no evaluated trial is predicted under"),
+        (["--format", "tflite"], "--format"),
+        (["--supernet", "/nonexistent"], "is missing"),
+    ],
+)
+def test_export_cli_errors(search_run, tmp_path, capsys, args, message):
+    assert _export(search_run, tmp_path / "x", *args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
