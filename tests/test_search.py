@@ -361,3 +361,24 @@ def test_study_run_cli(env, budgets, tmp_path, capsys):
     assert main(["study", "run", str(study), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["counts"]["evaluated"] == 4 and summary["fronts"][DEVICE_A]["points"]
+
+
+def test_rejected_subnets_are_never_evaluated(env, budgets, tmp_path, monkeypatch):
+    from bertnas.training.evaluate import SubnetEvaluator
+
+    evaluated: list[str] = []
+    original = SubnetEvaluator.evaluate
+
+    def recording(self, arch):
+        evaluated.append(arch.hash())
+        return original(self, arch)
+
+    monkeypatch.setattr(SubnetEvaluator, "evaluate", recording)
+    # A tight budget (a quarter of the way from the smallest subnet to the midpoint): many rejections.
+    low, mid = budgets[DEVICE_A]
+    config = _config(env, tmp_path / "run", {DEVICE_A: low + (mid - low) / 4}, trials=4, sampler="random")
+    config.references = False
+    result = run_search(config, progress=False)
+    trials = SearchRun.open(tmp_path / "run").trials
+    assert result["counts"]["rejected"] > 0
+    assert sorted(evaluated) == sorted(trials.loc[trials["state"] == "COMPLETE", "arch_hash"])
