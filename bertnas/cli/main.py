@@ -35,6 +35,7 @@ def _register_commands() -> None:
         cost_command,
         export_command,
         extract_command,
+        hardware_commands,
         search_commands,
         space_commands,
         train_commands,

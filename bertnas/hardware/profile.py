@@ -169,7 +169,7 @@ class HardwareProfile:
             "batch": self.batch,
             "seq_len": self.seq_len,
             "precision": self.precision,
-            "host": dict(self.host),
+            "host": _plain(self.host),
             "date": self.date or _dt.date.today().isoformat(),
             "provenance": self.provenance,
             "evidence": _plain(self.evidence),
@@ -193,6 +193,8 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, str):
+        return str(value)  # str subclasses (torch's version string) -> plain str
     return value
 
 

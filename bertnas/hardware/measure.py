@@ -1,0 +1,265 @@
+"""Measuring a profile on this machine: kernel grids, timing, end-to-end corrections.
+
+Timing (:func:`time_runner`): a few warm-up calls, then individual calls timed with
+``perf_counter`` until both ``min_repeats`` calls and ``min_seconds`` have passed (at
+most ``max_repeats``); the median is kept, so a stray interrupt does not move it.
+
+A measured profile is built in two steps (``bertnas profile measure``):
+
+1. every kernel family over its grid (:class:`Grid`), giving the tables;
+2. ``calibration`` random subnets of the unified space (seeded apart from the ones
+   ``validate`` uses) timed end to end the same way; three physically meaningful
+   corrections are fitted by least squares on relative error and stored in the
+   profile: ``scale`` (memory effects: a model streams each layer's weights once,
+   a kernel repeated in a loop finds them in cache), ``per_layer_ms`` (per-layer work
+   outside the kernels: the additive mask, the retention bookkeeping, Python dispatch)
+   and ``per_model_ms`` (the forward call, input handling, output assembly).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from bertnas.arch import ArchConfig
+from bertnas.errors import BertnasError
+from bertnas.hardware.kernels import FAMILIES
+from bertnas.hardware.profile import Corrections, HardwareProfile, KernelTable
+from bertnas.hardware.runtimes import Runtime, open_runtime
+
+
+@dataclass(frozen=True)
+class Timing:
+    warmup: int = 3
+    min_repeats: int = 7
+    max_repeats: int = 200
+    min_seconds: float = 0.03
+
+
+def time_runner(run: Callable[[], object], timing: Timing = Timing()) -> float:
+    """Median milliseconds of one call of ``run``."""
+    for _ in range(timing.warmup):
+        run()
+    samples: list[float] = []
+    started = time.perf_counter()
+    while len(samples) < timing.max_repeats:
+        t0 = time.perf_counter()
+        run()
+        samples.append(time.perf_counter() - t0)
+        if len(samples) >= timing.min_repeats and time.perf_counter() - started >= timing.min_seconds:
+            break
+    return 1000.0 * statistics.median(samples)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Axis values per kernel family (axis names as in :data:`bertnas.hardware.kernels.FAMILIES`)."""
+
+    tokens: tuple[int, ...]
+    dims: tuple[int, ...]  # linear in/out
+    heads: tuple[int, ...]
+    head_dims: tuple[int, ...]
+    widths: tuple[int, ...]  # elementwise widths
+    hidden: tuple[int, ...]  # embedding / classifier widths
+    embedding_tokens: tuple[int, ...]
+
+    def axes(self, family: str) -> tuple[tuple[int, ...], ...]:
+        names = FAMILIES[family]
+        values = {
+            "tokens": self.embedding_tokens if family == "embedding" else self.tokens,
+            "in": self.dims,
+            "out": self.dims,
+            "heads": self.heads,
+            "head_dim": self.head_dims,
+            "width": self.hidden if family in ("embedding", "classifier") else self.widths,
+        }
+        return tuple(values[name] for name in names)
+
+    def points(self) -> int:
+        return sum(int(np.prod([len(axis) for axis in self.axes(family)])) for family in FAMILIES)
+
+
+def _tokens(seq_len: int, values: Sequence[int]) -> tuple[int, ...]:
+    return tuple(sorted({v for v in values if v < seq_len} | {seq_len}))
+
+
+def default_grid(seq_len: int = 128) -> Grid:
+    """Covers the unified space of MiniLM and BERT-base (and MobileBERT shapes) at ``seq_len``."""
+    tokens = _tokens(seq_len, (1, 8, 16, 32, 48, 64, 80, 96, 112))
+    return Grid(
+        tokens=tokens,
+        dims=(16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072),
+        heads=(1, 2, 3, 4, 6, 8, 9, 12, 16),
+        head_dims=(16, 32, 48, 64),
+        widths=(16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072),
+        hidden=(64, 128, 192, 256, 384, 512, 768, 1024),
+        embedding_tokens=_tokens(seq_len, (1, 16, 32, 64, 96)),
+    )
+
+
+def tiny_grid(seq_len: int = 16) -> Grid:
+    """A seconds-long grid for tests and smoke runs (configs must stay near these sizes)."""
+    tokens = _tokens(seq_len, (1, 8))
+    return Grid(
+        tokens=tokens,
+        dims=(16, 32, 64),
+        heads=(1, 2, 4),
+        head_dims=(8, 16),
+        widths=(16, 32, 64),
+        hidden=(32, 64),
+        embedding_tokens=tokens,
+    )
+
+
+GRIDS = {"default": default_grid, "tiny": tiny_grid}
+
+
+def harness_ms(runtime: Runtime, timing: Timing = Timing()) -> float:
+    """Per-call cost of the timing harness itself (an empty call on the runtime).
+
+    A kernel timed alone pays it on every call (for onnxruntime: binding inputs and
+    outputs of ``session.run``); inside a model it is paid once, so it is subtracted.
+    """
+    return min(time_runner(runtime.baseline(), timing) for _ in range(3))
+
+
+def measure_kernels(
+    runtime: Runtime, grid: Grid, timing: Timing = Timing(), progress: bool = True, harness: float = 0.0
+) -> dict:
+    """Time every family over its grid, minus ``harness`` ms per call; returns ``{family: KernelTable}``."""
+    tables: dict[str, KernelTable] = {}
+    with tqdm(total=grid.points(), desc=f"kernels ({runtime.name})", unit="pt", disable=not progress) as bar:
+        for family in FAMILIES:
+            axes = grid.axes(family)
+            ms = np.zeros([len(axis) for axis in axes])
+            for index in np.ndindex(*ms.shape):
+                shape = tuple(int(axis[i]) for axis, i in zip(axes, index, strict=True))
+                ms[index] = max(time_runner(runtime.kernel(family, shape), timing) - harness, 0.0)
+                bar.update()
+            tables[family] = KernelTable(axes=tuple(np.asarray(a, dtype=np.float64) for a in axes), ms=ms)
+    return tables
+
+
+def measure_models(
+    runtime: Runtime, archs: Sequence[ArchConfig], timing: Timing = Timing(), desc: str = "subnets"
+) -> np.ndarray:
+    """End-to-end median ms of each config on ``runtime``."""
+    results = []
+    for arch in tqdm(archs, desc=f"{desc} ({runtime.name})", unit="net"):
+        results.append(time_runner(runtime.model(arch), timing))
+    return np.asarray(results)
+
+
+def fit_corrections(kernel_sums: np.ndarray, layers: np.ndarray, measured: np.ndarray, label: str) -> Corrections:
+    """Least squares on relative error: ``measured ~ scale * sum + per_layer * layers + per_model``."""
+    design = np.stack([kernel_sums, layers.astype(np.float64), np.ones_like(kernel_sums)], axis=1) / measured[:, None]
+    solution, *_ = np.linalg.lstsq(design, np.ones_like(measured), rcond=None)
+    scale, per_layer, per_model = (float(x) for x in solution)
+    if scale <= 0:
+        raise BertnasError(f"fitting corrections gave scale {scale:.3f} <= 0: the kernel tables do not explain {label}")
+    return Corrections(scale=scale, per_layer_ms=per_layer, per_model_ms=per_model, fitted_on=label)
+
+
+def host_description() -> dict[str, str]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as stream:
+            for line in stream:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "python": platform.python_version(), "os": platform.platform()}
+
+
+def measure_profile(
+    name: str,
+    runtime_name: str,
+    threads: int,
+    *,
+    seq_len: int = 128,
+    batch: int = 1,
+    cuda: bool = False,
+    grid: Grid | None = None,
+    calibration: Sequence[ArchConfig] = (),
+    calibration_label: str = "",
+    timing: Timing = Timing(),
+    progress: bool = True,
+) -> HardwareProfile:
+    """Measure kernels (and fit corrections on ``calibration`` subnets) into a ``measured`` profile."""
+    from bertnas.hardware.predictor import LatencyPredictor
+
+    grid = grid or default_grid(seq_len)
+    if max(grid.tokens) != seq_len:
+        raise BertnasError(f"the grid's largest token count {max(grid.tokens)} must equal seq_len {seq_len}")
+    runtime = open_runtime(runtime_name, threads, batch, seq_len, cuda)
+    started = time.perf_counter()
+    harness = harness_ms(runtime, timing)
+    tables = measure_kernels(runtime, grid, timing, progress, harness)
+    kernel_seconds = time.perf_counter() - started
+    host = {**host_description(), **runtime.describe()}
+    device = f"{host['cpu']} ({threads} thread{'s' if threads > 1 else ''})" if not cuda else host.get("device", "cuda")
+    profile = HardwareProfile(
+        name=name,
+        device=device,
+        runtime=runtime_name,
+        threads=threads,
+        batch=batch,
+        seq_len=seq_len,
+        precision="fp32",
+        provenance="measured",
+        kernels=tables,
+        host=host,
+        date=_dt.date.today().isoformat(),
+    )
+    evidence: dict[str, object] = {
+        "method": "median of timed calls after warm-up (bertnas/hardware/measure.py)",
+        "timing": {"warmup": timing.warmup, "min_repeats": timing.min_repeats, "min_seconds": timing.min_seconds},
+        "grid_points": grid.points(),
+        "harness_ms_subtracted": round(harness, 5),
+        "kernel_seconds": round(kernel_seconds, 1),
+    }
+    corrections = Corrections()
+    if calibration:
+        started = time.perf_counter()
+        measured = measure_models(runtime, calibration, timing, desc="calibration subnets")
+        sums, layers = LatencyPredictor(profile).kernel_sums(calibration)
+        corrections = fit_corrections(sums, layers, measured, calibration_label or f"{len(calibration)} subnets")
+        fitted = corrections.scale * sums + corrections.per_layer_ms * layers + corrections.per_model_ms
+        evidence["calibration"] = {
+            "subnets": len(calibration),
+            "label": calibration_label,
+            "raw_kernel_sum_mape_pct": round(float(np.mean(np.abs(sums - measured) / measured) * 100), 2),
+            "fitted_mape_pct": round(float(np.mean(np.abs(fitted - measured) / measured) * 100), 2),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+    notes = (
+        f"Measured on this machine with {runtime_name}, {threads} threads, batch {batch}, {seq_len} tokens. "
+        "Corrections fitted on calibration subnets only (never on validation subnets)."
+    )
+    return HardwareProfile(
+        **{**profile.__dict__, "corrections": corrections, "evidence": evidence, "notes": notes, "source": None}
+    )
+
+
+__all__ = [
+    "GRIDS",
+    "Grid",
+    "Timing",
+    "default_grid",
+    "fit_corrections",
+    "measure_kernels",
+    "measure_models",
+    "measure_profile",
+    "time_runner",
+    "tiny_grid",
+]

@@ -1,0 +1,245 @@
+"""Runnable kernels and subnets on each runtime this machine can time.
+
+A runtime turns a kernel call (family + shape) or a whole config into a zero-argument
+callable that runs it once; :mod:`bertnas.hardware.measure` times those callables.
+
+- ``torch``: the same ``torch.nn.functional`` calls as ``bertnas/model/functional.py``
+  (the kernels) and :class:`~bertnas.model.compact.CompactBert` itself (end to end),
+  under ``torch.inference_mode`` with ``torch.set_num_threads(threads)``;
+- ``onnxruntime``: the graphs of :mod:`bertnas.hardware.onnx_graph` in an
+  ``InferenceSession`` with ``intra_op_num_threads = threads``, all graph
+  optimisations on, CPU (or CUDA) execution provider.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bertnas.arch import ArchConfig
+from bertnas.errors import BertnasError
+
+RUNTIMES = ("torch", "onnxruntime")
+
+Runner = Callable[[], object]
+
+
+class Runtime:
+    """Base: ``kernel(family, shape)`` and ``model(arch)`` return callables."""
+
+    name = ""
+
+    def __init__(self, threads: int, batch: int = 1, seq_len: int = 128, cuda: bool = False) -> None:
+        self.threads, self.batch, self.seq_len, self.cuda = threads, batch, seq_len, cuda
+
+    def kernel(self, family: str, shape: tuple[int, ...]) -> Runner:
+        raise NotImplementedError
+
+    def model(self, arch: ArchConfig) -> Runner:
+        raise NotImplementedError
+
+    def baseline(self) -> Runner:
+        """A call that does nothing on the runtime: its time is the harness's per-call cost."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, str]:
+        raise NotImplementedError
+
+
+def open_runtime(name: str, threads: int, batch: int = 1, seq_len: int = 128, cuda: bool = False) -> Runtime:
+    if name == "torch":
+        return TorchRuntime(threads, batch, seq_len, cuda)
+    if name == "onnxruntime":
+        return OrtRuntime(threads, batch, seq_len, cuda)
+    raise BertnasError(
+        f"runtime {name!r} cannot be measured on this machine (measurable: {', '.join(RUNTIMES)}); "
+        "for other targets use `bertnas profile kernels --export DIR` and `bertnas profile import`"
+    )
+
+
+class TorchRuntime(Runtime):
+    name = "torch"
+
+    def __init__(self, threads: int, batch: int = 1, seq_len: int = 128, cuda: bool = False) -> None:
+        super().__init__(threads, batch, seq_len, cuda)
+        if cuda and not torch.cuda.is_available():
+            raise BertnasError("--cuda: no CUDA device is visible to torch on this machine")
+        torch.set_num_threads(threads)
+        self.device = torch.device("cuda" if cuda else "cpu")
+        self.generator = torch.Generator().manual_seed(0)
+
+    def _randn(self, *shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=self.generator).to(self.device)
+
+    def _sync(self, fn: Callable[[], object]) -> Runner:
+        if not self.cuda:
+            return fn
+
+        def run() -> object:
+            out = fn()
+            torch.cuda.synchronize()
+            return out
+
+        return run
+
+    def kernel(self, family: str, shape: tuple[int, ...]) -> Runner:
+        from bertnas.model.retention import gather_tokens, kept_counts, select_tokens, token_significance
+
+        B, r = self.batch, self._randn
+        fn: Callable[[], object]
+        if family == "linear":
+            m, k, n = shape
+            x, weight, bias = r(B, m, k), r(n, k), r(n)
+            fn = lambda: F.linear(x, weight, bias)  # noqa: E731
+        elif family == "attn_scores":
+            t, a, d = shape
+            q_flat, k_flat = r(B, t, a * d), r(B, t, a * d)
+
+            def fn() -> object:
+                query = q_flat.view(B, t, a, d).transpose(1, 2)
+                key = k_flat.view(B, t, a, d).transpose(1, 2)
+                return torch.matmul(query, key.transpose(-1, -2)) * (1.0 / math.sqrt(d))
+
+        elif family == "softmax":
+            t, a = shape
+            scores = r(B, a, t, t)
+            mask = torch.zeros(B, 1, 1, t, device=self.device)
+            fn = lambda: torch.softmax(scores + mask, dim=-1)  # noqa: E731
+        elif family == "attn_context":
+            t, a, d = shape
+            probs, v_flat = torch.softmax(r(B, a, t, t), -1), r(B, t, a * d)
+
+            def fn() -> object:
+                value = v_flat.view(B, t, a, d).transpose(1, 2)
+                return torch.matmul(probs, value).transpose(1, 2).reshape(B, t, a * d)
+
+        elif family == "add":
+            t, w = shape
+            x, y = r(B, t, w), r(B, t, w)
+            fn = lambda: x + y  # noqa: E731
+        elif family == "layernorm":
+            t, w = shape
+            x, weight, bias = r(B, t, w), r(w), r(w)
+            fn = lambda: F.layer_norm(x, (w,), weight, bias, 1e-12)  # noqa: E731
+        elif family == "nonorm":
+            t, w = shape
+            x, weight, bias = r(B, t, w), r(w), r(w)
+            fn = lambda: x * weight + bias  # noqa: E731
+        elif family == "gelu":
+            x = r(B, *shape)
+            fn = lambda: F.gelu(x)  # noqa: E731
+        elif family == "relu":
+            x = r(B, *shape)
+            fn = lambda: F.relu(x)  # noqa: E731
+        elif family == "token_select":
+            t, a = shape
+            probs = torch.softmax(r(B, a, t, t), -1)
+            mask = torch.ones(B, t, dtype=torch.bool, device=self.device)
+            lengths = mask.sum(dim=1)
+
+            def fn() -> object:
+                current = mask.sum(dim=1)
+                counts = kept_counts(0.8, lengths, current)
+                bool((counts < current).any())  # the model's host sync deciding whether to extract
+                return select_tokens(token_significance(probs, mask), mask, counts)
+
+        elif family == "gather":
+            t, w = shape
+            hidden = r(B, max(2 * t, 2), w)
+            index = torch.sort(torch.randperm(max(2 * t, 2), generator=self.generator)[:t]).values
+            index = index.unsqueeze(0).expand(B, -1).to(self.device)
+            fn = lambda: gather_tokens(hidden, index)  # noqa: E731
+        elif family == "embedding":
+            t, h = shape
+            from bertnas.model.functional import EmbeddingWeights, RunOptions, embed
+
+            weights = EmbeddingWeights(r(30522, h), r(512, h), r(2, h), (r(h), r(h)))
+            ids = torch.randint(1000, 30000, (B, t), generator=self.generator).to(self.device)
+            options = RunOptions()
+            fn = lambda: embed(ids, None, weights, options)  # noqa: E731
+        elif family == "classifier":
+            (h,) = shape
+            x, pw, pb, cw, cb = r(B, self.seq_len, h), r(h, h), r(h), r(2, h), r(2)
+            fn = lambda: F.linear(torch.tanh(F.linear(x[:, 0], pw, pb)), cw, cb)  # noqa: E731
+        else:
+            raise BertnasError(f"unknown kernel family {family!r}")
+        return self._inference(self._sync(fn))
+
+    @staticmethod
+    def _inference(fn: Runner) -> Runner:
+        def run() -> object:
+            with torch.inference_mode():
+                return fn()
+
+        return run
+
+    def baseline(self) -> Runner:
+        x = self._randn(1)
+        return self._inference(self._sync(lambda: x))
+
+    def model(self, arch: ArchConfig) -> Runner:
+        from bertnas.model.compact import CompactBert, CompactConfig
+
+        torch.manual_seed(0)
+        model = CompactBert(CompactConfig(arch)).eval().to(self.device)
+        ids = torch.randint(1, arch.vocab_size, (self.batch, self.seq_len), generator=self.generator).to(self.device)
+        mask = torch.ones_like(ids)
+        return self._inference(self._sync(lambda: model(ids, mask)))
+
+    def describe(self) -> dict[str, str]:
+        return {"torch": torch.__version__, "device": str(self.device)}
+
+
+class OrtRuntime(Runtime):
+    name = "onnxruntime"
+
+    def __init__(self, threads: int, batch: int = 1, seq_len: int = 128, cuda: bool = False) -> None:
+        super().__init__(threads, batch, seq_len, cuda)
+        import onnxruntime as ort
+
+        self.ort = ort
+        provider = "CUDAExecutionProvider" if cuda else "CPUExecutionProvider"
+        if provider not in ort.get_available_providers():
+            raise BertnasError(f"onnxruntime has no {provider} here (available: {ort.get_available_providers()})")
+        self.providers = [provider]
+
+    def session(self, model: object) -> object:
+        options = self.ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        return self.ort.InferenceSession(model.SerializeToString(), options, providers=self.providers)
+
+    def _runner(self, model: object, vocab_size: int = 30522) -> Runner:
+        from bertnas.hardware.onnx_graph import feeds_for
+
+        session = self.session(model)
+        feeds = feeds_for(model, vocab_size=vocab_size)
+        return lambda: session.run(None, feeds)
+
+    def baseline(self) -> Runner:
+        from bertnas.hardware.onnx_graph import GraphBuilder
+
+        builder = GraphBuilder()
+        return self._runner(builder.model([builder.op("Identity", [builder.input("x", (1,))])]))
+
+    def kernel(self, family: str, shape: tuple[int, ...]) -> Runner:
+        from bertnas.hardware.onnx_graph import kernel_model
+
+        return self._runner(kernel_model(family, shape, self.batch, self.seq_len))
+
+    def model(self, arch: ArchConfig) -> Runner:
+        from bertnas.hardware.onnx_graph import arch_model
+
+        return self._runner(arch_model(arch, self.seq_len, self.batch), arch.vocab_size)
+
+    def describe(self) -> dict[str, str]:
+        return {"onnxruntime": self.ort.__version__, "provider": self.providers[0], "numpy": np.__version__}
+
+
+__all__ = ["RUNTIMES", "OrtRuntime", "Runtime", "TorchRuntime", "open_runtime"]

@@ -1,0 +1,100 @@
+"""Validating a profile: predicted vs. measured end-to-end latency of random subnets.
+
+``bertnas profile validate --device NAME --samples N`` draws N random configs of the
+unified space (for a backbone, default all-MiniLM-L6-v2, with a 2-way classifier),
+measures each end to end on the profile's runtime with the profile's threads, batch
+and sequence length, the same way the kernels were timed, and reports MAPE, the share
+within +-10 % and Kendall's tau. Validation subnets come from seed stream
+``VALIDATION_SEED``; the subnets a measured profile's corrections were fitted on come
+from ``CALIBRATION_SEED``: the two never share a seed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy.stats import kendalltau
+
+from bertnas.arch import ArchConfig
+from bertnas.errors import BertnasError
+from bertnas.hardware.measure import Timing, measure_models
+from bertnas.hardware.predictor import LatencyPredictor
+from bertnas.hardware.profile import HardwareProfile
+from bertnas.hardware.runtimes import RUNTIMES, open_runtime
+
+VALIDATION_SEED = 0
+CALIBRATION_SEED = 1_000_003
+DEFAULT_BACKBONES = ("all-MiniLM-L6-v2",)
+
+
+def sample_subnets(n: int, seed: int, backbones: Sequence[str] = DEFAULT_BACKBONES, space: str = "unified") -> list:
+    """``n`` random configs of ``space`` (2-way classifier), spread evenly over ``backbones``."""
+    from bertnas.space import load_space
+    from bertnas.space.backbone_dims import backbone_limits
+
+    if n < 1:
+        raise BertnasError(f"--samples {n}: need at least one subnet")
+    spec = load_space(space)
+    bound = [spec.bind(backbone_limits(b), backbone=b) for b in backbones]
+    rng = np.random.default_rng(seed)
+    return [bound[i % len(bound)].sample(rng).replace(num_labels=2) for i in range(n)]
+
+
+def metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+    """MAPE (%), share within +-10 % (%), Kendall's tau, worst error (%)."""
+    error = (predicted - measured) / measured
+    tau = kendalltau(predicted, measured).statistic if len(measured) > 1 else float("nan")
+    return {
+        "mape_pct": round(float(np.mean(np.abs(error)) * 100), 2),
+        "within_10pct": round(float(np.mean(np.abs(error) <= 0.10) * 100), 1),
+        "kendall_tau": round(float(tau), 4),
+        "max_abs_error_pct": round(float(np.max(np.abs(error)) * 100), 2),
+        "mean_error_pct": round(float(np.mean(error) * 100), 2),
+    }
+
+
+def validate(
+    profile: HardwareProfile,
+    samples: int,
+    *,
+    seed: int = VALIDATION_SEED,
+    backbones: Sequence[str] = DEFAULT_BACKBONES,
+    timing: Timing = Timing(),
+    archs: Sequence[ArchConfig] | None = None,
+) -> dict[str, Any]:
+    """Measure ``samples`` random subnets on the profile's runtime and compare with the predictor."""
+    if profile.runtime not in RUNTIMES:
+        raise BertnasError(
+            f"profile {profile.name!r} is for runtime {profile.runtime!r}, which cannot run on this machine "
+            f"(validate measures with {', '.join(RUNTIMES)}); its evidence lists how it was checked"
+        )
+    cuda = "cuda" in str(profile.host.get("device", "")) or "cuda" in str(profile.host.get("provider", "")).lower()
+    runtime = open_runtime(profile.runtime, profile.threads, profile.batch, profile.seq_len, cuda)
+    archs = list(archs) if archs is not None else sample_subnets(samples, seed, backbones)
+    started = time.perf_counter()
+    measured = measure_models(runtime, archs, timing, desc="validation subnets")
+    seconds = time.perf_counter() - started
+    predicted = LatencyPredictor(profile).predict_many(archs)
+    return {
+        "device": profile.name,
+        "runtime": profile.runtime,
+        "threads": profile.threads,
+        "batch": profile.batch,
+        "seq_len": profile.seq_len,
+        "samples": len(archs),
+        "seed": seed,
+        "backbones": list(backbones),
+        **metrics(predicted, measured),
+        "measured_ms": {"min": round(float(measured.min()), 3), "max": round(float(measured.max()), 3)},
+        "wall_seconds": round(seconds, 1),
+        "points": [
+            {"hash": arch.hash(), "predicted_ms": round(float(p), 4), "measured_ms": round(float(m), 4)}
+            for arch, p, m in zip(archs, predicted, measured, strict=True)
+        ],
+    }
+
+
+__all__ = ["CALIBRATION_SEED", "VALIDATION_SEED", "metrics", "sample_subnets", "validate"]
