@@ -42,6 +42,12 @@ def search_command(
     glue_dir: str | None = typer.Option(None, "--glue-dir", help="GLUE data in the original TSV layout."),
     eval_device: str = typer.Option("cpu", "--eval-device", help="Torch device for accuracy evaluation."),
     as_json: bool = typer.Option(False, "--json", help="Print the machine-readable summary."),
+    backend: str = typer.Option("local", "--backend", help="local | ray (trials on a Ray cluster)."),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster: auto or HOST:PORT (default: start Ray locally)."
+    ),
+    workers: int | None = typer.Option(None, "--workers", help="Ray workers (default: 2 local, else cluster CPUs)."),
+    gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", help="GPUs each Ray worker holds."),
 ) -> None:
     """Search subnets: maximize the task metric, minimize latency, under a budget per device."""
     from bertnas.search.budget import pair_budgets
@@ -68,7 +74,7 @@ def search_command(
         eval_device=eval_device,
         command=["bertnas", *sys.argv[1:]],
     )
-    _run(config, as_json)
+    _run(config, as_json, _backend(backend, address, workers, gpus_per_trial))
 
 
 @study_app.command("run")
@@ -80,6 +86,12 @@ def study_run_command(
     supernet: str | None = typer.Option(None, "--supernet", help="Override the supernet directory."),
     glue_dir: str | None = typer.Option(None, "--glue-dir"),
     as_json: bool = typer.Option(False, "--json", help="Print the machine-readable summary."),
+    backend: str = typer.Option("local", "--backend", help="local | ray (trials on a Ray cluster)."),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster: auto or HOST:PORT (default: start Ray locally)."
+    ),
+    workers: int | None = typer.Option(None, "--workers", help="Ray workers (default: 2 local, else cluster CPUs)."),
+    gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", help="GPUs each Ray worker holds."),
 ) -> None:
     """Run (or resume) the search a study file describes."""
     from bertnas.search.config import load_study_file
@@ -92,7 +104,7 @@ def study_run_command(
         config.out = str(out)
     config.command = ["bertnas", *sys.argv[1:]]
     config.validate()
-    _run(config, as_json)
+    _run(config, as_json, _backend(backend, address, workers, gpus_per_trial))
 
 
 @app.command("pareto")
@@ -128,10 +140,30 @@ def pareto_command(
     typer.echo(_front_table(device, budget_ms, search_run.metric_name, points))
 
 
-def _run(config: Any, as_json: bool) -> None:
-    from bertnas.search.driver import run_search
+def _backend(name: str, address: str | None, workers: int | None, gpus_per_trial: float) -> Any:
+    """None for the local backend, else the Ray options; Ray flags without --backend ray are refused."""
+    from bertnas.errors import BertnasError
 
-    result = run_search(config, progress=not as_json)
+    if name == "local":
+        if address is not None or workers is not None or gpus_per_trial:
+            raise BertnasError("--address, --workers and --gpus-per-trial need --backend ray")
+        return None
+    if name != "ray":
+        raise BertnasError(f"unknown backend {name!r}; choose local or ray")
+    from bertnas.search.ray_backend import RayOptions
+
+    return RayOptions(address=address, workers=workers, gpus_per_trial=gpus_per_trial)
+
+
+def _run(config: Any, as_json: bool, ray_options: Any = None) -> None:
+    if ray_options is None:
+        from bertnas.search.driver import run_search
+
+        result = run_search(config, progress=not as_json)
+    else:
+        from bertnas.search.ray_backend import run_search_ray
+
+        result = run_search_ray(config, ray_options, progress=not as_json)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

@@ -1,0 +1,190 @@
+"""The Ray backend: a study on a multi-node Ray cluster on this machine, and one that loses a node mid-study.
+
+The clusters are real (``ray.cluster_utils.Cluster``: a head and two worker nodes, every
+process bound to 127.0.0.1); the supernet is a tiny real ElasticBert with the real
+MiniLM tokenizer, the dev set a toy SST-2 file, the latency predictors the real profiles.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+ray = pytest.importorskip("ray")
+
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from bertnas.cli.main import main  # noqa: E402
+from bertnas.errors import BertnasError  # noqa: E402
+from bertnas.search import SearchConfig, SearchRun  # noqa: E402
+from bertnas.search.ray_backend import LOADED_ATTR, WORKER_ATTR, RayOptions, run_search_ray  # noqa: E402
+from bertnas.search.study import open_storage  # noqa: E402
+
+DEVICE = "pixel4"
+WORDS = {1: ["wonderful", "brilliant", "moving", "superb"], 0: ["dull", "awful", "tedious", "boring"]}
+LOOPBACK = "127.0.0.1"
+# Detect a killed node in ~2 s instead of Ray's default ~20 s.
+FAST_FAILURE = {"health_check_period_ms": 500, "health_check_failure_threshold": 3, "health_check_timeout_ms": 500}
+
+
+def _write_sst2(path: Path, rows: int, seed: int) -> None:
+    rng = random.Random(seed)
+    lines = ["sentence\tlabel"]
+    for _ in range(rows):
+        label = rng.randint(0, 1)
+        lines.append(f"the film is {rng.choice(WORDS[label])} and {rng.choice(WORDS[rng.randint(0, 1)])} . \t{label}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, minilm_hf):
+    """A tiny unified-capable supernet, toy SST-2 dev data, an empty bertnas cache, a mid-space budget."""
+    from bertnas.hardware import load_predictor
+    from bertnas.space import load_space
+    from bertnas.supernet import ElasticBert
+
+    root = tmp_path_factory.mktemp("ray-search")
+    glue = root / "glue"
+    (glue / "SST-2").mkdir(parents=True)
+    _write_sst2(glue / "SST-2" / "train.tsv", 32, seed=0)
+    _write_sst2(glue / "SST-2" / "dev.tsv", 48, seed=1)
+    _, tokenizer = minilm_hf
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    supernet = ElasticBert.from_hf_model(
+        BertForSequenceClassification(config), "tiny-bert", tokenizer, max_ffn_stack=4, max_bottleneck=16, task="sst2"
+    )
+    supernet.save_pretrained(root / "supernet")
+    space = load_space("unified").bind(supernet.limits, backbone="tiny-bert")
+    predictor = load_predictor(DEVICE)
+    budget = (predictor.predict(space.smallest()) + predictor.predict(space.largest())) / 2
+    with pytest.MonkeyPatch.context() as patch:
+        # Ray nodes and their workers inherit this environment (offline hub, this cache).
+        patch.setenv("BERTNAS_CACHE", str(root / "cache"))
+        yield {"root": root, "glue": str(glue), "supernet": str(root / "supernet"), "budget": budget}
+
+
+def _config(env, out: Path, **overrides) -> SearchConfig:
+    values = dict(
+        task="sst2",
+        budgets_ms={DEVICE: env["budget"]},
+        supernet=env["supernet"],
+        glue_dir=env["glue"],
+        trials=6,
+        population=4,
+        seed=0,
+        out=str(out),
+        references=False,
+    )
+    values.update(overrides)
+    return SearchConfig(**values)
+
+
+@pytest.fixture
+def cluster():
+    """A head (no CPUs: it only hosts the driver) and two 2-CPU worker nodes, all on loopback."""
+    node = {"node_ip_address": LOOPBACK, "object_store_memory": 80 * 1024**2}
+    head = dict(node, num_cpus=0, include_dashboard=False, _system_config=FAST_FAILURE)
+    cluster = Cluster(initialize_head=True, head_node_args=head)
+    workers = [cluster.add_node(num_cpus=2, **node) for _ in range(2)]
+    cluster.wait_for_nodes()
+    yield cluster, workers
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def _check_run(out: Path, trials: int) -> tuple:
+    """Every trial accounted for in storage and run directory; (evaluated frame, storage trials)."""
+    import optuna
+
+    run = SearchRun.open(out)
+    frame = run.trials
+    assert set(frame["state"]) <= {"COMPLETE", "PRUNED"}, frame["state"].value_counts()
+    assert (frame["state"] == "COMPLETE").sum() == trials == run.info["counts"]["evaluated"]
+    assert run.info["counts"]["failed"] == 0 and run.info["counts"]["running_or_interrupted"] == 0
+    stored = optuna.load_study(study_name=run.info["study"], storage=open_storage(run.info["storage"])).trials
+    assert [t.number for t in stored] == list(range(len(stored))) == sorted(frame["number"].tolist())
+    done = frame[frame["state"] == "COMPLETE"]
+    assert done["metric"].between(0, 1).all()
+    assert (done[f"latency_ms.{DEVICE}"] <= run.budgets_ms[DEVICE]).all()  # one device: evaluated means feasible
+    for suffix in ("csv", "json", "png"):
+        assert (out / f"pareto_{DEVICE}.{suffix}").is_file()
+    assert (out / "trials.csv").is_file() and (out / "trials.parquet").is_file()
+    return done, [t for t in stored if t.state.name == "COMPLETE"]
+
+
+def test_study_on_a_two_node_cluster(env, cluster, tmp_path):
+    cluster_, _ = cluster
+    out = tmp_path / "run"
+    result = run_search_ray(_config(env, out), RayOptions(address=cluster_.address, workers=2), progress=False)
+    assert result["backend"]["workers"] == 2 and result["counts"]["evaluated"] == 6
+    _, complete = _check_run(out, 6)
+    workers = {t.user_attrs[WORKER_ATTR] for t in complete}
+    nodes = {w.split(":")[0] for w in workers}
+    assert len(nodes) == 2  # spread over both worker nodes
+    # The supernet was loaded once per worker process, not once per trial.
+    loads = {(t.user_attrs[WORKER_ATTR], t.user_attrs[LOADED_ATTR]) for t in complete}
+    assert len(loads) == len(workers) <= 2 < len(complete)
+    # The same study resumes (here with the local backend) up to a larger count: one study, either backend.
+    from bertnas.search import run_search
+
+    run_search(_config(env, out, trials=8), progress=False)
+    _check_run(out, 8)
+    tighter = env["budget"] * 0.8
+    assert main(["pareto", str(out), "--device", DEVICE, "--budget", f"{tighter}ms", "--json", "--no-write"]) == 0
+
+
+def test_a_node_killed_mid_study_loses_no_trial(env, cluster, tmp_path):
+    cluster_, nodes = cluster
+    killed: dict = {}
+
+    def kill_a_busy_node(study, trial):
+        # The worker that just finished was handed its next trial already: kill its node (and the worker process
+        # with it, as a machine failure would) while that trial is in flight.
+        if killed or sum(t.state.name == "COMPLETE" for t in study.trials) < 2:
+            return
+        node_prefix, pid = trial.user_attrs[WORKER_ATTR].split(":")
+        victim = next(n for n in nodes if n.node_id.startswith(node_prefix))
+        killed["node"] = node_prefix
+        killed["running"] = [t.number for t in study.trials if t.state.name == "RUNNING"]
+        killed["workers_before"] = {t.user_attrs[WORKER_ATTR] for t in study.trials if t.state.name == "COMPLETE"}
+        cluster_.remove_node(victim, allow_graceful=False)
+        os.kill(int(pid), signal.SIGKILL)
+
+    out = tmp_path / "run"
+    config = _config(env, out, trials=6)
+    run_search_ray(config, RayOptions(address=cluster_.address, workers=2), progress=False, on_trial=kill_a_busy_node)
+    assert killed and killed["running"]
+    _, complete = _check_run(out, 6)  # the requested count, every trial COMPLETE or rejected, none lost
+    numbers = {t.number for t in complete}
+    assert set(killed["running"]) <= numbers  # the trials in flight at the kill completed
+    workers = {t.user_attrs[WORKER_ATTR] for t in complete}
+    # Two original worker processes plus the one restarted on the surviving node after the kill.
+    assert len(workers) >= 3, workers
+    assert any(not w.startswith(killed["node"]) for w in workers - killed["workers_before"])
+
+
+def test_embedded_ray_and_errors(env, tmp_path, monkeypatch):
+    with pytest.raises(BertnasError, match="--workers 0"):
+        run_search_ray(_config(env, tmp_path / "bad"), RayOptions(workers=0), progress=False)
+    out = tmp_path / "run"
+    code = main(
+        ["search", "--device", DEVICE, "--budget", f"{env['budget']}ms", "--supernet", env["supernet"]]
+        + ["--glue-dir", env["glue"], "--trials", "3", "--population", "3", "--no-references", "--out", str(out)]
+        + ["--backend", "ray", "--workers", "1", "--json"]
+    )
+    assert code == 0 and not ray.is_initialized()  # an embedded Ray is shut down after the search
+    _check_run(out, 3)
