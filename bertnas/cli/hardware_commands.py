@@ -81,7 +81,14 @@ def measure_command(
     """Measure the kernel set on this machine (warm-up, repeats, medians) and write a profile."""
     from bertnas.hardware.measure import GRIDS, measure_profile
     from bertnas.hardware.profile import profiles_dir
+    from bertnas.hardware.runtimes import RUNTIMES
     from bertnas.hardware.validate import CALIBRATION_SEED, sample_subnets
+
+    if runtime not in RUNTIMES:
+        raise BertnasError(
+            f"--runtime {runtime!r} cannot be measured here (choose {', '.join(RUNTIMES)}); for other targets "
+            "use `bertnas profile kernels --export DIR` and `bertnas profile import`"
+        )
 
     _positive(threads, "--threads")
     _positive(seq_len, "--seq-len")

@@ -83,7 +83,8 @@ class GraphBuilder:
         )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="bertnas")
         model.ir_version = 8
-        return model
+        # Fill in the outputs' shapes (a valid model names them; ONNX infers them from the ops).
+        return onnx.shape_inference.infer_shapes(model)
 
     # ---------------------------------------------------------------- building blocks
     def linear(self, x: str, n_in: int, n_out: int) -> str:

@@ -1,0 +1,316 @@
+"""Hardware profiles, the latency predictor, measurement, export/import and the CLI (tiny grids)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from bertnas.arch import ArchConfig, LayerConfig
+from bertnas.cli.main import main
+from bertnas.errors import BertnasError
+from bertnas.hardware import LatencyPredictor, list_profiles, load_predictor, load_profile
+from bertnas.hardware.kernels import reference_calls
+from bertnas.hardware.measure import Timing, measure_profile, tiny_grid
+from bertnas.hardware.predictor import kernel_cost
+from bertnas.hardware.profile import parse_profile
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO / "hardware_profiles" / "reference_models"
+SEQ = 16
+FAST = Timing(warmup=1, min_repeats=3, max_repeats=5, min_seconds=0.0)
+
+
+def tiny_arch(rng: np.random.Generator, layers: int | None = None) -> ArchConfig:
+    """A random config inside the tiny grid (hidden <= 64, widths <= 64)."""
+    hidden = int(rng.choice([32, 64]))
+    count = layers or int(rng.integers(1, 4))
+    retention, result = 1.0, []
+    for index in range(count):
+        retention = min(retention, float(rng.choice([1.0, 0.75, 0.5])))
+        result.append(
+            LayerConfig(
+                index=index,
+                heads=int(rng.choice([1, 2, 4])),
+                qk_dim=int(rng.choice([8, 16])),
+                v_dim=int(rng.choice([8, 16])),
+                ffn_dim=int(rng.choice([16, 32, 64])),
+                ffn_stack=int(rng.choice([1, 2])),
+                bottleneck=rng.choice([None, 16, 32]),
+                retention=retention,
+            )
+        )
+    return ArchConfig(
+        hidden_size=hidden,
+        layers=tuple(result),
+        num_labels=2,
+        hidden_act=str(rng.choice(["gelu", "relu"])),
+        norm=str(rng.choice(["layernorm", "nonorm"])),
+        vocab_size=1000,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_profiles():
+    rng = np.random.default_rng(7)
+    calibration = [tiny_arch(rng) for _ in range(6)]
+    return {
+        runtime: measure_profile(
+            f"tiny-{runtime}",
+            runtime,
+            1,
+            seq_len=SEQ,
+            grid=tiny_grid(SEQ),
+            calibration=calibration,
+            timing=FAST,
+            progress=False,
+        )
+        for runtime in ("torch", "onnxruntime")
+    }
+
+
+def reference(name: str) -> ArchConfig:
+    return ArchConfig.load(REFERENCE / f"{name}.json")
+
+
+# ---------------------------------------------------------------- profile format
+def test_measure_tiny_grid_both_runtimes_round_trip(tiny_profiles, tmp_path):
+    for runtime, profile in tiny_profiles.items():
+        assert profile.provenance == "measured" and profile.runtime == runtime
+        assert profile.evidence["calibration"]["subnets"] == 6
+        path = profile.save(tmp_path / f"{runtime}.yaml")
+        loaded = load_profile(path)
+        assert loaded.name == profile.name and loaded.seq_len == SEQ and loaded.threads == 1
+        for family, table in profile.kernels.items():
+            assert np.allclose(loaded.kernels[family].ms, table.ms, atol=1e-6)
+            assert all(np.array_equal(a, b) for a, b in zip(loaded.kernels[family].axes, table.axes, strict=True))
+        assert loaded.corrections.scale == pytest.approx(profile.corrections.scale, rel=1e-5)
+        # Timings are finite and non-negative (the harness's per-call cost is subtracted); their
+        # growth with shape is too small to assert at these microsecond sizes on a shared CPU.
+        assert all(np.all(np.isfinite(t.ms)) and np.all(t.ms >= 0) for t in profile.kernels.values())
+        assert profile.evidence["harness_ms_subtracted"] > 0
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\nruntime: torch\nthreads: [1\n")
+    with pytest.raises(BertnasError, match=rf"{path}:\d+: malformed YAML"):
+        load_profile(path)
+
+
+def test_bad_field_names_file_line_and_field(tmp_path):
+    text = (REPO / "hardware_profiles" / "pixel4.yaml").read_text().replace("threads: 4", "threads: -4")
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    line = text.splitlines().index("threads: -4") + 1
+    with pytest.raises(BertnasError, match=rf"{path}:{line}: threads: must be a positive integer"):
+        load_profile(path)
+    broken_table = (
+        (REPO / "hardware_profiles" / "pixel4.yaml").read_text().replace("ms_per_unit: ", "ms_per_unit: -", 1)
+    )
+    path.write_text(broken_table)
+    with pytest.raises(BertnasError, match=r"kernels\.\w+\.analytic\.ms_per_unit: must be a non-negative number"):
+        load_profile(path)
+
+
+def test_unknown_device_lists_available(tmp_path, monkeypatch, tiny_profiles):
+    monkeypatch.setenv("BERTNAS_PROFILES_DIR", str(tmp_path))
+    tiny_profiles["torch"].save(tmp_path / "alpha.yaml")
+    tiny_profiles["onnxruntime"].save(tmp_path / "beta.yaml")
+    assert list_profiles() == ["alpha", "beta"]
+    with pytest.raises(BertnasError, match="unknown device 'gamma'.*alpha, beta"):
+        load_profile("gamma")
+
+
+def test_seq_len_and_runtime_mismatch_refused(tiny_profiles):
+    with pytest.raises(BertnasError, match="calibrated at seq_len 128 only"):
+        load_predictor("pixel4").predict(reference("bert-base"), seq_len=64)
+    with pytest.raises(BertnasError, match="runtime 'tflite', not 'torch'"):
+        load_profile("pixel4", runtime="torch")
+    predictor = LatencyPredictor(tiny_profiles["torch"])
+    with pytest.raises(BertnasError, match=f"covers seq_len 1..{SEQ}, not {SEQ * 2}"):
+        predictor.predict(tiny_arch(np.random.default_rng(0)), seq_len=SEQ * 2)
+    assert predictor.predict(tiny_arch(np.random.default_rng(0)), seq_len=SEQ // 2) > 0
+
+
+# ---------------------------------------------------------------- predictor
+def test_pixel4_reproduces_published_points_within_10pct():
+    predictor = load_predictor("pixel4")
+    assert predictor.profile.provenance == "calibrated"
+    published = {"bert-base": 342, "mobilebert": 62, "mobilebert-tiny": 40, "mobilebert-layernorm-gelu": 192}
+    for name, ms in published.items():
+        assert abs(predictor.predict(reference(name)) - ms) / ms < 0.10, name
+    rows = {row["model"]: row for row in predictor.profile.evidence["published"]}
+    assert set(rows) == set(published)
+
+
+def test_pixel4_calibration_is_reproducible(tmp_path):
+    from bertnas.hardware.calibrate import calibrate
+
+    fresh = calibrate(REFERENCE / "pixel4.yaml")
+    committed = load_profile("pixel4")
+    for family, entry in committed.kernels.items():
+        assert fresh.kernels[family].ms_per_unit == pytest.approx(entry.ms_per_unit, rel=1e-6)
+        assert fresh.kernels[family].overhead_ms == pytest.approx(entry.overhead_ms, rel=1e-6)
+
+
+def _with(arch: ArchConfig, **changes) -> ArchConfig:
+    return arch.replace(layers=tuple(LayerConfig(**{**layer.__dict__, **changes}) for layer in arch.layers))
+
+
+def test_pixel4_monotone_and_retention():
+    """Bigger in any dimension costs more; retention costs less (analytic profile: exact)."""
+    from bertnas.cost import count_macs_batch
+    from bertnas.space import load_space
+    from bertnas.space.backbone_dims import backbone_limits
+
+    predictor = load_predictor("pixel4")
+    base = reference("bert-base")
+    for changes in ({"heads": 6}, {"ffn_dim": 1536}, {"qk_dim": 32}, {"retention": 0.6}):
+        assert predictor.predict(_with(base, **changes)) < predictor.predict(base), changes
+    assert predictor.predict(base.replace(layers=base.layers[:6])) < predictor.predict(base)
+    space = load_space("unified").bind(backbone_limits("bert-base-uncased"), "bert-base-uncased")
+    archs = space.sample_many(300, seed=5)
+    from scipy.stats import spearmanr
+
+    rho = spearmanr(count_macs_batch(archs, 128), load_predictor("pixel4").predict_many(archs)).statistic
+    assert rho > 0.9  # latency follows MACs closely, but not exactly (norms, activations, overheads)
+
+
+@pytest.mark.parametrize("device", ["pixel4", "tiny-torch", "tiny-onnxruntime"])
+def test_composition_equals_sum_of_parts(device, tiny_profiles):
+    rng = np.random.default_rng(4)
+    if device == "pixel4":
+        predictor, seq = load_predictor("pixel4"), 128
+        archs = [reference(name) for name in ("bert-base", "mobilebert", "mobilebert-tiny")]
+        archs.append(_with(archs[0], retention=0.7))
+    else:
+        predictor, seq = LatencyPredictor(tiny_profiles[device.removeprefix("tiny-")]), SEQ
+        archs = [tiny_arch(rng) for _ in range(10)]
+    for arch in archs:
+        # The readable per-call listing priced call by call gives the vectorised kernel sum ...
+        expected = sum(
+            count * float(kernel_cost(predictor.profile, family, [np.array([s]) for s in shape])[0])
+            for family, shape, count in reference_calls(arch, seq)
+        )
+        sums, layers = predictor.kernel_sums([arch])
+        assert sums[0] == pytest.approx(expected, rel=1e-9)
+        # ... the per-layer breakdown adds up to it, each layer at its own token counts ...
+        parts = predictor.breakdown(arch)
+        total = parts["embedding_and_head_ms"] + sum(layer["kernels_ms"] for layer in parts["layers"])
+        assert total == pytest.approx(expected, rel=1e-9)
+        assert [(layer["n_in"], layer["n_out"]) for layer in parts["layers"]] == arch.token_counts(seq)
+        # ... and the prediction is that sum through the profile's corrections.
+        c = predictor.profile.corrections
+        assert predictor.predict(arch) == pytest.approx(
+            c.scale * expected + c.per_layer_ms * arch.num_layers + c.per_model_ms, rel=1e-9
+        )
+
+
+def test_layers_priced_at_their_own_token_counts(tiny_profiles):
+    """Retention on a late layer changes only that layer's price (no averaging over layers)."""
+    predictor = LatencyPredictor(tiny_profiles["onnxruntime"])
+    layers = tuple(LayerConfig(i, 4, 16, 16, 64) for i in range(3))
+    base = ArchConfig(hidden_size=64, layers=layers, num_labels=2, vocab_size=1000)
+    late = base.replace(layers=layers[:2] + (LayerConfig(2, 4, 16, 16, 64, retention=0.5),))
+    full, cut = predictor.breakdown(base)["layers"], predictor.breakdown(late)["layers"]
+    assert [x["kernels_ms"] for x in full[:2]] == [x["kernels_ms"] for x in cut[:2]]
+    assert (cut[2]["n_in"], cut[2]["n_out"]) == (SEQ, SEQ // 2) and cut[2]["kernels_ms"] != full[2]["kernels_ms"]
+
+
+@pytest.mark.parametrize("device", ["pixel4", "tiny-torch", "tiny-onnxruntime"])
+def test_predict_many_equals_predict(device, tiny_profiles):
+    rng = np.random.default_rng(3)
+    if device == "pixel4":
+        from bertnas.space import load_space
+        from bertnas.space.backbone_dims import backbone_limits
+
+        space = load_space("unified").bind(backbone_limits("bert-base-uncased"), "bert-base-uncased")
+        archs = space.sample_many(200, seed=1)
+        predictor = load_predictor("pixel4")
+    else:
+        archs = [tiny_arch(rng) for _ in range(200)]
+        predictor = LatencyPredictor(tiny_profiles[device.removeprefix("tiny-")])
+    many = predictor.predict_many(archs)
+    single = np.array([predictor.predict(arch) for arch in archs])
+    again = np.array([predictor.predict(arch) for arch in archs])  # now from the per-layer cache
+    assert np.allclose(many, single, rtol=1e-9) and np.allclose(single, again, rtol=1e-12)
+    assert np.all(many > 0)
+
+
+def test_tiny_profile_predicts_end_to_end_roughly(tiny_profiles):
+    """Sanity, not the accuracy claim (that is `bertnas profile validate` on a quiet CPU)."""
+    from bertnas.hardware.validate import validate
+
+    rng = np.random.default_rng(11)
+    archs = [tiny_arch(rng) for _ in range(4)]
+    result = validate(tiny_profiles["onnxruntime"], 4, archs=archs, timing=FAST)
+    assert result["samples"] == 4 and result["mape_pct"] < 60
+
+
+# ---------------------------------------------------------------- export / import
+def test_kernels_export_benchmark_and_import(tmp_path, monkeypatch):
+    from bertnas.hardware.exchange import export_kernels, import_results
+
+    directory = export_kernels(tmp_path / "kit", tiny_grid(SEQ), seq_len=SEQ)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert len(manifest["kernels"]) == tiny_grid(SEQ).points()
+    for entry in manifest["kernels"][::25]:
+        onnx.checker.check_model(onnx.load(directory / entry["file"]))
+    out = tmp_path / "results.csv"
+    subprocess.run(
+        [sys.executable, str(directory / "benchmark.py"), "--out", str(out), "--repeats", "1", "--warmup", "0",
+         "--min-seconds", "0"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    profile = import_results(out, name="kit", runtime="onnxruntime", threads=1)
+    assert profile.provenance == "imported" and profile.seq_len == SEQ
+    assert LatencyPredictor(profile).predict(tiny_arch(np.random.default_rng(1))) > 0
+    # A hole in a table is refused with the missing point.
+    rows = list(csv.reader(out.read_text().splitlines()))
+    out.write_text("\n".join(",".join(row) for row in rows[:5] + rows[6:]) + "\n")
+    with pytest.raises(BertnasError, match="is missing; a table needs its full grid"):
+        import_results(out, name="kit")
+    monkeypatch.setenv("BERTNAS_PROFILES_DIR", str(tmp_path / "registry"))
+    out.write_text("\n".join(",".join(row) for row in rows) + "\n")
+    assert main(["profile", "import", str(out), "--name", "kit"]) == 0
+    assert load_profile("kit").provenance == "imported"
+
+
+# ---------------------------------------------------------------- CLI
+def test_cli_predict_and_devices(capsys):
+    assert main(["devices", "--json"]) == 0
+    names = {row["name"]: row["provenance"] for row in json.loads(capsys.readouterr().out)}
+    assert names["pixel4"] == "calibrated"
+    arch = str(REFERENCE / "mobilebert.json")
+    assert main(["profile", "predict", "--device", "pixel4", "--arch", arch, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert 62 * 0.9 < info["latency_ms"] < 62 * 1.1 and len(info["layers"]) == 24
+
+
+def test_cli_bad_input_exits_2(tmp_path, capsys):
+    arch = str(REFERENCE / "bert-base.json")
+    assert main(["profile", "predict", "--device", "nope", "--arch", arch]) == 2
+    assert "available profiles" in capsys.readouterr().err
+    assert main(["profile", "predict", "--device", "pixel4", "--arch", arch, "--seq-len", "64"]) == 2
+    bad = tmp_path / "a.json"
+    bad.write_text("{")
+    assert main(["profile", "predict", "--device", "pixel4", "--arch", str(bad)]) == 2
+    assert main(["profile", "validate", "--device", "pixel4", "--samples", "2"]) == 2
+    assert "cannot run on this machine" in capsys.readouterr().err
+    assert main(["profile", "measure", "--runtime", "tflite", "--name", "x", "--out", str(tmp_path / "x.yaml")]) == 2
+    assert main(["profile", "import", str(tmp_path / "missing.csv"), "--name", "x", "--out", str(tmp_path / "y")]) == 2
+
+
+def test_parse_rejects_missing_family(tmp_path):
+    text = (REPO / "hardware_profiles" / "pixel4.yaml").read_text()
+    data_lines = [line for line in text.splitlines() if not line.startswith("  relu:")]
+    with pytest.raises(BertnasError, match="missing kernel family 'relu'"):
+        parse_profile("\n".join(data_lines), "p.yaml")
