@@ -37,7 +37,7 @@ def table(manifest: dict, device: str) -> str:
         measured_ms = measured.get("median_ms")
         ratio = f"{measured_ms / predicted_host:.2f}" if measured_ms and predicted_host else "n/a"
         lines.append(
-            f"| {entry['name']} | {entry['metric']:.4f} | {entry['macs'] / 1e6:.0f} M | {entry['params'] / 1e6:.2f} M "
+            f"| {entry['name']} | {entry['metric']:.4f} | {entry['macs'] / 1e6:.1f} M | {entry['params'] / 1e6:.2f} M "
             f"| {entry['predicted_ms'][device]['ms']:.2f} ms "
             f"| {f'{predicted_host:.2f} ms' if predicted_host is not None else 'n/a'} "
             f"| {f'{measured_ms:.2f} ms' if measured_ms is not None else 'n/a'} | {ratio} |"

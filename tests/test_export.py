@@ -189,25 +189,26 @@ def test_interrupted_export_leaves_nothing_that_looks_complete(env, tmp_path, mo
     candidates = _candidates(env, env / "glue")
     out = tmp_path / "export"
     calls = []
-    real_export = package.export_onnx
+    real_card = package.render_card
 
-    def crash_on_second(model, path):
-        calls.append(path)
-        if len(calls) == 2:
+    def crash_on_second(entry):
+        calls.append(entry["name"])
+        if len(calls) == 2:  # the first model is completely written by now
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-way
-        return real_export(model, path)
+        return real_card(entry)
 
-    monkeypatch.setattr(package, "export_onnx", crash_on_second)
+    monkeypatch.setattr(package, "render_card", crash_on_second)
+    hf_only = _options(env, formats=("hf",))
     with pytest.raises(KeyboardInterrupt):
-        export_models(env / "supernet", candidates, out, _options(env), predictors={})
-    assert len(calls) == 2 and not out.exists()
+        export_models(env / "supernet", candidates, out, hf_only, predictors={})
+    assert calls == ["trial-3", "trial-7"] and not out.exists()
     assert list(tmp_path.iterdir()) == []  # no scratch directory left behind either
     # With --force over an existing export, the old one survives an interrupted replacement.
     out.mkdir()
     (out / "manifest.json").write_text("{}")
-    calls[:] = [None]  # crash on the first model this time
+    calls.clear()
     with pytest.raises(KeyboardInterrupt):
-        export_models(env / "supernet", candidates, out, _options(env), predictors={}, force=True)
+        export_models(env / "supernet", candidates, out, hf_only, predictors={}, force=True)
     assert (out / "manifest.json").read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 

@@ -60,7 +60,7 @@ def render_card(entry: dict[str, Any]) -> str:
         lines += [
             "",
             f"Measured on the exporting machine with onnxruntime (CPU, batch {measured['batch_size']}, "
-            f"{measured['seq_len']} tokens, {measured['warmup']} warm-up runs, median of {measured['repeats']}):",
+            f"{measured['seq_len']} tokens, warm-up {measured['warmup']}, median of {measured['repeats']} runs):",
             "",
             "| | |",
             "|---|---|",
