@@ -7,6 +7,7 @@ MiniLM tokenizer, the dev set a toy SST-2 file, the latency predictors the real 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -177,14 +178,18 @@ def test_a_node_killed_mid_study_loses_no_trial(env, cluster, tmp_path):
     assert any(not w.startswith(killed["node"]) for w in workers - killed["workers_before"])
 
 
-def test_embedded_ray_and_errors(env, tmp_path, monkeypatch):
+def test_study_file_on_embedded_ray_and_errors(env, tmp_path, capsys):
     with pytest.raises(BertnasError, match="--workers 0"):
         run_search_ray(_config(env, tmp_path / "bad"), RayOptions(workers=0), progress=False)
-    out = tmp_path / "run"
-    code = main(
-        ["search", "--device", DEVICE, "--budget", f"{env['budget']}ms", "--supernet", env["supernet"]]
-        + ["--glue-dir", env["glue"], "--trials", "3", "--population", "3", "--no-references", "--out", str(out)]
-        + ["--backend", "ray", "--workers", "1", "--json"]
+    assert main(["search", "--device", DEVICE, "--budget", "9ms", "--workers", "2"]) == 2
+    assert "need --backend ray" in capsys.readouterr().err
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        f"task: sst2\ndevices: {{{DEVICE}: {env['budget']}ms}}\nsampler: nsga2\ntrials: 3\npopulation: 3\n"
+        f"seed: 1\nsupernet: {env['supernet']}\nglue_dir: {env['glue']}\nreferences: false\n"
     )
+    out = tmp_path / "run"
+    code = main(["study", "run", str(study), "--out", str(out), "--backend", "ray", "--workers", "1", "--json"])
     assert code == 0 and not ray.is_initialized()  # an embedded Ray is shut down after the search
     _check_run(out, 3)
+    assert json.loads(capsys.readouterr().out)["backend"]["address"] == "embedded"

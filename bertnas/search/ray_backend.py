@@ -99,6 +99,10 @@ class SubnetWorker:
         self.loaded_at = time.time()
         self.evaluations = 0
 
+    def ready(self) -> float:
+        """When this process loaded the supernet (a cheap call that waits for the actor to start)."""
+        return self.loaded_at
+
     def measure(self, arch_json: str) -> dict[str, Any]:
         """Metric, MACs and params of one subnet (the shared cache first), and who computed it."""
         import ray
@@ -126,6 +130,7 @@ def connect(options: RayOptions) -> bool:
         # Embedded: a private single-node Ray on loopback, no dashboard, only the CPUs the workers use.
         workers = options.workers or 2
         ray.init(
+            address="local",  # never join a cluster found in the environment or Ray's temp files
             num_cpus=max(1, int(round(workers * options.cpus_per_worker))),
             num_gpus=int(round(workers * options.gpus_per_trial)) if options.gpus_per_trial else None,
             include_dashboard=False,
@@ -249,7 +254,11 @@ class RayTrialLoop:
         done = count_states(study)["COMPLETE"]
         if done >= config.trials:
             return study
+        started = time.perf_counter()
         self.actors = [self._new_actor() for _ in range(workers)]
+        # No trial can run before a worker has loaded the supernet; waiting here separates that startup cost.
+        ray.get([actor.ready.remote() for actor in self.actors])
+        context.identity["sessions"][-1]["worker_startup_s"] = round(time.perf_counter() - started, 2)
         bar = tqdm(
             total=config.trials,
             initial=done,
