@@ -115,12 +115,17 @@ class LayerTable:
     def from_archs(cls, archs: Sequence[ArchConfig], seq_len: int) -> LayerTable:
         """Build the table; C-level iteration only (no per-layer Python code)."""
         archs = list(archs)
-        counts = np.fromiter(map(len, map(operator.attrgetter("layers"), archs)), dtype=np.int64, count=len(archs))
-        total = int(counts.sum())
-
-        def column(name: str, dtype: type = np.int64) -> np.ndarray:
-            layers = chain.from_iterable(map(operator.attrgetter("layers"), archs))
-            return np.fromiter(map(operator.attrgetter(name), layers), dtype=dtype, count=total)
+        layer_lists = list(map(operator.attrgetter("layers"), archs))
+        counts = np.fromiter(map(len, layer_lists), dtype=np.int64, count=len(archs))
+        layers = list(chain.from_iterable(layer_lists))
+        total = len(layers)
+        # One pass over the layers for every numeric field (the slow part is Python attribute access).
+        fields = operator.attrgetter("heads", "qk_dim", "v_dim", "ffn_dim", "ffn_stack", "retention")
+        numeric = np.fromiter(chain.from_iterable(map(fields, layers)), np.float64, count=6 * total).reshape(total, 6)
+        a, k, v, f, s = (numeric[:, i].astype(np.int64) for i in range(5))
+        retention = numeric[:, 5]
+        bottleneck_raw = np.array(list(map(operator.attrgetter("bottleneck"), layers)), dtype=np.float64)
+        has_bottleneck = ~np.isnan(bottleneck_raw) if total else np.zeros(0, dtype=bool)
 
         def config_column(name: str, dtype: type = np.int64) -> np.ndarray:
             return np.fromiter(map(operator.attrgetter(name), archs), dtype=dtype, count=len(archs))
@@ -128,12 +133,6 @@ class LayerTable:
         config = np.repeat(np.arange(len(archs)), counts)
         hidden = config_column("hidden_size")
         h = hidden[config]
-        layers = chain.from_iterable(map(operator.attrgetter("layers"), archs))
-        bottleneck_raw = np.fromiter(
-            (b or 0 for b in map(operator.attrgetter("bottleneck"), layers)), dtype=np.int64, count=total
-        )
-        has_bottleneck = bottleneck_raw > 0
-        retention = column("retention", np.float64)
         # kept_tokens() vectorised; retention is validated non-increasing, so a layer's kept
         # count is its own kept_tokens and the next layer's input.
         n_out = np.where(
@@ -152,12 +151,12 @@ class LayerTable:
             seq_len=seq_len,
             config=config,
             h=h,
-            w=np.where(has_bottleneck, bottleneck_raw, h),
-            a=column("heads"),
-            k=column("qk_dim"),
-            v=column("v_dim"),
-            f=column("ffn_dim"),
-            s=column("ffn_stack"),
+            w=np.where(has_bottleneck, np.nan_to_num(bottleneck_raw).astype(np.int64), h),
+            a=a,
+            k=k,
+            v=v,
+            f=f,
+            s=s,
             bottleneck=has_bottleneck,
             n_in=n_in,
             n_out=n_out,

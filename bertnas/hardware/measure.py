@@ -159,12 +159,23 @@ def measure_models(
 
 
 def fit_corrections(kernel_sums: np.ndarray, layers: np.ndarray, measured: np.ndarray, label: str) -> Corrections:
-    """Least squares on relative error: ``measured ~ scale * sum + per_layer * layers + per_model``."""
-    design = np.stack([kernel_sums, layers.astype(np.float64), np.ones_like(kernel_sums)], axis=1) / measured[:, None]
-    solution, *_ = np.linalg.lstsq(design, np.ones_like(measured), rcond=None)
-    scale, per_layer, per_model = (float(x) for x in solution)
-    if scale <= 0:
-        raise BertnasError(f"fitting corrections gave scale {scale:.3f} <= 0: the kernel tables do not explain {label}")
+    """Non-negative least squares on relative error: ``measured ~ scale * sum + per_layer * layers + per_model``.
+
+    All three terms are physical costs, so none may be negative. If the fitted scale is
+    implausible (outside 0.25..4: the kernel timings are too noisy to carry the fit, e.g.
+    on a busy CPU), the scale is pinned to 1 and only the two overheads are fitted.
+    """
+    from scipy.optimize import nnls
+
+    columns = np.stack([kernel_sums, layers.astype(np.float64), np.ones_like(kernel_sums)], axis=1) / measured[:, None]
+    norm = columns.max(axis=0)
+    norm[norm == 0] = 1.0
+    solution, _ = nnls(columns / norm, np.ones_like(measured))
+    scale, per_layer, per_model = (float(x) for x in solution / norm)
+    if not 0.25 <= scale <= 4.0:
+        rest, _ = nnls(columns[:, 1:] / norm[1:], 1.0 - columns[:, 0])
+        scale, (per_layer, per_model) = 1.0, (float(x) for x in rest / norm[1:])
+        label = f"{label}; scale pinned to 1 (free fit gave an implausible scale)"
     return Corrections(scale=scale, per_layer_ms=per_layer, per_model_ms=per_model, fitted_on=label)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from bertnas.arch import ArchConfig, kept_tokens
 from bertnas.errors import BertnasError
-from bertnas.hardware.kernels import LayerTable, config_calls, layer_calls, work
+from bertnas.hardware.kernels import FAMILIES, LayerTable, config_calls, layer_calls, work
 from bertnas.hardware.profile import AnalyticCost, HardwareProfile, KernelTable, load_profile
 
 _CACHE_LIMIT = 200_000
@@ -74,6 +74,79 @@ def kernel_cost(profile: HardwareProfile, family: str, shape: Sequence[np.ndarra
     return np.maximum(interpolate(entry, shape), 0.0)
 
 
+class _FastTable:
+    """A kernel table prepared for fast batch lookups (same values as :func:`interpolate`).
+
+    Along a ``tokens`` axis the table is resampled once at every integer token count
+    1..seq_len, so token counts index it exactly; the other axes are interpolated with
+    flat ``take`` lookups. Multilinear interpolation is separable, so resampling one axis
+    first gives the same values.
+    """
+
+    def __init__(self, table: KernelTable, token_axis: bool, seq_len: int) -> None:
+        ms, axes = table.ms, list(table.axes)
+        self.exact = token_axis and len(axes[0]) > 1
+        if self.exact:
+            tokens = np.arange(1, seq_len + 1, dtype=np.float64)
+            i = np.clip(np.searchsorted(axes[0], tokens, side="right") - 1, 0, len(axes[0]) - 2)
+            frac = ((tokens - axes[0][i]) / (axes[0][i + 1] - axes[0][i])).reshape((-1,) + (1,) * (ms.ndim - 1))
+            ms = ms[i] * (1.0 - frac) + ms[i + 1] * frac
+            axes[0] = tokens
+        self.flat = np.ascontiguousarray(ms).ravel()
+        self.axes = axes
+        self.strides = [int(np.prod(ms.shape[d + 1 :])) for d in range(ms.ndim)]
+        self.seq_len = seq_len
+        # Integer shapes dominate: look up (cell, fraction) per integer value up to twice the
+        # axis' last point; larger values (extrapolation) fall back to searchsorted.
+        self.lookup: list[tuple[np.ndarray, np.ndarray] | None] = []
+        for axis in axes:
+            if len(axis) == 1:
+                self.lookup.append(None)
+                continue
+            values = np.arange(int(axis[-1]) * 2 + 1, dtype=np.float64)
+            self.lookup.append(self._cell(axis, values))
+
+    @staticmethod
+    def _cell(axis: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        i = np.clip(np.searchsorted(axis, values, side="right") - 1, 0, len(axis) - 2)
+        return i, (values - axis[i]) / (axis[i + 1] - axis[i])
+
+    def _locate(self, d: int, column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cells, fractions = self.lookup[d]  # type: ignore[misc]
+        column = np.asarray(column)
+        if column.dtype.kind in "iu" and column.size and column.min() >= 0 and column.max() < len(cells):
+            return cells.take(column), fractions.take(column)
+        return self._cell(self.axes[d], column.astype(np.float64))
+
+    def __call__(self, shape: Sequence[np.ndarray]) -> np.ndarray:
+        size = np.shape(shape[0])
+        base: np.ndarray | int = 0
+        fracs: list[np.ndarray] = []
+        strides: list[int] = []
+        for d, column in enumerate(shape):
+            if d == 0 and self.exact:
+                base = base + (np.clip(column, 1, self.seq_len).astype(np.int64) - 1) * self.strides[0]
+            elif self.lookup[d] is not None:
+                i, frac = self._locate(d, column)
+                base = base + i * self.strides[d]
+                fracs.append(frac)
+                strides.append(self.strides[d])
+        base = np.broadcast_to(np.asarray(base, dtype=np.int64), size)
+        # Corner values, then one linear blend per interpolated axis (last axis first).
+        values = [self.flat.take(base + o) for o in _offsets(strides)]
+        for frac in reversed(fracs):
+            values = [low + frac * (high - low) for low, high in zip(values[0::2], values[1::2], strict=True)]
+        return np.maximum(values[0], 0.0)
+
+
+def _offsets(strides: list[int]) -> list[int]:
+    """Flat offsets of the 2^d corners, the last axis varying fastest."""
+    offsets = [0]
+    for stride in strides:
+        offsets = [o + step for o in offsets for step in (0, stride)]
+    return offsets
+
+
 class LatencyPredictor:
     """Predict end-to-end latency (ms) of configs on one hardware profile."""
 
@@ -81,6 +154,17 @@ class LatencyPredictor:
         self.profile = profile
         self._layer_cache: dict[tuple, float] = {}
         self._model_cache: dict[tuple, float] = {}
+        self._fast: dict[tuple[str, int], _FastTable] = {}
+
+    def _cost(self, family: str, shape: Sequence[np.ndarray], seq_len: int) -> np.ndarray:
+        """:func:`kernel_cost` through a prepared table (token counts index it exactly)."""
+        entry = self.profile.kernels[family]
+        if isinstance(entry, AnalyticCost):
+            return entry.overhead_ms + entry.ms_per_unit * work(family, shape)
+        key = (family, seq_len)
+        if key not in self._fast:
+            self._fast[key] = _FastTable(entry, FAMILIES[family][0] == "tokens", seq_len)
+        return self._fast[key](shape)
 
     # ------------------------------------------------------------------ batch path
     def kernel_sums(self, archs: Sequence[ArchConfig], seq_len: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -101,20 +185,24 @@ class LatencyPredictor:
 
     def _layer_ms(self, table: LayerTable) -> np.ndarray:
         layer_ms = np.zeros(len(table.config), dtype=np.float64)
+        seq_len = table.seq_len
         for family, shape, count, mask in layer_calls(table):
-            if not mask.any():
+            active = int(np.count_nonzero(mask))
+            if active == 0:
                 continue
-            if mask.all():
-                layer_ms += count * kernel_cost(self.profile, family, shape)
+            if active == len(mask):
+                layer_ms += count * self._cost(family, shape, seq_len)
+            elif active > len(mask) // 2:  # cheaper to price every row than to index
+                layer_ms += np.where(mask, count, 0) * self._cost(family, shape, seq_len)
             else:
-                layer_ms[mask] += count[mask] * kernel_cost(self.profile, family, [x[mask] for x in shape])
+                layer_ms[mask] += count[mask] * self._cost(family, [x[mask] for x in shape], seq_len)
         return layer_ms
 
     def _config_ms(self, table: LayerTable) -> np.ndarray:
         config_ms = np.zeros(table.num_configs, dtype=np.float64)
         for family, shape, count, mask in config_calls(table):
             if mask.any():
-                config_ms[mask] += count[mask] * kernel_cost(self.profile, family, [x[mask] for x in shape])
+                config_ms[mask] += count[mask] * self._cost(family, [x[mask] for x in shape], table.seq_len)
         return config_ms
 
     def _correct(self, sums: np.ndarray, layers: np.ndarray) -> np.ndarray:
