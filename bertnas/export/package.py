@@ -72,7 +72,7 @@ class ExportOptions:
     warmup: int = 10
     repeats: int = 50
     threads: int | None = None  # onnxruntime intra-op threads for the measurement (None: its default)
-    seq_len: int = 128  # timing and MACs, unless the measurement profile says otherwise
+    seq_len: int = 128  # MACs (the search's), and timing when no measurement profile gives its own
     predict_seq_len: int | None = None  # the search's --seq-len for the predictions (None: each profile's own)
     source: dict[str, Any] = field(default_factory=dict)  # run directory, study, device, budget
 
@@ -119,7 +119,7 @@ def export_models(
         tokenize_split(load_task(task.name, "dev", options.glue_dir), supernet.tokenizer), options.dev_subset
     )
     measure = _measure_predictor(predictors) if "onnx" in options.formats else None
-    seq_len = int(measure.profile.seq_len) if measure is not None else options.seq_len
+    timing_seq_len = int(measure.profile.seq_len) if measure is not None else options.seq_len
     if options.threads is None and measure is not None:  # time under the profile's own settings
         options = replace(options, threads=int(measure.profile.threads))
     labels = list(task.labels)
@@ -132,7 +132,9 @@ def export_models(
     entries = []
     with atomic_directory(out, force=force) as scratch:
         for candidate in tqdm(candidates, desc="export", unit="model"):
-            entry = _export_one(candidate, supernet, data, scratch, options, predictors, measure, seq_len, labels)
+            entry = _export_one(
+                candidate, supernet, data, scratch, options, predictors, measure, timing_seq_len, labels
+            )
             entry["source"] = source
             entry["files"] = sorted(p.name for p in (scratch / candidate.name).iterdir()) + ["README.md"]
             (scratch / candidate.name / "README.md").write_text(render_card(entry))
@@ -169,7 +171,7 @@ def _export_one(
     options: ExportOptions,
     predictors: Mapping[str, Any],
     measure: Any | None,
-    seq_len: int,
+    timing_seq_len: int,
     labels: list[str],
 ) -> dict[str, Any]:
     from bertnas import __version__
@@ -210,8 +212,8 @@ def _export_one(
         "metrics": metrics,
         "dev_examples": len(data),
         "params": count_params(arch),
-        "macs": count_macs(arch, seq_len),
-        "macs_seq_len": seq_len,
+        "macs": count_macs(arch, options.seq_len),
+        "macs_seq_len": options.seq_len,
         "predicted_ms": {
             device: {
                 "ms": float(predictor.predict(arch, options.predict_seq_len)),
@@ -239,7 +241,7 @@ def _export_one(
         onnx_metric = compute_metrics(data.task.name, predictions, gold)[main]
         _check_metric(onnx_metric, candidate, main, "the ONNX model")
         entry["metric_onnx"] = onnx_metric
-        timing = runner.time_ms(seq_len, batch_size=1, warmup=options.warmup, repeats=options.repeats)
+        timing = runner.time_ms(timing_seq_len, batch_size=1, warmup=options.warmup, repeats=options.repeats)
         entry["measured"] = {
             **timing,
             "profile": MEASURE_PROFILE,
