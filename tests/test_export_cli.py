@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from transformers import BertConfig, BertForSequenceClassification
 
 from bertnas.cli.main import main
@@ -59,6 +60,10 @@ def search_run(tmp_path_factory, minilm_hf):
     supernet.save_pretrained(root / "supernet")
     profiles = root / "profiles"
     shutil.copytree(REPO / "hardware_profiles", profiles)
+    derived = yaml.safe_load((profiles / f"{DEVICE}.yaml").read_text())  # a device the search did not target
+    derived["name"] = "pixel4-half"
+    derived["corrections"] = {"scale": 0.5, "per_layer_ms": 0.0, "per_model_ms": 0.0}
+    (profiles / "pixel4-half.yaml").write_text(yaml.safe_dump(derived, sort_keys=False))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BERTNAS_CACHE", str(root / "cache"))
         patch.setenv("BERTNAS_PROFILES_DIR", str(profiles))
@@ -136,6 +141,29 @@ def test_export_best_under_with_onnx_and_measurement(search_run, tmp_path):
             **{k: torch.as_tensor(v) for k, v in inputs.items()}
         ).logits
     assert np.abs(onnx_logits - torch_logits.numpy()).max() < 1e-4
+
+
+def test_export_for_a_device_the_search_did_not_target(search_run, tmp_path):
+    out = tmp_path / "other"
+    code = main(
+        [
+            "export",
+            str(search_run / "run"),
+            "--device",
+            "pixel4-half",
+            "--select",
+            "trial:0",
+            "--format",
+            "hf",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    (entry,) = json.loads((out / "manifest.json").read_text())["models"]
+    predicted = entry["predicted_ms"]
+    assert set(predicted) == {DEVICE, "pixel4-half"}
+    assert predicted["pixel4-half"]["ms"] == pytest.approx(predicted[DEVICE]["ms"] / 2)
 
 
 @pytest.mark.parametrize(
