@@ -11,6 +11,10 @@ import json
 import os
 import random
 import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +34,7 @@ from bertnas.search.study import open_storage  # noqa: E402
 DEVICE = "pixel4"
 WORDS = {1: ["wonderful", "brilliant", "moving", "superb"], 0: ["dull", "awful", "tedious", "boring"]}
 LOOPBACK = "127.0.0.1"
+CLI = "import sys; from bertnas.cli.main import main; sys.exit(main(sys.argv[1:]))"
 # Detect a killed node in ~2 s instead of Ray's default ~20 s.
 FAST_FAILURE = {"health_check_period_ms": 500, "health_check_failure_threshold": 3, "health_check_timeout_ms": 500}
 
@@ -176,6 +181,49 @@ def test_a_node_killed_mid_study_loses_no_trial(env, cluster, tmp_path):
     # Two original worker processes plus the one restarted on the surviving node after the kill.
     assert len(workers) >= 3, workers
     assert any(not w.startswith(killed["node"]) for w in workers - killed["workers_before"])
+
+
+def test_a_killed_driver_resumes(env, cluster, tmp_path):
+    """kill -9 of the driver mid-study loses no told trial; rerunning the command finishes the study."""
+    cluster_, _ = cluster
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-c", CLI, "search", "--device", DEVICE, "--budget", f"{env['budget']}ms",
+        "--supernet", env["supernet"], "--glue-dir", env["glue"], "--trials", "400", "--population", "4",
+        "--out", str(out), "--no-references", "--json", "--backend", "ray", "--address", cluster_.address,
+        "--workers", "2",
+    ]  # fmt: skip
+    log = tmp_path / "stderr.log"
+    with open(log, "wb") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline and _completed(out / "study.db") < 3:
+            assert process.poll() is None, log.read_text()[-2000:]
+            time.sleep(0.2)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    killed_at = _completed(out / "study.db")
+    assert killed_at >= 3
+    config = _config(env, out, trials=killed_at + 2)
+    result = run_search_ray(config, RayOptions(address=cluster_.address, workers=2), progress=False)
+    assert result["counts"]["evaluated"] == killed_at + 2
+    assert result["counts"]["failed"] == 0
+    assert result["counts"]["running_or_interrupted"] <= 2  # at most the killed driver's in-flight trials
+    frame = SearchRun.open(out).trials
+    assert (frame["state"] == "COMPLETE").sum() == killed_at + 2
+    assert frame["number"].tolist() == list(range(len(frame)))
+
+
+def _completed(database: Path) -> int:
+    if not database.exists():
+        return 0
+    try:
+        with sqlite3.connect(database, timeout=5) as connection:
+            return connection.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
 
 
 def test_study_file_on_embedded_ray_and_errors(env, tmp_path, capsys):
