@@ -135,7 +135,14 @@ def _check_run(out: Path, trials: int) -> tuple:
 def test_study_on_a_two_node_cluster(env, cluster, tmp_path):
     cluster_, _ = cluster
     out = tmp_path / "run"
-    result = run_search_ray(_config(env, out), RayOptions(address=cluster_.address, workers=2), progress=False)
+    addresses = set()
+
+    def record_addresses(study, trial):
+        addresses.update(node["NodeManagerAddress"] for node in ray.nodes())
+
+    options = RayOptions(address=cluster_.address, workers=2)
+    result = run_search_ray(_config(env, out), options, progress=False, on_trial=record_addresses)
+    assert addresses == {LOOPBACK}  # every node, as the driver sees them, is on loopback
     assert result["backend"]["workers"] == 2 and result["counts"]["evaluated"] == 6
     _, complete = _check_run(out, 6)
     workers = {t.user_attrs[WORKER_ATTR] for t in complete}

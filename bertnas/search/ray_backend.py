@@ -25,6 +25,7 @@ Optuna storage every other command reads. See docs/ray.md.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -128,6 +129,7 @@ def connect(options: RayOptions) -> bool:
         return False
     if options.address is None:
         # Embedded: a private single-node Ray on loopback, no dashboard, only the CPUs the workers use.
+        _keep_loopback()
         workers = options.workers or 2
         ray.init(
             address="local",  # never join a cluster found in the environment or Ray's temp files
@@ -141,17 +143,35 @@ def connect(options: RayOptions) -> bool:
         return True
     host = options.address.rsplit(":", 1)[0] if options.address != "auto" else ""
     if host in _LOOPBACK:
-        # Ray rewrites a loopback address to this machine's outward IP before connecting, which misses a
-        # cluster bound to 127.0.0.1 only; this flag makes it keep loopback (it only affects IP discovery).
-        from ray._private import ray_constants
-
-        ray_constants.ENABLE_RAY_CLUSTER = False
+        _keep_loopback()
     try:
         ray.init(address=options.address, log_to_driver=False, configure_logging=False)
     except (ConnectionError, ValueError, RuntimeError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise BertnasError(f"cannot connect to the Ray cluster at {options.address}: {first}") from None
     return True
+
+
+def _reason(error: BaseException) -> str:
+    """The one line of a Ray error that says what went wrong (a BertnasError's message when there is one)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        if "BertnasError:" in line:
+            return line.split("BertnasError:", 1)[1].strip()
+    return lines[0] if lines else type(error).__name__
+
+
+def _keep_loopback() -> None:
+    """Stop Ray from rewriting 127.0.0.1 to this machine's outward IP.
+
+    Ray replaces a loopback node or cluster address with the host's outward IP before using it,
+    so an embedded Ray would register on that interface and a cluster bound to 127.0.0.1 could
+    not be joined. This flag (otherwise only for Windows/macOS) makes its IP discovery answer
+    127.0.0.1; it changes nothing else.
+    """
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def _worker_count(options: RayOptions) -> int:
@@ -257,7 +277,12 @@ class RayTrialLoop:
         started = time.perf_counter()
         self.actors = [self._new_actor() for _ in range(workers)]
         # No trial can run before a worker has loaded the supernet; waiting here separates that startup cost.
-        ray.get([actor.ready.remote() for actor in self.actors])
+        try:
+            ray.get([actor.ready.remote() for actor in self.actors])
+        except RayActorError as error:  # a constructor failed: e.g. the supernet is not on a worker's node
+            for actor in self.actors:
+                ray.kill(actor, no_restart=True)
+            raise BertnasError(f"a Ray worker could not start: {_reason(error)}") from None
         context.identity["sessions"][-1]["worker_startup_s"] = round(time.perf_counter() - started, 2)
         bar = tqdm(
             total=config.trials,
@@ -305,8 +330,8 @@ class RayTrialLoop:
                         self.lost_in_a_row += 1
                         if self.lost_in_a_row > MAX_DISPATCHES * len(self.actors):
                             study.tell(trial, state=TrialState.FAIL)
-                            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                            raise BertnasError(f"Ray workers keep dying before finishing a trial: {first}") from None
+                            reason = _reason(error)
+                            raise BertnasError(f"Ray workers keep dying before finishing a trial: {reason}") from None
                         self._retry(study, slot, trial, candidate)
                         continue
                     except RayTaskError as error:
@@ -333,6 +358,14 @@ class RayTrialLoop:
                     last_table = complete
                 if self.on_trial is not None:
                     pending_notify.extend(told)
+        except BaseException:
+            # Stopped by an error or Ctrl-C: the trials still in flight end FAIL (as optimize() does with its
+            # running trial) instead of staying RUNNING; they never count as evaluated.
+            for _, trial, _ in self.in_flight.values():
+                with contextlib.suppress(Exception):
+                    study.tell(trial, state=TrialState.FAIL)
+            self.in_flight.clear()
+            raise
         finally:
             bar.close()
             for actor in self.actors:
