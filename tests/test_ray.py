@@ -238,6 +238,8 @@ def test_study_file_on_embedded_ray_and_errors(env, tmp_path, capsys):
         run_search_ray(_config(env, tmp_path / "bad"), RayOptions(workers=0), progress=False)
     assert main(["search", "--device", DEVICE, "--budget", "9ms", "--workers", "2"]) == 2
     assert "need --backend ray" in capsys.readouterr().err
+    with pytest.raises(BertnasError, match="cannot reach the Ray cluster at 127.0.0.1:1"):
+        run_search_ray(_config(env, tmp_path / "bad"), RayOptions(address="127.0.0.1:1"), progress=False)
     study = tmp_path / "study.yaml"
     study.write_text(
         f"task: sst2\ndevices: {{{DEVICE}: {env['budget']}ms}}\nsampler: nsga2\ntrials: 3\npopulation: 3\n"

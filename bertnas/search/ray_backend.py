@@ -26,7 +26,9 @@ Optuna storage every other command reads. See docs/ray.md.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -134,7 +136,7 @@ def connect(options: RayOptions) -> bool:
         ray.init(
             address="local",  # never join a cluster found in the environment or Ray's temp files
             num_cpus=max(1, int(round(workers * options.cpus_per_worker))),
-            num_gpus=int(round(workers * options.gpus_per_trial)) if options.gpus_per_trial else None,
+            num_gpus=math.ceil(workers * options.gpus_per_trial) if options.gpus_per_trial else None,
             include_dashboard=False,
             _node_ip_address="127.0.0.1",
             log_to_driver=False,
@@ -144,12 +146,29 @@ def connect(options: RayOptions) -> bool:
     host = options.address.rsplit(":", 1)[0] if options.address != "auto" else ""
     if host in _LOOPBACK:
         _keep_loopback()
+    if options.address != "auto":
+        _check_reachable(options.address)
     try:
         ray.init(address=options.address, log_to_driver=False, configure_logging=False)
     except (ConnectionError, ValueError, RuntimeError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise BertnasError(f"cannot connect to the Ray cluster at {options.address}: {first}") from None
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """A one-line error for an address nothing listens on (ray.init would retry for minutes)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise BertnasError(f"--address {address!r} is not HOST:PORT or auto (e.g. 10.0.0.5:6379)")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=10):
+            pass
+    except OSError as error:
+        raise BertnasError(
+            f"cannot reach the Ray cluster at {address}: {error.strerror or error}; start it with "
+            "`ray start --head` or pass the head node's GCS address"
+        ) from None
 
 
 def _reason(error: BaseException) -> str:
