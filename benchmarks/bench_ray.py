@@ -54,11 +54,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--dev-subset", type=int, default=256, help="Evaluate on the first N dev examples.")
-    parser.add_argument("--supernet", default=str(supernet_dir("all-MiniLM-L6-v2", "sst2", "unified")))
+    parser.add_argument("--supernet", default=None, help="Default: the full-preset MiniLM SST-2 supernet.")
     parser.add_argument("--device", default="pixel4")
     args = parser.parse_args()
 
-    supernet = Path(args.supernet)
+    candidates = [supernet_dir("all-MiniLM-L6-v2", "sst2", name) for name in ("unified-full", "unified")]
+    supernet = Path(args.supernet) if args.supernet else next((c for c in candidates if c.is_dir()), candidates[0])
+    if not (supernet / "model.safetensors").is_file():
+        raise SystemExit(f"no trained supernet at {supernet}; train one (`bertnas supernet train --task sst2`)")
     limits_arch = ElasticBert.from_pretrained(supernet).full_arch()
     budget = float(load_predictor(args.device).predict(limits_arch)) * 1.001  # the whole trade-off is feasible
     runs = [
