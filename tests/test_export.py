@@ -92,9 +92,12 @@ def _options(env, **changes) -> ExportOptions:
 def test_onnx_retention_parity_on_padded_batches_of_any_shape(batch, tmp_path):
     """Retention runs inside the graph: padded batches of new shapes match PyTorch per example."""
     torch.manual_seed(0)
-    layers = _layers((4, 64, 1, None, 1.0), (4, 64, 2, 24, 0.7), (4, 64, 1, None, 0.4), (4, 64, 1, None, 0.2))
+    layers = _layers((4, 64, 1, None, 1.0), (4, 64, 2, 24, 0.6), (4, 64, 1, None, 0.4), (4, 64, 1, None, 0.2))
     arch = ArchConfig(hidden_size=32, layers=layers, vocab_size=30522, max_position_embeddings=128, num_labels=2)
     model = CompactBert(CompactConfig(arch)).eval()
+    with torch.no_grad():  # larger than init weights, so that every kept token visibly moves the logits
+        for parameter in model.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=torch.Generator().manual_seed(2)) * 0.2)
     path = export_onnx(model, tmp_path / "model.onnx")
     runner = OnnxModel(path)
     assert json.loads(runner.metadata["arch"]) == arch.to_dict()
@@ -108,6 +111,10 @@ def test_onnx_retention_parity_on_padded_batches_of_any_shape(batch, tmp_path):
         for row in range(1, size):
             mask[row, int(torch.randint(1, width + 1, (1,), generator=generator)) :] = 0
         cases.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)})
+    # Real lengths where length * retention is a whole number: the kept count must not round up.
+    ids = torch.randint(1000, 2000, (6, 30), generator=generator)
+    mask = (torch.arange(30).unsqueeze(0) < torch.tensor([5, 10, 15, 20, 25, 30]).unsqueeze(1)).long()
+    cases.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)})
     for case in cases:
         case = {key: value.clone() for key, value in case.items()}
         case["attention_mask"][:, 0] = 1

@@ -42,7 +42,10 @@ def kept_counts(retention: float, lengths: torch.Tensor, current: torch.Tensor) 
     ``lengths`` are the examples' original real lengths (retention is relative to them);
     ``current`` are the real tokens still present, which a count never exceeds.
     """
-    wanted = torch.ceil(lengths.to(torch.float64) * retention - 1e-9).clamp(min=1).to(torch.long)
+    # A float64 tensor, not a Python float: exported graphs store bare scalars as float32
+    # (0.6 -> 0.6000000238), which would turn ceil(25 * 0.6) into 16.
+    factor = torch.tensor(retention, dtype=torch.float64, device=lengths.device)
+    wanted = torch.ceil(lengths.to(torch.float64) * factor - 1e-9).clamp(min=1).to(torch.long)
     return torch.minimum(wanted, current)
 
 
