@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Measure and validate this machine's CPU profiles (needs a quiet CPU; ~15 min in all on 2 cores).
+#   bash benchmarks/measure_host_profiles.sh [THREADS]
+# Writes hardware_profiles/host-cpu-{torch,onnxruntime}.yaml and
+# benchmarks/results/hardware_{measure,validate}_host-cpu-*.json
+set -euo pipefail
+cd "$(dirname "$0")/.."
+threads="${1:-2}"
+mkdir -p benchmarks/results
+for runtime in torch onnxruntime; do
+  name="host-cpu-${runtime}"
+  start=$(date +%s)
+  bertnas profile measure --runtime "$runtime" --name "$name" --threads "$threads" --force
+  end=$(date +%s)
+  python - "$name" "$((end - start))" <<'PY'
+import json, sys
+from bertnas.hardware import load_profile
+name, seconds = sys.argv[1], int(sys.argv[2])
+p = load_profile(name)
+out = {"device": name, "measure_wall_seconds": seconds, **p.evidence, "corrections": p.corrections.to_yaml()}
+open(f"benchmarks/results/hardware_measure_{name}.json", "w").write(json.dumps(out, indent=1) + "\n")
+print(json.dumps(out))
+PY
+  bertnas profile validate --device "$name" --samples 100 --json \
+    --out "benchmarks/results/hardware_validate_${name}.json"
+done
