@@ -69,6 +69,8 @@ def env(tmp_path_factory, minilm_hf):
     supernet.save_pretrained(root / "supernet")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BERTNAS_CACHE", str(root / "cache"))
+        (root / "profiles").mkdir()  # no host-cpu-onnxruntime profile: timing at ExportOptions.seq_len
+        patch.setenv("BERTNAS_PROFILES_DIR", str(root / "profiles"))
         yield root
 
 
@@ -158,6 +160,9 @@ def test_export_models_writes_self_contained_directories_and_manifest(env, tmp_p
         assert entry["metric"] == entry["metric_reported"] == entry["metric_onnx"] == candidate.metric
         assert entry["parity"]["onnx_vs_supernet"] < 1e-4 and entry["parity"]["examples"] == 16
         assert entry["measured"]["median_ms"] > 0 and entry["measured"]["seq_len"] == 32
+        assert (
+            entry["measured"]["predicted_ms"] is None and "no host-cpu-onnxruntime profile" in entry["measured"]["note"]
+        )
         assert float(row["measured_ms"]) == pytest.approx(entry["measured"]["median_ms"])
         assert int(row["params"]) == entry["params"] and row["arch_hash"] == entry["arch_hash"]
         assert ArchConfig.load(directory / "arch.json").hash() == entry["arch_hash"]

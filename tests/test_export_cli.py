@@ -128,6 +128,13 @@ def test_export_best_under_with_onnx_and_measurement(search_run, tmp_path):
     assert entry["trial"] == int(best.iloc[0]["number"])
     assert entry["metric_onnx"] == entry["metric"] == entry["metric_reported"]
     assert entry["measured"]["median_ms"] > 0 and entry["measured"]["batch_size"] == 1
+    if (search_run / "profiles" / "host-cpu-onnxruntime.yaml").is_file():  # the measured profile, when installed
+        from bertnas.hardware import load_profile
+
+        profile = load_profile(search_run / "profiles" / "host-cpu-onnxruntime.yaml")
+        assert entry["measured"]["predicted_ms"] > 0 and entry["measured"]["seq_len"] == profile.seq_len
+        assert entry["measured"]["threads"] == profile.threads
+        assert entry["measured"]["provenance"].startswith("measured")
     directory = out / entry["name"]
     from transformers import AutoTokenizer
 
