@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +66,11 @@ def profiles_dir() -> Path:
     override = os.environ.get(PROFILES_ENV)
     if override:
         return Path(override).expanduser()
-    return Path(__file__).resolve().parents[2] / "hardware_profiles"
+    in_repository = Path(__file__).resolve().parents[2] / "hardware_profiles"
+    if in_repository.is_dir():
+        return in_repository
+    # a non-editable install ships the profiles as data files under <prefix>/share/bertnas
+    return Path(sys.prefix) / "share" / "bertnas" / "hardware_profiles"
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ default.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -389,6 +390,8 @@ def space_dirs() -> list[Path]:
     if override:
         dirs.append(Path(override).expanduser())
     dirs.append(Path(bertnas.__file__).resolve().parents[1] / "search_spaces")
+    # a non-editable install ships the files as data files under <prefix>/share/bertnas
+    dirs.append(Path(sys.prefix) / "share" / "bertnas" / "search_spaces")
     return dirs
 
 
