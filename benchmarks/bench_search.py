@@ -46,6 +46,8 @@ SEARCHES = [
     ("dynabert", "nsga2"),
     ("powerbert", "nsga2"),
     ("schubert", "nsga2"),
+    # the unified search started from the full model and DynaBERT's grid (--seed-references)
+    ("unified", "nsga2+references"),
 ]
 REF_METRIC = 0.5  # chance accuracy on SST-2 (balanced binary)
 
@@ -60,6 +62,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", default="runs/bench_search", help="Where the run directories go.")
     parser.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR"))
+    parser.add_argument(
+        "--only", default=None, help="Run these searches (e.g. unified/nsga2+references) and keep the others' results."
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -80,15 +85,25 @@ def main() -> None:
         "reference_point": {"accuracy": REF_METRIC, "latency_ms": full_ms},
         "searches": [],
     }
-    for space, sampler in SEARCHES:
-        out = Path(args.runs) / f"{space}-{sampler}-{args.evaluations}-seed{args.seed}"
+    selected = SEARCHES
+    if args.only:
+        wanted = set(args.only.split(","))
+        selected = [(space, sampler) for space, sampler in SEARCHES if f"{space}/{sampler}" in wanted]
+        previous = Path(__file__).parent / "results" / "search_sst2.json"
+        if previous.is_file():
+            kept = json.loads(previous.read_text())["searches"]
+            results["searches"] = [s for s in kept if f"{s['space']}/{s['sampler']}" not in wanted]
+    for space, sampler in selected:
+        seeded = sampler.endswith("+references")
+        out = Path(args.runs) / f"{space}-{sampler.replace('+', '-')}-{args.evaluations}-seed{args.seed}"
         config = SearchConfig(
             task="sst2",
             budgets_ms={args.device: full_ms},
             space=space,
             supernet=args.supernet,
             trials=args.evaluations,
-            sampler=sampler,
+            sampler=sampler.removesuffix("+references"),
+            seed_references=seeded,
             seed=args.seed,
             out=str(out),
             references=(space, sampler) == SEARCHES[0],

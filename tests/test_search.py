@@ -382,3 +382,30 @@ def test_rejected_subnets_are_never_evaluated(env, budgets, tmp_path, monkeypatc
     trials = SearchRun.open(tmp_path / "run").trials
     assert result["counts"]["rejected"] > 0
     assert sorted(evaluated) == sorted(trials.loc[trials["state"] == "COMPLETE", "arch_hash"])
+
+
+def test_seeded_study_starts_from_the_references(env, budgets, tmp_path):
+    from bertnas.arch import ArchConfig
+    from bertnas.search.evaluate import reference_archs
+    from bertnas.space import load_space
+    from bertnas.supernet import ElasticBert
+
+    supernet = ElasticBert.from_pretrained(env["supernet"])
+    space = load_space("unified").bind(supernet.limits, backbone=supernet.config.backbone)
+    references = [a for a in reference_archs(space, supernet.full_arch()).values() if space.contains(a)]
+    unique = []
+    for arch in references:
+        if space.to_values(arch) not in unique:
+            unique.append(space.to_values(arch))
+    budgets_ms = {DEVICE_A: budgets[DEVICE_A][1] * 100}  # every reference fits
+    trials = len(unique) + 2
+    config = _config(env, tmp_path / "run", budgets_ms, trials=trials, sampler="random", seed_references=True)
+    run_search(config, progress=False)
+    frame = SearchRun.open(tmp_path / "run").trials.sort_values("number")
+    assert (frame["state"] == "COMPLETE").sum() == trials and "WAITING" not in set(frame["state"])
+    first = [space.to_values(ArchConfig.from_dict(json.loads(c))) for c in frame["config"].head(len(unique))]
+    assert first == unique  # the full model and the DynaBERT grid, in order, before any sampled trial
+    # A resumed study is not seeded again.
+    run_search(_config(env, tmp_path / "run", budgets_ms, trials=trials + 2, sampler="random", seed_references=True))
+    again = SearchRun.open(tmp_path / "run").trials
+    assert len(again) == trials + 2

@@ -177,6 +177,23 @@ def best_feasible(study: optuna.Study, objectives: Objectives) -> tuple[float, f
     return best
 
 
+def seed_with_references(study: optuna.Study, context: SearchContext) -> int:
+    """Enqueue the full model and DynaBERT's grid as a new study's first trials; how many.
+
+    The unified space contains them, so a search that starts from them can only improve
+    on DynaBERT's front; over-budget ones are rejected like any other candidate.
+    """
+    space = context.space
+    queued = 0
+    for arch in reference_archs(space, context.evaluator.supernet.full_arch()).values():
+        if queued >= context.config.trials:
+            break  # never more queued trials than the study will run
+        if space.contains(arch):
+            study.enqueue_trial(space.to_values(arch), skip_if_exists=True)
+            queued += 1
+    return queued
+
+
 def run_local(context: SearchContext, progress: bool = True) -> optuna.Study:
     """Run trials in this process until the study holds ``config.trials`` evaluated ones."""
     config = context.config
@@ -185,7 +202,9 @@ def run_local(context: SearchContext, progress: bool = True) -> optuna.Study:
     # A resumed study gets a new sampler seed, so its random draws do not repeat the first session's.
     sampler_seed = config.seed + before
     sampler = make_sampler(config.sampler, sampler_seed, context.space, config.population)
-    study, _ = open_study(storage, context.study_name, context.objectives, sampler, context.identity)
+    study, resumed = open_study(storage, context.study_name, context.objectives, sampler, context.identity)
+    if not resumed and config.seed_references:
+        seed_with_references(study, context)
     context.identity["sessions"] = context.identity.get("sessions", []) + [
         {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "trials_before": before, "sampler_seed": sampler_seed}
     ]

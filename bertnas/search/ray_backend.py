@@ -53,6 +53,7 @@ from bertnas.search.driver import (
     count_states,
     finalize,
     prepare,
+    seed_with_references,
 )
 from bertnas.search.evaluate import Candidate
 from bertnas.search.run import trials_frame, write_trials
@@ -272,7 +273,9 @@ class RayTrialLoop:
         before = _existing_trials(storage, context.study_name)
         sampler_seed = config.seed + before  # as the local backend: a resumed study draws new numbers
         sampler = make_sampler(config.sampler, sampler_seed, context.space, config.population)
-        study, _ = open_study(storage, context.study_name, context.objectives, sampler, context.identity)
+        study, resumed = open_study(storage, context.study_name, context.objectives, sampler, context.identity)
+        if not resumed and config.seed_references:
+            seed_with_references(study, context)
         workers = _worker_count(self.options)
         context.identity["sessions"] = context.identity.get("sessions", []) + [
             {
