@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from toys import tiny_bert
 
 from bertnas.arch import ArchConfig, LayerConfig
 from bertnas.errors import BertnasError
@@ -51,16 +51,7 @@ def env(tmp_path_factory, minilm_hf):
         lines.append(f"{words} {rng.choice(GOOD if label else BAD)} . \t{label}")
     (root / "glue" / "SST-2").mkdir(parents=True)
     (root / "glue" / "SST-2" / "dev.tsv").write_text("\n".join(lines) + "\n")
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    hf = BertForSequenceClassification(config).eval()
+    hf = tiny_bert(tokenizer.vocab_size, num_layers=3).eval()
     supernet = ElasticBert.from_hf_model(hf, "tiny-bert", tokenizer, max_ffn_stack=2, max_bottleneck=32, task="sst2")
     with torch.no_grad():  # make the stacked FFNs compute something
         for layer in supernet.layers:

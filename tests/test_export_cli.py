@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from transformers import BertConfig, BertForSequenceClassification
+from toys import WORDS, tiny_bert
 
 from bertnas.cli.main import main
 from bertnas.export.onnx import OnnxModel
@@ -26,7 +26,6 @@ from bertnas.search.objectives import latency_column
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE = "pixel4"
-WORDS = {1: ["wonderful", "brilliant", "moving", "superb"], 0: ["dull", "awful", "tedious", "boring"]}
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +45,7 @@ def search_run(tmp_path_factory, minilm_hf):
         lines.append(f"the film is {rng.choice(WORDS[label])} and {extra} . \t{label}")
     (root / "glue" / "SST-2" / "dev.tsv").write_text("\n".join(lines) + "\n")
     _, tokenizer = minilm_hf
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    hf = BertForSequenceClassification(config)
+    hf = tiny_bert(tokenizer.vocab_size)
     supernet = ElasticBert.from_hf_model(hf, "tiny-bert", tokenizer, max_ffn_stack=4, max_bottleneck=16, task="sst2")
     supernet.save_pretrained(root / "supernet")
     profiles = root / "profiles"

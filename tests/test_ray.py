@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import sqlite3
 import subprocess
@@ -18,12 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import BertConfig, BertForSequenceClassification
 
 ray = pytest.importorskip("ray")
 
 from ray.cluster_utils import Cluster  # noqa: E402
+from toys import tiny_bert, write_toy_sst2  # noqa: E402
 
 from bertnas.cli.main import main  # noqa: E402
 from bertnas.errors import BertnasError  # noqa: E402
@@ -32,20 +30,10 @@ from bertnas.search.ray_backend import LOADED_ATTR, WORKER_ATTR, RayOptions, run
 from bertnas.search.study import open_storage  # noqa: E402
 
 DEVICE = "pixel4"
-WORDS = {1: ["wonderful", "brilliant", "moving", "superb"], 0: ["dull", "awful", "tedious", "boring"]}
 LOOPBACK = "127.0.0.1"
 CLI = "import sys; from bertnas.cli.main import main; sys.exit(main(sys.argv[1:]))"
 # Detect a killed node in ~2 s instead of Ray's default ~20 s.
 FAST_FAILURE = {"health_check_period_ms": 500, "health_check_failure_threshold": 3, "health_check_timeout_ms": 500}
-
-
-def _write_sst2(path: Path, rows: int, seed: int) -> None:
-    rng = random.Random(seed)
-    lines = ["sentence\tlabel"]
-    for _ in range(rows):
-        label = rng.randint(0, 1)
-        lines.append(f"the film is {rng.choice(WORDS[label])} and {rng.choice(WORDS[rng.randint(0, 1)])} . \t{label}")
-    path.write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -58,20 +46,11 @@ def env(tmp_path_factory, minilm_hf):
     root = tmp_path_factory.mktemp("ray-search")
     glue = root / "glue"
     (glue / "SST-2").mkdir(parents=True)
-    _write_sst2(glue / "SST-2" / "train.tsv", 32, seed=0)
-    _write_sst2(glue / "SST-2" / "dev.tsv", 48, seed=1)
+    write_toy_sst2(glue / "SST-2" / "train.tsv", 32, seed=0)
+    write_toy_sst2(glue / "SST-2" / "dev.tsv", 48, seed=1)
     _, tokenizer = minilm_hf
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
     supernet = ElasticBert.from_hf_model(
-        BertForSequenceClassification(config), "tiny-bert", tokenizer, max_ffn_stack=4, max_bottleneck=16, task="sst2"
+        tiny_bert(tokenizer.vocab_size), "tiny-bert", tokenizer, max_ffn_stack=4, max_bottleneck=16, task="sst2"
     )
     supernet.save_pretrained(root / "supernet")
     space = load_space("unified").bind(supernet.limits, backbone="tiny-bert")
@@ -160,7 +139,22 @@ def test_study_on_a_two_node_cluster(env, cluster, tmp_path):
     assert main(["pareto", str(out), "--device", DEVICE, "--budget", f"{tighter}ms", "--json", "--no-write"]) == 0
 
 
-def test_a_node_killed_mid_study_loses_no_trial(env, cluster, tmp_path):
+@pytest.fixture
+def slow_trials(env, tmp_path, monkeypatch):
+    """A larger dev set and an empty accuracy cache, so that every trial really runs for a while on its worker.
+
+    With the module's shared cache every subnet an earlier test saw is answered at once, and the trial the
+    test means to kill mid-flight may already be done before the node goes: set before ``cluster`` starts.
+    """
+    glue = tmp_path / "glue"
+    (glue / "SST-2").mkdir(parents=True)
+    write_toy_sst2(glue / "SST-2" / "train.tsv", 32, seed=0)
+    write_toy_sst2(glue / "SST-2" / "dev.tsv", 4000, seed=2)
+    monkeypatch.setenv("BERTNAS_CACHE", str(tmp_path / "cache"))
+    return str(glue)
+
+
+def test_a_node_killed_mid_study_loses_no_trial(env, slow_trials, cluster, tmp_path):
     cluster_, nodes = cluster
     killed: dict = {}
 
@@ -178,7 +172,7 @@ def test_a_node_killed_mid_study_loses_no_trial(env, cluster, tmp_path):
         os.kill(int(pid), signal.SIGKILL)
 
     out = tmp_path / "run"
-    config = _config(env, out, trials=6)
+    config = _config(env, out, trials=6, glue_dir=slow_trials)
     run_search_ray(config, RayOptions(address=cluster_.address, workers=2), progress=False, on_trial=kill_a_busy_node)
     assert killed and killed["running"]
     _, complete = _check_run(out, 6)  # the requested count, every trial COMPLETE or rejected, none lost

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import sqlite3
@@ -21,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
-from transformers import BertConfig, BertForSequenceClassification
+from toys import tiny_bert, write_toy_sst2
 
 from bertnas.cli.main import main
 from bertnas.errors import BertnasError
@@ -36,7 +34,6 @@ DEVICE_A = "pixel4"
 DEVICE_B = "pixel4-x2"  # a second profile written by the `env` fixture: pixel4 at twice the speed
 REPO = Path(__file__).resolve().parents[1]
 CLI = "import sys; from bertnas.cli.main import main; sys.exit(main(sys.argv[1:]))"
-WORDS = {1: ["wonderful", "brilliant", "moving", "superb"], 0: ["dull", "awful", "tedious", "boring"]}
 
 
 # ---------------------------------------------------------------------- budgets and fronts (no model)
@@ -107,15 +104,6 @@ def test_study_file_errors_name_the_line(tmp_path):
 
 
 # ---------------------------------------------------------------------- a tiny supernet
-def _write_sst2(path: Path, rows: int, seed: int) -> None:
-    rng = random.Random(seed)
-    lines = ["sentence\tlabel"]
-    for _ in range(rows):
-        label = rng.randint(0, 1)
-        lines.append(f"the film is {rng.choice(WORDS[label])} and {rng.choice(WORDS[rng.randint(0, 1)])} . \t{label}")
-    path.write_text("\n".join(lines) + "\n")
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, minilm_hf):
     """A tiny unified-capable supernet, toy SST-2 dev data, an empty bertnas cache."""
@@ -124,19 +112,10 @@ def env(tmp_path_factory, minilm_hf):
     root = tmp_path_factory.mktemp("search")
     glue = root / "glue"
     (glue / "SST-2").mkdir(parents=True)
-    _write_sst2(glue / "SST-2" / "train.tsv", 32, seed=0)
-    _write_sst2(glue / "SST-2" / "dev.tsv", 48, seed=1)
+    write_toy_sst2(glue / "SST-2" / "train.tsv", 32, seed=0)
+    write_toy_sst2(glue / "SST-2" / "dev.tsv", 48, seed=1)
     _, tokenizer = minilm_hf
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    model = BertForSequenceClassification(config)
+    model = tiny_bert(tokenizer.vocab_size)
     supernet = ElasticBert.from_hf_model(model, "tiny-bert", tokenizer, max_ffn_stack=4, max_bottleneck=16, task="sst2")
     supernet.save_pretrained(root / "supernet")
     profiles = root / "profiles"

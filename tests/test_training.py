@@ -10,8 +10,7 @@ import json
 import random
 
 import pytest
-import torch
-from transformers import BertConfig, BertForSequenceClassification
+from toys import tiny_bert
 
 from bertnas.errors import BertnasError
 from bertnas.training.evaluate import SubnetEvaluator
@@ -46,17 +45,8 @@ def glue_dir(tmp_path_factory):
 def tiny_backbone(tmp_path_factory, minilm_hf):
     """A 2-layer random BERT with the real MiniLM tokenizer, saved like any checkpoint."""
     _, tokenizer = minilm_hf
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
     path = tmp_path_factory.mktemp("tiny-bert")
-    BertForSequenceClassification(config).save_pretrained(str(path))
+    tiny_bert(tokenizer.vocab_size).save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
     return path
 

@@ -16,6 +16,14 @@ study_app = typer.Typer(help="Searches described by study files (studies/*.yaml)
 app.add_typer(study_app, name="study")
 
 
+# Options shared by `bertnas search` and `bertnas study run`.
+JSON_OPTION = typer.Option(False, "--json", help="Print the machine-readable summary.")
+BACKEND_OPTION = typer.Option("local", "--backend", help="local | ray (trials on a Ray cluster).")
+ADDRESS_OPTION = typer.Option(None, "--address", help="Ray cluster: auto or HOST:PORT (default: start Ray locally).")
+WORKERS_OPTION = typer.Option(None, "--workers", help="Ray workers (default: 2 local, else cluster CPUs).")
+GPUS_PER_TRIAL_OPTION = typer.Option(0.0, "--gpus-per-trial", help="GPUs each Ray worker holds.")
+
+
 @app.command("search")
 def search_command(
     device: list[str] = typer.Option(..., "--device", help="Hardware profile; repeat for one front per device."),
@@ -46,13 +54,11 @@ def search_command(
     ),
     glue_dir: str | None = typer.Option(None, "--glue-dir", help="GLUE data in the original TSV layout."),
     eval_device: str = typer.Option("cpu", "--eval-device", help="Torch device for accuracy evaluation."),
-    as_json: bool = typer.Option(False, "--json", help="Print the machine-readable summary."),
-    backend: str = typer.Option("local", "--backend", help="local | ray (trials on a Ray cluster)."),
-    address: str | None = typer.Option(
-        None, "--address", help="Ray cluster: auto or HOST:PORT (default: start Ray locally)."
-    ),
-    workers: int | None = typer.Option(None, "--workers", help="Ray workers (default: 2 local, else cluster CPUs)."),
-    gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", help="GPUs each Ray worker holds."),
+    as_json: bool = JSON_OPTION,
+    backend: str = BACKEND_OPTION,
+    address: str | None = ADDRESS_OPTION,
+    workers: int | None = WORKERS_OPTION,
+    gpus_per_trial: float = GPUS_PER_TRIAL_OPTION,
 ) -> None:
     """Search subnets: maximize the task metric, minimize latency, under a budget per device."""
     from bertnas.search.budget import pair_budgets
@@ -91,13 +97,11 @@ def study_run_command(
     out: Path | None = typer.Option(None, "--out", help="Override the run directory."),
     supernet: str | None = typer.Option(None, "--supernet", help="Override the supernet directory."),
     glue_dir: str | None = typer.Option(None, "--glue-dir"),
-    as_json: bool = typer.Option(False, "--json", help="Print the machine-readable summary."),
-    backend: str = typer.Option("local", "--backend", help="local | ray (trials on a Ray cluster)."),
-    address: str | None = typer.Option(
-        None, "--address", help="Ray cluster: auto or HOST:PORT (default: start Ray locally)."
-    ),
-    workers: int | None = typer.Option(None, "--workers", help="Ray workers (default: 2 local, else cluster CPUs)."),
-    gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", help="GPUs each Ray worker holds."),
+    as_json: bool = JSON_OPTION,
+    backend: str = BACKEND_OPTION,
+    address: str | None = ADDRESS_OPTION,
+    workers: int | None = WORKERS_OPTION,
+    gpus_per_trial: float = GPUS_PER_TRIAL_OPTION,
 ) -> None:
     """Run (or resume) the search a study file describes."""
     from bertnas.search.config import load_study_file
@@ -123,23 +127,12 @@ def pareto_command(
 ) -> None:
     """Rebuild a device's front from the stored trials, without evaluating anything."""
     from bertnas.search.budget import parse_budget
-    from bertnas.search.objectives import latency_column
-    from bertnas.search.run import SearchRun
+    from bertnas.search.run import SearchRun, front_points
 
     search_run = SearchRun.open(run)
     budget_ms = parse_budget(budget) if budget is not None else search_run.budgets_ms.get(device)
     front = search_run.write_front(device, budget_ms) if write else search_run.pareto(device, budget_ms)
-    column = latency_column(device)
-    points = [
-        {
-            "trial": int(row["number"]),
-            "metric": float(row["metric"]),
-            "latency_ms": float(row[column]),
-            "macs": int(row["macs"]),
-            "params": int(row["params"]),
-        }
-        for _, row in front.iterrows()
-    ]
+    points = front_points(front, device)
     if as_json:
         typer.echo(json.dumps({"device": device, "budget_ms": budget_ms, "points": points}, indent=2))
         return

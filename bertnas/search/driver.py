@@ -33,6 +33,7 @@ from bertnas.search.run import (
     RUN_JSON,
     STUDY_DB,
     SearchRun,
+    front_points,
     remove_temporaries,
     trials_frame,
     write_front_files,
@@ -224,17 +225,7 @@ def run_local(context: SearchContext, progress: bool = True) -> optuna.Study:
                 study.stop()
             return
         state["rejected_in_a_row"] = 0
-        counts = count_states(study)
-        complete = counts["COMPLETE"]
-        bar.update(complete - bar.n)
-        best = best_feasible(study, context.objectives)
-        postfix = {"rejected": counts["PRUNED"]}
-        if best is not None:
-            postfix["best"] = f"{best[0]:.4f}@{format_ms(best[1])}"
-        bar.set_postfix(postfix, refresh=True)
-        if complete - state["last_table"] >= TABLE_EVERY:
-            write_trials(context.run_dir, trials_frame(study, context.objectives.devices))
-            state["last_table"] = complete
+        complete, state["last_table"] = report_progress(bar, study, context, state["last_table"])
         if complete >= config.trials:
             study.stop()
 
@@ -249,6 +240,23 @@ def run_local(context: SearchContext, progress: bool = True) -> optuna.Study:
             f"{config.sampler!r}; raise them or try --sampler evolution (the study so far is kept; rerun to resume)"
         )
     return study
+
+
+def report_progress(bar: Any, study: optuna.Study, context: SearchContext, last_table: int) -> tuple[int, int]:
+    """After told trials: advance ``bar`` to the evaluated count, show the best feasible point, and
+    rewrite trials.csv every ``TABLE_EVERY`` evaluations; ``(evaluated, evaluated at the last table)``."""
+    counts = count_states(study)
+    complete = counts["COMPLETE"]
+    bar.update(complete - bar.n)
+    best = best_feasible(study, context.objectives)
+    postfix = {"rejected": counts["PRUNED"]}
+    if best is not None:
+        postfix["best"] = f"{best[0]:.4f}@{format_ms(best[1])}"
+    bar.set_postfix(postfix, refresh=True)
+    if complete - last_table >= TABLE_EVERY:
+        write_trials(context.run_dir, trials_frame(study, context.objectives.devices))
+        last_table = complete
+    return complete, last_table
 
 
 def _existing_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
@@ -333,17 +341,7 @@ def summary(
     }
     full = next((r for r in references if r["label"] == "full"), None)
     for device, front in fronts.items():
-        column = latency_column(device)
-        points = [
-            {
-                "trial": int(row["number"]),
-                "metric": float(row["metric"]),
-                "latency_ms": float(row[column]),
-                "macs": int(row["macs"]),
-                "params": int(row["params"]),
-            }
-            for _, row in front.iterrows()
-        ]
+        points = front_points(front, device)
         reference = None if full is None else {"metric": full["metric"], "latency_ms": full["latency_ms"][device]}
         out["fronts"][device] = {"budget_ms": objectives.budgets.get(device), "points": points, "full_model": reference}
     return out

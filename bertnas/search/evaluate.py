@@ -52,6 +52,17 @@ class Candidate:
     deployable_on: list[str]
 
 
+def measurement(result: dict[str, Any]) -> dict[str, Any]:
+    """The trial record of a :meth:`SubnetEvaluator.evaluate` result: metric, MACs, params, cache hit."""
+    return {
+        "metric": float(result["score"]),
+        "metrics": dict(result["metrics"]),
+        "macs": int(result["macs"]),
+        "params": int(result["params"]),
+        "cached": bool(result.get("cached", False)),
+    }
+
+
 class TrialEvaluator:
     """Turns an Optuna trial into objective values: suggest, predict, reject or evaluate, record."""
 
@@ -84,14 +95,7 @@ class TrialEvaluator:
 
     def measure(self, candidate: Candidate) -> dict[str, Any]:
         """Accuracy (cached weight-shared evaluation), MACs, params of a deployable candidate."""
-        result = self.accuracy.evaluate(candidate.arch)
-        return {
-            "metric": float(result["score"]),
-            "metrics": dict(result["metrics"]),
-            "macs": int(result["macs"]),
-            "params": int(result["params"]),
-            "cached": bool(result.get("cached", False)),
-        }
+        return measurement(self.accuracy.evaluate(candidate.arch))
 
     def begin(self, trial: optuna.Trial) -> Candidate:
         """Propose and record the trial's subnet and latencies; raises :class:`optuna.TrialPruned` when rejected."""

@@ -46,17 +46,15 @@ from bertnas.search.budget import format_ms
 from bertnas.search.config import SearchConfig
 from bertnas.search.driver import (
     MAX_REJECTIONS_IN_A_ROW,
-    TABLE_EVERY,
     SearchContext,
     _existing_trials,
-    best_feasible,
     count_states,
     finalize,
     prepare,
+    report_progress,
     seed_with_references,
 )
-from bertnas.search.evaluate import Candidate
-from bertnas.search.run import trials_frame, write_trials
+from bertnas.search.evaluate import Candidate, measurement
 from bertnas.search.study import make_sampler, open_storage, open_study
 
 #: Trial user attribute: which worker (node id, process id) evaluated the trial.
@@ -114,11 +112,7 @@ class SubnetWorker:
         result = self.evaluator.evaluate(ArchConfig.from_json(arch_json))
         self.evaluations += 1
         return {
-            "metric": float(result["score"]),
-            "metrics": dict(result["metrics"]),
-            "macs": int(result["macs"]),
-            "params": int(result["params"]),
-            "cached": bool(result.get("cached", False)),
+            **measurement(result),
             "worker": f"{ray.get_runtime_context().get_node_id()[:12]}:{os.getpid()}",
             "loaded_at": self.loaded_at,
         }
@@ -367,17 +361,7 @@ class RayTrialLoop:
                     told.append(trial.number)
                 if not told:
                     continue
-                counts = count_states(study)
-                complete = counts["COMPLETE"]
-                bar.update(complete - bar.n)
-                best = best_feasible(study, context.objectives)
-                postfix = {"rejected": counts["PRUNED"]}
-                if best is not None:
-                    postfix["best"] = f"{best[0]:.4f}@{format_ms(best[1])}"
-                bar.set_postfix(postfix, refresh=True)
-                if complete - last_table >= TABLE_EVERY:
-                    write_trials(context.run_dir, trials_frame(study, context.objectives.devices))
-                    last_table = complete
+                _, last_table = report_progress(bar, study, context, last_table)
                 if self.on_trial is not None:
                     pending_notify.extend(told)
         except BaseException:

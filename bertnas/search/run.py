@@ -113,6 +113,21 @@ def write_front_files(
     return front
 
 
+def front_points(front: pd.DataFrame, device: str) -> list[dict[str, Any]]:
+    """The points of a front (from :meth:`SearchRun.pareto`) as plain JSON-ready dicts."""
+    column = latency_column(device)
+    return [
+        {
+            "trial": int(row["number"]),
+            "metric": float(row["metric"]),
+            "latency_ms": float(row[column]),
+            "macs": int(row["macs"]),
+            "params": int(row["params"]),
+        }
+        for _, row in front.iterrows()
+    ]
+
+
 def write_trials(directory: Path, trials: pd.DataFrame) -> None:
     """``trials.csv`` and ``trials.parquet``, each replaced atomically."""
     _atomic_write_csv(trials, directory / TRIALS_CSV)

@@ -1,0 +1,35 @@
+"""Tiny real models and toy GLUE data shared by the tests that need a supernet in seconds."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+WORDS = {1: ["wonderful", "brilliant", "moving", "superb"], 0: ["dull", "awful", "tedious", "boring"]}
+
+
+def write_toy_sst2(path: Path, rows: int, seed: int) -> None:
+    """An SST-2-format TSV whose label follows the first sentiment word of each sentence."""
+    rng = random.Random(seed)
+    lines = ["sentence\tlabel"]
+    for _ in range(rows):
+        label = rng.randint(0, 1)
+        lines.append(f"the film is {rng.choice(WORDS[label])} and {rng.choice(WORDS[rng.randint(0, 1)])} . \t{label}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def tiny_bert(vocab_size: int, num_layers: int = 2) -> BertForSequenceClassification:
+    """A randomly initialised (seed 0) BERT classifier: hidden 32, 4 heads, FFN 64, 128 positions."""
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    return BertForSequenceClassification(config)
