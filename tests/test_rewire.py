@@ -75,10 +75,12 @@ def _outputs(supernet: ElasticBert, batch):
         return supernet(**_inputs(batch))
 
 
-def _assert_same_function(before, after, mask) -> None:
+def _assert_same_function(before, after, mask, channel_order=None) -> None:
+    """Same logits; same hidden states, up to the recorded permutation of the residual stream."""
     mask = mask.bool()
     assert float((before.logits - after.logits).abs().max()) < TOL
-    assert float((before.last_hidden_state - after.last_hidden_state)[mask].abs().max()) < TOL
+    states = before.last_hidden_state if channel_order is None else before.last_hidden_state[..., channel_order]
+    assert float((states - after.last_hidden_state)[mask].abs().max()) < TOL
 
 
 def _subnet_loss(supernet: ElasticBert, batches, heads: int | None = None, ffn_dim: int | None = None) -> float:
@@ -116,7 +118,9 @@ def test_rewiring_keeps_tiny_model_function(tmp_path, max_ffn_stack):
         assert result["extra_ffn_order"].shape == (2, 1, FFN)
         assert not torch.equal(result["extra_ffn_order"][0, 0], torch.arange(FFN))
     for batch, reference in zip(batches, before, strict=True):
-        _assert_same_function(reference, _outputs(supernet, batch), batch["attention_mask"])
+        _assert_same_function(
+            reference, _outputs(supernet, batch), batch["attention_mask"], supernet.config.channel_order
+        )
 
 
 @pytest.mark.parametrize("max_ffn_stack", [1, 2])
@@ -132,7 +136,7 @@ def test_rewiring_keeps_minilm_function(batch, max_ffn_stack):
         # Untrained extra FFNs (zero output weights) have zero importance and stay as they are.
         assert float(result["extra_ffn_importance"].abs().max()) == 0.0
         assert torch.equal(result["extra_ffn_order"][:, 0], torch.arange(1536).repeat(6, 1))
-    _assert_same_function(before, _outputs(supernet, batch), batch["attention_mask"])
+    _assert_same_function(before, _outputs(supernet, batch), batch["attention_mask"], supernet.config.channel_order)
 
 
 # ---------------------------------------------------------------------------------- sorted after rewiring
@@ -196,6 +200,64 @@ def test_half_width_subnet_keeps_the_live_units(tmp_path):
     assert abs(ffn_after - full_loss) < 1e-6 < abs(ffn_before - full_loss)
 
 
+def test_hidden_and_head_dimensions_are_ranked_and_sorted(batch, tmp_path):
+    """MiniLM: hidden channels and within-head query/key and value dimensions are rewired too."""
+    torch.manual_seed(0)
+    supernet = ElasticBert.from_backbone("minilm", num_labels=2)
+    batch = _with_labels(batch)
+    before = _outputs(supernet, batch)
+    result = rewire_supernet(supernet, [batch])
+    hidden, head_dim = supernet.config.hidden_size, supernet.config.head_dim
+    assert result["hidden_order"].shape == (hidden,) and result["qk_order"].shape == (6, 12, head_dim)
+    for name in ("hidden_order", "qk_order", "v_order"):
+        assert not torch.equal(result[name], torch.sort(result[name], dim=-1).values), name  # something moved
+    assert supernet.config.channel_order == result["hidden_order"].tolist()
+    _assert_same_function(before, _outputs(supernet, batch), batch["attention_mask"], supernet.config.channel_order)
+    after = compute_importance(supernet, [batch])
+    _assert_sorted_and_prefix_maximal(result["hidden_importance"], result["hidden_order"], after.hidden)
+    # Within each head: non-increasing after rewiring (heads moved too, so compare each head's own scores).
+    for scores in (after.qk, after.v):
+        assert bool((scores[..., :-1] >= scores[..., 1:] - 1e-4 * float(scores.max())).all())
+    # The channel order survives save/load, so distillation keeps matching the teacher after a resume.
+    supernet.save_pretrained(tmp_path / "rewired")
+    assert ElasticBert.from_pretrained(tmp_path / "rewired").config.channel_order == supernet.config.channel_order
+
+
+def test_dead_value_dimensions_move_last(tmp_path):
+    """Value dimensions whose rows are zero carry nothing: after rewiring, v_dim = head_dim - 2 loses nothing."""
+    supernet = _tiny(tmp_path)
+    batches = _tiny_batches()
+    c = supernet.config
+    with torch.no_grad():
+        for layer in supernet.layers:
+            rows = layer.value.weight.view(c.num_heads, c.head_dim, -1)
+            rows[:, :2] = 0  # the first two dimensions of every head are dead
+            layer.value.bias.view(c.num_heads, c.head_dim)[:, :2] = 0
+
+    def loss_at(v_dim: int) -> float:
+        full = supernet.full_arch()
+        supernet.set_active_subnet(full.replace(layers=tuple(replace(x, v_dim=v_dim) for x in full.layers)))
+        with torch.no_grad():
+            return sum(float(F.cross_entropy(supernet(**_inputs(b)).logits, b["labels"])) for b in batches)
+
+    full_loss, before = loss_at(c.head_dim), loss_at(c.head_dim - 2)
+    result = rewire_supernet(supernet, batches)
+    assert bool((result["v_order"][..., -2:] < 2).all())  # the dead dimensions went last in every head
+    after = loss_at(c.head_dim - 2)
+    assert abs(after - full_loss) < 1e-5 < abs(before - full_loss)
+
+
+def test_hidden_rewiring_refuses_trained_bottlenecks(tmp_path):
+    supernet = ElasticBert.from_backbone(_tiny_backbone(tmp_path), max_bottleneck=16)
+    batches = _tiny_batches(1)
+    with torch.no_grad():
+        supernet.layers[1].bottleneck_in.weight.add_(0.01)
+    with pytest.raises(BertnasError, match="layer 1's bottleneck projections"):
+        rewire_supernet(supernet, batches)
+    rewire_supernet(supernet, batches, dimensions=False)  # DynaBERT's rewiring alone leaves the channels in place
+    assert supernet.config.channel_order is None
+
+
 # ---------------------------------------------------------------------------------- importance semantics
 def test_importance_sums_per_batch_scores_and_leaves_supernet_as_found(tmp_path):
     supernet = _tiny(tmp_path, max_ffn_stack=2)
@@ -255,3 +317,24 @@ def test_bad_inputs_are_errors(tmp_path):
         compute_importance(supernet, [_inputs(_tiny_batches(1)[0])])
     with pytest.raises(BertnasError, match="head_importance has shape"):
         rewire(supernet, torch.zeros(3, HEADS), torch.zeros(2, FFN))
+
+
+def test_distillation_matches_teacher_channels_after_hidden_rewiring(tmp_path):
+    """The full subnet of a rewired supernet has zero hidden loss against the (unpermuted) teacher."""
+    from bertnas.training.distill import hidden_loss
+
+    supernet = _tiny(tmp_path)
+    batches = _tiny_batches()
+    teacher = supernet.get_active_subnet().eval()
+    rewire_supernet(supernet, batches)
+    supernet.eval()
+    channels = torch.tensor(supernet.config.channel_order)
+    inputs = _inputs(batches[0])
+    with torch.no_grad():
+        reference = teacher(**inputs, output_hidden_states=True)
+        supernet.set_active_subnet(supernet.full_arch())
+        output = supernet(**inputs, output_hidden_states=True)
+    arch = supernet.get_active_arch()
+    aligned = hidden_loss(arch, output.hidden_states, output.hidden_masks, reference.hidden_states, channels)
+    unaligned = hidden_loss(arch, output.hidden_states, output.hidden_masks, reference.hidden_states)
+    assert float(aligned) < 1e-10 < 0.1 < float(unaligned)

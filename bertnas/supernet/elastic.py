@@ -76,6 +76,8 @@ class SupernetConfig:
     task: str | None = None
     max_ffn_stack: int = 1  # 1: no extra FFNs
     max_bottleneck: int = 0  # 0: no bottleneck projections
+    # Rewiring permutes the residual stream: the backbone channel held at each position (None: unchanged).
+    channel_order: list[int] | None = None
 
     @property
     def limits(self) -> ArchLimits:

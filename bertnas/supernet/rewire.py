@@ -21,9 +21,29 @@ Importance is first-order (Taylor) on a task loss:
   first-order change of the loss when the neuron's incoming, resp. outgoing, weights are
   zeroed.
 
+The unified space also slices the hidden size and, within each head, the query/key and
+value dimensions (schuBERT), so those are ranked the same way:
+
+- query/key dimension ``d`` of head ``h``: ``|sum Wq[d] dWq[d] + bq[d] dbq[d]| + |same for K|``
+  (zeroing either side removes the term ``q_d k_d`` from every attention score);
+- value dimension ``d`` of head ``h``: ``|sum Wv[d] dWv[d] + bv[d] dbv[d]| + |sum_j Wo[j,d] dWo[j,d]|``;
+- hidden channel ``c``: the sum, over every tensor that reads or writes the residual stream
+  (embeddings, their norm, every projection into or out of it, every LayerNorm, pooler,
+  classifier), of ``|sum of W dW over the tensor's slice at channel c|``.
+
 A permutation of heads (with their query/key/value rows and the matching columns of the
-attention output) or of FFN neurons (rows of the up projection, columns of the down one)
-does not change what the full model computes, only which units the prefix slices keep.
+attention output), of FFN neurons (rows of the up projection, columns of the down one),
+of query/key dimensions inside a head (the same on Q and K, so every ``q . k`` is
+unchanged), of value dimensions (V rows, attention-output columns) or of hidden channels
+(the same everywhere on the residual stream; LayerNorm is permutation-equivariant) does
+not change what the full model computes, only which units the prefix slices keep.
+
+Bottleneck projections are not permuted: they start as the identity on the first ``b``
+channels (see :mod:`bertnas.supernet.elastic`), so after a hidden permutation a bottleneck
+of width ``b`` keeps the ``b`` most important channels. That only holds before they are
+trained, so rewiring the hidden size of a supernet whose bottlenecks have moved is an error.
+The hidden order is recorded in ``supernet.config.channel_order`` (backbone channel held at
+each position), so that distillation can compare against the backbone's hidden states.
 
 Gradient accumulation. DynaBERT's reference code (``compute_neuron_head_importance`` in
 ``DynaBERT/run_glue.py``) calls ``loss.backward()`` for every batch and never zeroes the
@@ -65,6 +85,9 @@ class Importance:
     heads: torch.Tensor  # (num_layers, num_heads)
     ffn: torch.Tensor  # (num_layers, ffn_dim): the backbone's FFN
     extra_ffns: torch.Tensor  # (num_layers, max_ffn_stack - 1, ffn_dim): the extra stacked FFNs
+    hidden: torch.Tensor  # (hidden_size,): residual-stream channels
+    qk: torch.Tensor  # (num_layers, num_heads, head_dim): query/key dimensions of each head
+    v: torch.Tensor  # (num_layers, num_heads, head_dim): value dimensions of each head
 
 
 def default_loss(output: BertOutput, batch: Mapping[str, Any]) -> torch.Tensor:
@@ -120,6 +143,33 @@ def _neuron_scores(ffn: FFNParams, grads: tuple[torch.Tensor, torch.Tensor, torc
     return incoming.abs() + outgoing.abs()
 
 
+def _hidden_axes(supernet: ElasticBert) -> list[tuple[torch.Tensor, int]]:
+    """Every (tensor, axis) of the residual stream, except the bottleneck projections (see the module doc)."""
+    e = supernet.embeddings
+    axes: list[tuple[torch.Tensor, int]] = [(e.word, 1), (e.position, 1), (e.token_type, 1)]
+    axes += [(e.norm.weight, 0), (e.norm.bias, 0)]
+    for layer in supernet.layers:
+        axes += [(layer.query.weight, 1), (layer.key.weight, 1), (layer.value.weight, 1)]
+        axes += [(layer.attention_out.weight, 0), (layer.attention_out.bias, 0)]
+        for norm in (layer.attention_norm, layer.ffn_norm):
+            axes += [(norm.weight, 0), (norm.bias, 0)]
+        for ffn in (layer.ffn, *layer.extra_ffns):
+            axes += [(ffn.up.weight, 1), (ffn.down.weight, 0), (ffn.down.bias, 0)]
+    if supernet.pooler is not None:
+        # The pooler's output is sliced with the hidden size too: one order on both sides.
+        axes += [(supernet.pooler.weight, 0), (supernet.pooler.weight, 1), (supernet.pooler.bias, 0)]
+    if supernet.classifier is not None:
+        axes.append((supernet.classifier.weight, 1))
+    return axes
+
+
+def _channel_terms(tensor: torch.Tensor, grad: torch.Tensor, axis: int) -> torch.Tensor:
+    """``sum W dW`` over every axis but ``axis``: the first-order loss change of zeroing each slice."""
+    product = tensor * grad
+    other = [d for d in range(product.dim()) if d != axis]
+    return product.sum(dim=other) if other else product
+
+
 def compute_importance(
     supernet: ElasticBert,
     batches: Iterable[Mapping[str, Any]],
@@ -145,11 +195,22 @@ def compute_importance(
     ffns: list[FFNParams] = []  # per layer: the backbone FFN, then its extras
     for layer in supernet.layers:
         ffns.extend([layer.ffn, *layer.extra_ffns])
-    tensors = [t for ffn in ffns for t in (ffn.up.weight, ffn.up.bias, ffn.down.weight)]
+    ffn_tensors = [t for ffn in ffns for t in (ffn.up.weight, ffn.up.bias, ffn.down.weight)]
+    hidden_axes = _hidden_axes(supernet)
+    attention_tensors = []
+    for layer in supernet.layers:
+        attention_tensors += [layer.query.weight, layer.query.bias, layer.key.weight, layer.key.bias]
+        attention_tensors += [layer.value.weight, layer.value.bias, layer.attention_out.weight]
+    # One gradient per distinct tensor, however many scores read it.
+    tensors = list({id(t): t for t in [*ffn_tensors, *attention_tensors, *(t for t, _ in hidden_axes)]}.values())
+    position = {id(t): i for i, t in enumerate(tensors)}
     device = supernet.embeddings.word.device
 
     heads = torch.zeros(c.num_layers, c.num_heads, device=device)
     neurons = torch.zeros(len(ffns), c.ffn_dim, device=device)
+    hidden = torch.zeros(c.hidden_size, device=device)
+    qk = torch.zeros(c.num_layers, c.num_heads, c.head_dim, device=device)
+    v = torch.zeros(c.num_layers, c.num_heads, c.head_dim, device=device)
     running: list[torch.Tensor] | None = None
     seen = 0
     with _measuring(supernet, tensors):
@@ -163,19 +224,41 @@ def compute_importance(
             if not torch.isfinite(loss):
                 raise BertnasError(f"importance loss is {loss.item()} on batch {seen}; check the labels and model")
             # autograd.grad, not backward(): the parameters' .grad (an ongoing training step's) stay as they were.
-            grads = list(torch.autograd.grad(loss, [head_mask, *tensors]))
+            grads = list(torch.autograd.grad(loss, [head_mask, *tensors], allow_unused=True, materialize_grads=True))
             if running_gradients:
                 running = grads if running is None else [r + g for r, g in zip(running, grads, strict=True)]
                 grads = running
             with torch.no_grad():  # scores are data, not part of any graph
                 heads += grads[0].abs()
+                grad_of = {id(t): grads[1 + position[id(t)]] for t in tensors}
                 for k, ffn in enumerate(ffns):
-                    neurons[k] += _neuron_scores(ffn, tuple(grads[1 + 3 * k : 4 + 3 * k]))
+                    triple = (ffn.up.weight, ffn.up.bias, ffn.down.weight)
+                    neurons[k] += _neuron_scores(ffn, tuple(grad_of[id(t)] for t in triple))
+                for i, layer in enumerate(supernet.layers):
+                    qk[i] += _row_scores(layer.query, grad_of).abs().view(c.num_heads, c.head_dim)
+                    qk[i] += _row_scores(layer.key, grad_of).abs().view(c.num_heads, c.head_dim)
+                    v[i] += _row_scores(layer.value, grad_of).abs().view(c.num_heads, c.head_dim)
+                    out = layer.attention_out.weight
+                    v[i] += _channel_terms(out, grad_of[id(out)], 1).abs().view(c.num_heads, c.head_dim)
+                for tensor, axis in hidden_axes:
+                    hidden += _channel_terms(tensor, grad_of[id(tensor)], axis).abs()
             seen += 1
     if seen == 0:
         raise BertnasError("no batches to compute importance on")
     per_layer = neurons.view(c.num_layers, c.max_ffn_stack, c.ffn_dim)
-    return Importance(heads=heads, ffn=per_layer[:, 0].clone(), extra_ffns=per_layer[:, 1:].clone())
+    return Importance(
+        heads=heads,
+        ffn=per_layer[:, 0].clone(),
+        extra_ffns=per_layer[:, 1:].clone(),
+        hidden=hidden,
+        qk=qk,
+        v=v,
+    )
+
+
+def _row_scores(linear: nn.Linear, grad_of: dict[int, torch.Tensor]) -> torch.Tensor:
+    """Per output row of ``linear``: ``sum_j W[d,j] dW[d,j] + b[d] db[d]`` (zeroing the row)."""
+    return _channel_terms(linear.weight, grad_of[id(linear.weight)], 0) + linear.bias * grad_of[id(linear.bias)]
 
 
 def head_importance(
@@ -221,20 +304,59 @@ def _permute_heads(layer: nn.Module, order: torch.Tensor, num_heads: int, head_d
     out.copy_(out.view(out.shape[0], num_heads, head_dim)[:, order].reshape_as(out))
 
 
+@torch.no_grad()
+def _permute_within_heads(linears: tuple[nn.Linear, ...], order: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """Dimension ``order[h, i]`` of head ``h`` becomes its dimension ``i`` (output rows of ``linears``).
+
+    Returns the row order applied, for the tensors that read these rows as columns.
+    """
+    num_heads = order.shape[0]
+    rows = (order + head_dim * torch.arange(num_heads, device=order.device).unsqueeze(1)).reshape(-1)
+    for linear in linears:
+        linear.weight.copy_(linear.weight[rows])
+        linear.bias.copy_(linear.bias[rows])
+    return rows
+
+
+@torch.no_grad()
+def _permute_hidden(supernet: ElasticBert, order: torch.Tensor) -> None:
+    """Channel ``order[i]`` of the residual stream becomes channel ``i``, in every tensor that carries it."""
+    for tensor, axis in _hidden_axes(supernet):
+        tensor.copy_(tensor.index_select(axis, order))
+
+
+def _check_bottlenecks_untrained(supernet: ElasticBert) -> None:
+    for i, layer in enumerate(supernet.layers):
+        if not layer.has_bottleneck:
+            continue
+        for linear in (layer.bottleneck_in, layer.bottleneck_out):
+            identity = torch.eye(*linear.weight.shape, device=linear.weight.device)
+            if not (torch.equal(linear.weight, identity) and not bool(linear.bias.any())):
+                raise BertnasError(
+                    f"layer {i}'s bottleneck projections are no longer their identity initialisation: rewire the "
+                    "hidden size before training (or pass hidden_importance=None to leave the channels in place)"
+                )
+
+
 def rewire(
     supernet: ElasticBert,
     head_importance: torch.Tensor,
     ffn_importance: torch.Tensor,
     extra_ffn_importance: torch.Tensor | None = None,
+    hidden_importance: torch.Tensor | None = None,
+    qk_importance: torch.Tensor | None = None,
+    v_importance: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Permute heads and FFN neurons in place, per layer, in descending importance.
+    """Permute heads, FFN neurons and (given their scores) head dimensions and hidden channels in place.
 
-    Returns the orders applied (``order[layer][new position] = old index``):
-    ``head_order`` (num_layers, num_heads), ``ffn_order`` (num_layers, ffn_dim) and
-    ``extra_ffn_order`` (num_layers, max_ffn_stack - 1, ffn_dim). Each extra stacked FFN
-    is an independent FFN and gets its own order from ``extra_ffn_importance``; an extra
-    FFN whose scores are all zero (the untrained, zero-output initialisation) is left
-    as it is. The full model computes the same function before and after.
+    Returns the orders applied (``order[...][new position] = old index``):
+    ``head_order`` (num_layers, num_heads), ``ffn_order`` (num_layers, ffn_dim),
+    ``extra_ffn_order`` (num_layers, max_ffn_stack - 1, ffn_dim), and, when their scores
+    are given, ``qk_order`` and ``v_order`` (num_layers, num_heads, head_dim; indexed by the
+    *original* head) and ``hidden_order`` (hidden_size,). Each extra stacked FFN is an
+    independent FFN and gets its own order from ``extra_ffn_importance``; an extra FFN
+    whose scores are all zero (the untrained, zero-output initialisation) is left as it
+    is. The full model computes the same function before and after.
 
     Rewire before creating an optimizer: moment estimates of permuted parameters would
     no longer line up with them.
@@ -246,12 +368,32 @@ def rewire(
     if extra_ffn_importance is None:
         extra_ffn_importance = torch.zeros(c.num_layers, extras, c.ffn_dim)
     _check_shape("extra_ffn_importance", extra_ffn_importance, (c.num_layers, extras, c.ffn_dim))
+    per_head = (c.num_layers, c.num_heads, c.head_dim)
+    if qk_importance is not None:
+        _check_shape("qk_importance", qk_importance, per_head)
+    if v_importance is not None:
+        _check_shape("v_importance", v_importance, per_head)
+    if hidden_importance is not None:
+        _check_shape("hidden_importance", hidden_importance, (c.hidden_size,))
+        _check_bottlenecks_untrained(supernet)
 
     device = supernet.embeddings.word.device
     head_order = descending_order(head_importance.detach()).to(device)
     ffn_order = descending_order(ffn_importance.detach()).to(device)
     extra_order = torch.arange(c.ffn_dim, device=device).repeat(c.num_layers, extras, 1)
+    orders: dict[str, torch.Tensor] = {}
+    if qk_importance is not None:
+        orders["qk_order"] = descending_order(qk_importance.detach()).to(device)
+    if v_importance is not None:
+        orders["v_order"] = descending_order(v_importance.detach()).to(device)
     for i, layer in enumerate(supernet.layers):
+        # Within-head orders are in the original head numbering: apply them before moving the heads.
+        if "qk_order" in orders:
+            _permute_within_heads((layer.query, layer.key), orders["qk_order"][i], c.head_dim)
+        if "v_order" in orders:
+            rows = _permute_within_heads((layer.value,), orders["v_order"][i], c.head_dim)
+            with torch.no_grad():
+                layer.attention_out.weight.copy_(layer.attention_out.weight[:, rows])
         _permute_heads(layer, head_order[i], c.num_heads, c.head_dim)
         _permute_ffn(layer.ffn, ffn_order[i])
         for k, extra in enumerate(layer.extra_ffns):
@@ -259,7 +401,13 @@ def rewire(
             if bool((scores != 0).any()):  # all zero: nothing to rank, keep the extra FFN as it is
                 extra_order[i, k] = descending_order(scores).to(device)
                 _permute_ffn(extra, extra_order[i, k])
-    return {"head_order": head_order, "ffn_order": ffn_order, "extra_ffn_order": extra_order}
+    if hidden_importance is not None:
+        hidden_order = descending_order(hidden_importance.detach()).to(device)
+        _permute_hidden(supernet, hidden_order)
+        previous = c.channel_order if c.channel_order is not None else list(range(c.hidden_size))
+        c.channel_order = [previous[j] for j in hidden_order.tolist()]
+        orders["hidden_order"] = hidden_order
+    return {"head_order": head_order, "ffn_order": ffn_order, "extra_ffn_order": extra_order, **orders}
 
 
 def rewire_supernet(
@@ -267,19 +415,35 @@ def rewire_supernet(
     batches: Iterable[Mapping[str, Any]],
     loss_fn: LossFn | None = None,
     running_gradients: bool = False,
+    dimensions: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Compute importance on ``batches`` and rewire; returns the importances and the orders applied.
 
     Keys: ``head_importance``, ``ffn_importance``, ``extra_ffn_importance`` (as measured,
     in the original order) and ``head_order``, ``ffn_order``, ``extra_ffn_order``
-    (see :func:`rewire`); all on the CPU, ready to log.
+    (see :func:`rewire`); with ``dimensions`` (the default) also the hidden-channel and
+    within-head query/key and value importances and orders (DynaBERT's rewiring alone:
+    ``dimensions=False``). All on the CPU, ready to log.
     """
     importance = compute_importance(supernet, batches, loss_fn, running_gradients)
-    orders = rewire(supernet, importance.heads, importance.ffn, importance.extra_ffns)
+    orders = rewire(
+        supernet,
+        importance.heads,
+        importance.ffn,
+        importance.extra_ffns,
+        hidden_importance=importance.hidden if dimensions else None,
+        qk_importance=importance.qk if dimensions else None,
+        v_importance=importance.v if dimensions else None,
+    )
     result = {
         "head_importance": importance.heads,
         "ffn_importance": importance.ffn,
         "extra_ffn_importance": importance.extra_ffns,
+        **(
+            {"hidden_importance": importance.hidden, "qk_importance": importance.qk, "v_importance": importance.v}
+            if dimensions
+            else {}
+        ),
         **orders,
     }
     return {name: tensor.detach().cpu() for name, tensor in result.items()}

@@ -35,13 +35,16 @@ def hidden_loss(
     student_states: Sequence[torch.Tensor],
     student_masks: Sequence[torch.Tensor],
     teacher_states: Sequence[torch.Tensor],
+    teacher_channels: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """Mean MSE over the student's hidden states that line up with the teacher's.
 
     ``teacher_states`` are the full model's (embeddings + every backbone layer). A student
     state is compared only while no token has been dropped (same sequence length) and
     only on its ``hidden_size`` first channels, which is what the slicing shares.
-    Returns None when no state lines up.
+    ``teacher_channels`` (a rewired supernet's ``config.channel_order``) names the teacher
+    channel each student channel holds; None: the same order. Returns None when no state
+    lines up.
     """
     teacher_index = [0] + [layer.index + 1 for layer in arch.layers]
     losses = []
@@ -50,7 +53,9 @@ def hidden_loss(
         if state.shape[1] != reference.shape[1]:
             break  # retention dropped tokens: later states no longer align position by position
         weight = mask.unsqueeze(-1).to(state.dtype)
-        difference = (state - reference[..., : state.shape[-1]]) ** 2 * weight
+        width = state.shape[-1]
+        reference = reference[..., :width] if teacher_channels is None else reference[..., teacher_channels[:width]]
+        difference = (state - reference) ** 2 * weight
         losses.append(difference.sum() / (weight.sum() * state.shape[-1]).clamp(min=1.0))
     if not losses:
         return None

@@ -282,6 +282,8 @@ class SupernetTrainer:
         full_depth = config.stages == "width-depth" and step < total // 2
         subnets = [largest, smallest, *_sample_subnets(space, rng, config.random_subnets, full_depth)]
         target_logits = reference.logits
+        order = supernet.config.channel_order  # rewired residual stream: which teacher channel each one holds
+        channels = None if order is None else torch.tensor(order, device=reference.logits.device)
         losses = []
         for position, arch in enumerate(subnets):
             supernet.set_active_subnet(arch)
@@ -294,7 +296,11 @@ class SupernetTrainer:
                 loss = logit_loss(output.logits, target_logits)
             if config.hidden_weight > 0:
                 hidden = hidden_loss(
-                    supernet.get_active_arch(), output.hidden_states, output.hidden_masks, reference.hidden_states
+                    supernet.get_active_arch(),
+                    output.hidden_states,
+                    output.hidden_masks,
+                    reference.hidden_states,
+                    channels,
                 )
                 if hidden is not None:
                     loss = loss + config.hidden_weight * hidden
