@@ -165,6 +165,22 @@ def _config(env, out: Path, budgets_ms: dict[str, float], **overrides) -> Search
     return SearchConfig(**values)
 
 
+def test_default_supernet_is_the_spaces_own_else_the_unified_one(env, tmp_path, monkeypatch):
+    from bertnas.paths import supernet_dir
+    from bertnas.search.driver import _supernet_path
+
+    monkeypatch.setenv("BERTNAS_CACHE", str(tmp_path / "cache"))
+    config = _config(env, tmp_path / "run", {DEVICE_A: 1.0}, supernet=None, space="dynabert")
+    with pytest.raises(BertnasError, match="no trained supernet .*bertnas supernet train --task sst2"):
+        _supernet_path(config, "sst2")
+    unified = supernet_dir(config.backbone, "sst2", "unified")
+    shutil.copytree(env["supernet"], unified)
+    assert _supernet_path(config, "sst2") == unified
+    own = supernet_dir(config.backbone, "sst2", "dynabert")
+    shutil.copytree(env["supernet"], own)
+    assert _supernet_path(config, "sst2") == own
+
+
 @pytest.fixture(scope="module")
 def two_device_run(env, budgets, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "two"

@@ -33,7 +33,9 @@ def search_command(
     task: str = typer.Option("sst2", "--task", help="GLUE task."),
     space: str = typer.Option("unified", "--space", help="Search space name or YAML file."),
     supernet: str | None = typer.Option(
-        None, "--supernet", help="Trained supernet directory (default: the cached unified supernet for the task)."
+        None,
+        "--supernet",
+        help="Trained supernet directory (default: the cached one for the task and space, else the unified one).",
     ),
     train: bool = typer.Option(False, "--train", help="Train the supernet on the quick preset if it is missing."),
     backbone: str = typer.Option(DEFAULT_BACKBONE, "--backbone", help="Backbone whose cached supernet to use."),

@@ -139,9 +139,12 @@ def _supernet_path(config: SearchConfig, task: str) -> Path:
         if not (path / WEIGHTS_NAME).is_file():
             raise BertnasError(f"--supernet {path} is not a trained supernet directory (no {WEIGHTS_NAME})")
         return path
+    # A supernet trained for the search's own space first, else the unified one (it contains every space).
+    for space in dict.fromkeys((config.space, "unified")):
+        candidate = supernet_dir(config.backbone, task, space)
+        if (candidate / WEIGHTS_NAME).is_file():
+            return candidate
     path = supernet_dir(config.backbone, task, "unified")
-    if (path / WEIGHTS_NAME).is_file():
-        return path
     if not config.train:
         raise BertnasError(
             f"no trained supernet for {config.backbone} on {task} at {path}; train one with "
