@@ -254,6 +254,21 @@ def test_tiny_profile_predicts_end_to_end_roughly(tiny_profiles):
     assert result["samples"] == 4 and result["mape_pct"] < 60
 
 
+def test_end_to_end_timing_in_interleaved_rounds():
+    from dataclasses import replace
+
+    from bertnas.hardware.measure import measure_models
+    from bertnas.hardware.runtimes import open_runtime
+
+    rng = np.random.default_rng(12)
+    archs = [tiny_arch(rng) for _ in range(3)]
+    runtime = open_runtime("torch", 1, 1, SEQ)
+    timed = measure_models(runtime, archs, replace(FAST, rounds=3))
+    assert timed.shape == (3,) and bool(np.all(np.isfinite(timed) & (timed > 0)))
+    with pytest.raises(BertnasError, match="rounds=0"):
+        measure_models(runtime, archs, replace(FAST, rounds=0))
+
+
 # ---------------------------------------------------------------- export / import
 def test_kernels_export_benchmark_and_import(tmp_path, monkeypatch):
     from bertnas.hardware.exchange import export_kernels, import_results
@@ -305,6 +320,8 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     assert main(["profile", "predict", "--device", "pixel4", "--arch", str(bad)]) == 2
     assert main(["profile", "validate", "--device", "pixel4", "--samples", "2"]) == 2
     assert "cannot run on this machine" in capsys.readouterr().err
+    assert main(["profile", "validate", "--device", "host-cpu-torch", "--samples", "2", "--rounds", "0"]) == 2
+    assert "--rounds 0" in capsys.readouterr().err
     assert main(["profile", "measure", "--runtime", "tflite", "--name", "x", "--out", str(tmp_path / "x.yaml")]) == 2
     assert main(["profile", "import", str(tmp_path / "missing.csv"), "--name", "x", "--out", str(tmp_path / "y")]) == 2
 

@@ -18,6 +18,7 @@ app.add_typer(profile_app, name="profile")
 
 _DEVICE_HELP = "A profile name (see `bertnas devices`) or the path of a profile .yaml file."
 _BACKBONE_HELP = "Backbone whose unified space the subnets come from (repeat to mix backbones)."
+_ROUNDS_HELP = "Interleaved passes over the end-to-end subnets; the median per subnet is kept (3)."
 
 
 @app.command("devices")
@@ -74,12 +75,13 @@ def measure_command(
     calibration: int = typer.Option(
         30, "--calibration", help="Random subnets timed end to end to fit the corrections; 0: none (30)."
     ),
+    rounds: int = typer.Option(3, "--rounds", help=_ROUNDS_HELP),
     backbone: list[str] = typer.Option(["all-MiniLM-L6-v2"], "--backbone", help=_BACKBONE_HELP),
     out: Path | None = typer.Option(None, "--out", help="Write here instead of the registry."),
     force: bool = typer.Option(False, "--force", help="Replace an existing profile."),
 ) -> None:
     """Measure the kernel set on this machine (warm-up, repeats, medians) and write a profile."""
-    from bertnas.hardware.measure import GRIDS, measure_profile
+    from bertnas.hardware.measure import GRIDS, Timing, measure_profile
     from bertnas.hardware.profile import profiles_dir
     from bertnas.hardware.runtimes import RUNTIMES
     from bertnas.hardware.validate import CALIBRATION_SEED, sample_subnets
@@ -93,6 +95,7 @@ def measure_command(
     _positive(threads, "--threads")
     _positive(seq_len, "--seq-len")
     _positive(batch, "--batch")
+    _positive(rounds, "--rounds")
     if grid not in GRIDS:
         raise BertnasError(f"--grid {grid!r}: choose one of {', '.join(GRIDS)}")
     if calibration < 0:
@@ -112,6 +115,7 @@ def measure_command(
         grid=GRIDS[grid](seq_len),
         calibration=archs,
         calibration_label=label if calibration else "",
+        timing=Timing(rounds=rounds),
     )
     profile.save(target)
     typer.echo(f"wrote {target}")
@@ -150,6 +154,7 @@ def validate_command(
     device: str = typer.Option(..., "--device", help=_DEVICE_HELP),
     samples: int = typer.Option(100, "--samples", help="Random subnets to measure (100)."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed (0)."),
+    rounds: int = typer.Option(3, "--rounds", help=_ROUNDS_HELP),
     backbone: list[str] = typer.Option(["all-MiniLM-L6-v2"], "--backbone", help=_BACKBONE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (without the per-subnet points)."),
     out: Path | None = typer.Option(None, "--out", help="Also write the full result (with points) as JSON here."),
@@ -157,12 +162,14 @@ def validate_command(
     """Measure random subnets end to end and compare with the predictor: MAPE, +-10 % share, Kendall tau."""
     from bertnas.atomic import atomic_write_text
     from bertnas.hardware import load_profile
+    from bertnas.hardware.measure import Timing
     from bertnas.hardware.validate import CALIBRATION_SEED, validate
 
     _positive(samples, "--samples")
+    _positive(rounds, "--rounds")
     if seed == CALIBRATION_SEED:
         raise BertnasError(f"--seed {seed} is the seed the corrections were fitted on; choose another")
-    result = validate(load_profile(device), samples, seed=seed, backbones=backbone)
+    result = validate(load_profile(device), samples, seed=seed, backbones=backbone, timing=Timing(rounds=rounds))
     if out is not None:
         atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     summary = {k: v for k, v in result.items() if k != "points"}

@@ -3,6 +3,10 @@
 Timing (:func:`time_runner`): a few warm-up calls, then individual calls timed with
 ``perf_counter`` until both ``min_repeats`` calls and ``min_seconds`` have passed (at
 most ``max_repeats``); the median is kept, so a stray interrupt does not move it.
+End-to-end timings (calibration and validation subnets) are taken in ``rounds``
+interleaved passes over the whole set and the median per subnet is kept: on a shared
+or virtual machine the speed drifts over seconds, and one pass would put each subnet
+wholly inside one slow or fast spell.
 
 A measured profile is built in two steps (``bertnas profile measure``):
 
@@ -42,6 +46,7 @@ class Timing:
     min_repeats: int = 7
     max_repeats: int = 200
     min_seconds: float = 0.03
+    rounds: int = 1  # interleaved passes over a set of end-to-end models (measure_models)
 
 
 def time_runner(run: Callable[[], object], timing: Timing = Timing()) -> float:
@@ -151,11 +156,19 @@ def measure_kernels(
 def measure_models(
     runtime: Runtime, archs: Sequence[ArchConfig], timing: Timing = Timing(), desc: str = "subnets"
 ) -> np.ndarray:
-    """End-to-end median ms of each config on ``runtime``."""
-    results = []
-    for arch in tqdm(archs, desc=f"{desc} ({runtime.name})", unit="net"):
-        results.append(time_runner(runtime.model(arch), timing))
-    return np.asarray(results)
+    """End-to-end ms of each config on ``runtime``: the median over ``timing.rounds`` interleaved passes.
+
+    Each pass builds each model afresh (same seeded weights), so only one model is held at a time.
+    """
+    if timing.rounds < 1:
+        raise BertnasError(f"rounds={timing.rounds}: need at least one pass")
+    samples = np.zeros((timing.rounds, len(archs)))
+    with tqdm(total=samples.size, desc=f"{desc} ({runtime.name})", unit="net") as bar:
+        for round_ in range(timing.rounds):
+            for i, arch in enumerate(archs):
+                samples[round_, i] = time_runner(runtime.model(arch), timing)
+                bar.update()
+    return np.median(samples, axis=0)
 
 
 def fit_corrections(kernel_sums: np.ndarray, layers: np.ndarray, measured: np.ndarray, label: str) -> Corrections:
@@ -234,7 +247,12 @@ def measure_profile(
     )
     evidence: dict[str, object] = {
         "method": "median of timed calls after warm-up (bertnas/hardware/measure.py)",
-        "timing": {"warmup": timing.warmup, "min_repeats": timing.min_repeats, "min_seconds": timing.min_seconds},
+        "timing": {
+            "warmup": timing.warmup,
+            "min_repeats": timing.min_repeats,
+            "min_seconds": timing.min_seconds,
+            "rounds": timing.rounds,
+        },
         "grid_points": grid.points(),
         "harness_ms_subtracted": round(harness, 5),
         "kernel_seconds": round(kernel_seconds, 1),

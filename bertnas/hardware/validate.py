@@ -85,6 +85,7 @@ def validate(
         "batch": profile.batch,
         "seq_len": profile.seq_len,
         "samples": len(archs),
+        "rounds": timing.rounds,
         "seed": seed,
         "backbones": list(backbones),
         **metrics(predicted, measured),
