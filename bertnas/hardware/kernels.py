@@ -38,7 +38,7 @@ from itertools import chain
 
 import numpy as np
 
-from bertnas.arch import ArchConfig
+from bertnas.arch import ArchConfig, LayerConfig
 
 # family -> its shape axes, in table order
 FAMILIES: dict[str, tuple[str, ...]] = {
@@ -64,8 +64,9 @@ def work(family: str, shape: Sequence[np.ndarray]) -> np.ndarray:
     """The family's natural unit of work: MACs for products, elements otherwise.
 
     Analytic (calibrated) profiles price a call as ``overhead + per_unit * work``.
+    Columns (arrays) or one call's plain numbers.
     """
-    s = [np.asarray(x, dtype=np.float64) for x in shape]
+    s = [x if isinstance(x, (int, float)) else np.asarray(x, dtype=np.float64) for x in shape]
     if family == "linear":
         return s[0] * s[1] * s[2]
     if family in ("attn_scores", "attn_context"):
@@ -232,38 +233,46 @@ def reference_calls(arch: ArchConfig, seq_len: int) -> list[tuple[str, tuple[int
     """
     h = arch.hidden_size
     calls: list[tuple[str, tuple[int, ...], int]] = [("embedding", (seq_len, h), 1)]
-    norm, act = arch.norm, arch.hidden_act
     for layer, (n_in, n_out) in zip(arch.layers, arch.token_counts(seq_len), strict=True):
-        w, a, k, v, f, s = layer.inner_width(h), layer.heads, layer.qk_dim, layer.v_dim, layer.ffn_dim, layer.ffn_stack
-        if layer.bottleneck is not None:
-            calls.append(("linear", (n_in, h, w), 1))
-        calls += [
-            ("linear", (n_in, w, a * k), 2),
-            ("linear", (n_in, w, a * v), 1),
-            ("attn_scores", (n_in, a, k), 1),
-            ("softmax", (n_in, a), 1),
-            ("attn_context", (n_in, a, v), 1),
-            ("linear", (n_in, a * v, w), 1),
-            ("add", (n_in, w), 1),
-            (norm, (n_in, w), 1),
-        ]
-        if n_out < n_in:
-            calls += [("token_select", (n_in, a), 1), ("gather", (n_out, w), 1)]
-            if layer.bottleneck is not None:
-                calls.append(("gather", (n_out, h), 1))
-        calls += [
-            ("linear", (n_out, w, f), s),
-            (act, (n_out, f), s),
-            ("linear", (n_out, f, w), s),
-            ("add", (n_out, w), s),
-            (norm, (n_out, w), 1),
-        ]
-        if layer.bottleneck is not None:
-            calls += [("linear", (n_out, w, h), 1), ("add", (n_out, h), 1), (norm, (n_out, h), 1)]
+        calls += layer_reference_calls(layer, h, n_in, n_out, arch.norm, arch.hidden_act)
     if arch.pooler:
         calls.append(("classifier", (h,), 1))
     elif arch.num_labels:
         calls.append(("linear", (1, h, arch.num_labels), 1))
+    return calls
+
+
+def layer_reference_calls(
+    layer: LayerConfig, h: int, n_in: int, n_out: int, norm: str, act: str
+) -> list[tuple[str, tuple[int, ...], int]]:
+    """The kernel calls of one layer: ``(family, shape, count)`` in plain Python."""
+    w, a, k, v, f, s = layer.inner_width(h), layer.heads, layer.qk_dim, layer.v_dim, layer.ffn_dim, layer.ffn_stack
+    calls: list[tuple[str, tuple[int, ...], int]] = []
+    if layer.bottleneck is not None:
+        calls.append(("linear", (n_in, h, w), 1))
+    calls += [
+        ("linear", (n_in, w, a * k), 2),
+        ("linear", (n_in, w, a * v), 1),
+        ("attn_scores", (n_in, a, k), 1),
+        ("softmax", (n_in, a), 1),
+        ("attn_context", (n_in, a, v), 1),
+        ("linear", (n_in, a * v, w), 1),
+        ("add", (n_in, w), 1),
+        (norm, (n_in, w), 1),
+    ]
+    if n_out < n_in:
+        calls += [("token_select", (n_in, a), 1), ("gather", (n_out, w), 1)]
+        if layer.bottleneck is not None:
+            calls.append(("gather", (n_out, h), 1))
+    calls += [
+        ("linear", (n_out, w, f), s),
+        (act, (n_out, f), s),
+        ("linear", (n_out, f, w), s),
+        ("add", (n_out, w), s),
+        (norm, (n_out, w), 1),
+    ]
+    if layer.bottleneck is not None:
+        calls += [("linear", (n_out, w, h), 1), ("add", (n_out, h), 1), (norm, (n_out, h), 1)]
     return calls
 
 
@@ -273,6 +282,7 @@ __all__ = [
     "LayerTable",
     "config_calls",
     "layer_calls",
+    "layer_reference_calls",
     "reference_calls",
     "work",
 ]

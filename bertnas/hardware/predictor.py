@@ -13,8 +13,8 @@ products of per-axis linear terms, e.g. a linear layer's ``m * k * n``), extrapo
 linearly past its last points; an analytic entry is ``overhead + per_unit * work``.
 
 Speed: :meth:`LatencyPredictor.predict_many` prices a whole batch with column arrays
-(100k configs well under a second); :meth:`LatencyPredictor.predict` reuses cached
-per-layer costs, so one config costs a dictionary lookup per layer.
+(100k configs well under a second); :meth:`LatencyPredictor.predict` prices one config
+in plain Python (no numpy per call), reusing cached per-layer and per-kernel-call costs.
 """
 
 from __future__ import annotations
@@ -26,7 +26,14 @@ import numpy as np
 
 from bertnas.arch import ArchConfig, kept_tokens
 from bertnas.errors import BertnasError
-from bertnas.hardware.kernels import FAMILIES, LayerTable, config_calls, layer_calls, work
+from bertnas.hardware.kernels import (
+    FAMILIES,
+    LayerTable,
+    config_calls,
+    layer_calls,
+    layer_reference_calls,
+    work,
+)
 from bertnas.hardware.profile import AnalyticCost, HardwareProfile, KernelTable, load_profile
 
 _CACHE_LIMIT = 200_000
@@ -105,6 +112,7 @@ class _FastTable:
                 continue
             values = np.arange(int(axis[-1]) * 2 + 1, dtype=np.float64)
             self.lookup.append(self._cell(axis, values))
+        self._lists: tuple[list[float], list[tuple[list[int], list[float]] | None]] | None = None
 
     @staticmethod
     def _cell(axis: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +146,30 @@ class _FastTable:
             values = [low + frac * (high - low) for low, high in zip(values[0::2], values[1::2], strict=True)]
         return np.maximum(values[0], 0.0)
 
+    def scalar(self, shape: tuple[int, ...]) -> float:
+        """One call's cost in plain Python (a few microseconds; the same value as ``self``)."""
+        if self._lists is None:
+            cells = [None if x is None else (x[0].tolist(), x[1].tolist()) for x in self.lookup]
+            self._lists = (self.flat.tolist(), cells)
+        flat, lookup = self._lists
+        base, fracs, strides = 0, [], []
+        for d, x in enumerate(shape):
+            if d == 0 and self.exact:
+                base += (min(max(int(x), 1), self.seq_len) - 1) * self.strides[0]
+                continue
+            cells = lookup[d]
+            if cells is None:
+                continue
+            if not (isinstance(x, int) and 0 <= x < len(cells[0])):  # extrapolation: the array path
+                return float(self([np.array([v]) for v in shape])[0])
+            base += cells[0][x] * self.strides[d]
+            fracs.append(cells[1][x])
+            strides.append(self.strides[d])
+        values = [flat[base + o] for o in _offsets(strides)]
+        for frac in reversed(fracs):
+            values = [low + frac * (high - low) for low, high in zip(values[0::2], values[1::2], strict=True)]
+        return max(values[0], 0.0)
+
 
 def _offsets(strides: list[int]) -> list[int]:
     """Flat offsets of the 2^d corners, the last axis varying fastest."""
@@ -154,6 +186,7 @@ class LatencyPredictor:
         self.profile = profile
         self._layer_cache: dict[tuple, float] = {}
         self._model_cache: dict[tuple, float] = {}
+        self._call_cache: dict[tuple, float] = {}
         self._fast: dict[tuple[str, int], _FastTable] = {}
 
     def _cost(self, family: str, shape: Sequence[np.ndarray], seq_len: int) -> np.ndarray:
@@ -211,37 +244,56 @@ class LatencyPredictor:
 
     # ------------------------------------------------------------------ single config
     def predict(self, arch: ArchConfig, seq_len: int | None = None) -> float:
-        """Latency in ms of one config; per-layer costs are cached across calls."""
+        """Latency in ms of one config, in plain Python.
+
+        Costs are cached per layer and per kernel call, so a search re-pricing known
+        layers pays a dictionary lookup per layer, and a new layer mostly reuses kernel
+        shapes priced before (a call's cost is interpolated once).
+        """
         seq_len = self._seq_len(seq_len)
         h, norm, act = arch.hidden_size, arch.norm, arch.hidden_act
+        if len(self._layer_cache) > _CACHE_LIMIT or len(self._call_cache) > _CACHE_LIMIT:
+            self._layer_cache.clear()
+            self._call_cache.clear()
         total, n_in = 0.0, seq_len
-        missing = False
         for layer in arch.layers:
             n_out = min(n_in, kept_tokens(layer.retention, seq_len))
-            cost = self._layer_cache.get((layer, h, n_in, n_out, norm, act, seq_len))
+            key = (layer, h, n_in, n_out, norm, act, seq_len)
+            cost = self._layer_cache.get(key)
             if cost is None:
-                missing = True
-                break
+                calls = layer_reference_calls(layer, h, n_in, n_out, norm, act)
+                cost = self._layer_cache[key] = self._calls_ms(calls, seq_len)
             total += cost
             n_in = n_out
         model_key = (h, arch.pooler, arch.num_labels, seq_len)
         model_cost = self._model_cache.get(model_key)
-        if missing or model_cost is None:
-            return self._predict_and_cache(arch, seq_len)
-        return float(self._correct(np.float64(total + model_cost), np.int64(len(arch.layers))))
+        if model_cost is None:
+            calls = [("embedding", (seq_len, h), 1)]
+            if arch.pooler:
+                calls.append(("classifier", (h,), 1))
+            elif arch.num_labels:
+                calls.append(("linear", (1, h, arch.num_labels), 1))
+            model_cost = self._model_cache[model_key] = self._calls_ms(calls, seq_len)
+        c = self.profile.corrections
+        return c.scale * (total + model_cost) + c.per_layer_ms * len(arch.layers) + c.per_model_ms
 
-    def _predict_and_cache(self, arch: ArchConfig, seq_len: int) -> float:
-        table = LayerTable.from_archs([arch], seq_len)
-        layer_ms = self._layer_ms(table)
-        model_ms = float(self._config_ms(table)[0])
-        if len(self._layer_cache) > _CACHE_LIMIT:
-            self._layer_cache.clear()
-        h, norm, act = arch.hidden_size, arch.norm, arch.hidden_act
-        for layer, n_in, n_out, cost in zip(arch.layers, table.n_in, table.n_out, layer_ms, strict=True):
-            self._layer_cache[(layer, h, int(n_in), int(n_out), norm, act, seq_len)] = float(cost)
-        self._model_cache[(h, arch.pooler, arch.num_labels, seq_len)] = model_ms
-        total = float(layer_ms.sum()) + model_ms
-        return float(self._correct(np.float64(total), np.int64(len(arch.layers))))
+    def _calls_ms(self, calls: list[tuple[str, tuple[int, ...], int]], seq_len: int) -> float:
+        """Summed cost of kernel calls, each call's cost cached by (family, shape)."""
+        total = 0.0
+        for family, shape, count in calls:
+            key = (family, shape, seq_len)
+            cost = self._call_cache.get(key)
+            if cost is None:
+                entry = self.profile.kernels[family]
+                if isinstance(entry, AnalyticCost):
+                    cost = entry.overhead_ms + entry.ms_per_unit * float(work(family, shape))
+                else:
+                    if (family, seq_len) not in self._fast:
+                        self._fast[(family, seq_len)] = _FastTable(entry, FAMILIES[family][0] == "tokens", seq_len)
+                    cost = self._fast[(family, seq_len)].scalar(shape)
+                self._call_cache[key] = cost
+            total += count * cost
+        return total
 
     def breakdown(self, arch: ArchConfig, seq_len: int | None = None) -> dict[str, object]:
         """Per-layer and per-part costs of one config (for `bertnas profile predict`)."""
