@@ -3,12 +3,15 @@
     GLUE_DIR=/work/shared/data/glue python benchmarks/bench_search.py [--evaluations 100]
         [--supernet DIR] [--teacher DIR] [--device pixel4] [--threads 2] [--runs DIR]
 
-Five searches on the same trained supernet, each stopped at the same number of
+Seven searches on the same trained supernet, each stopped at the same number of
 accuracy-evaluated trials (suggestions rejected for being over budget do not count):
 
 1. the unified space with NSGA-II (the default search),
 2. the unified space with random search,
-3. to 5. the DynaBERT-, PoWER-BERT- and schuBERT-only spaces with NSGA-II.
+3. to 5. the DynaBERT-, PoWER-BERT- and schuBERT-only spaces with NSGA-II,
+6. the unified space with NSGA-II started from the full model and the DynaBERT grid
+   (``--seed-references``),
+7. the same with half the full latency as its budget.
 
 Figures: the hypervolume of each front (dev accuracy vs. predicted latency on the
 device) against the fixed reference point (accuracy 0.5 = chance on SST-2, latency =
