@@ -448,7 +448,7 @@ class ElasticBert(nn.Module):
 
     @classmethod
     def _load_saved(cls, path: Path, data: dict[str, Any]) -> ElasticBert:
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer, BertConfig
 
         supernet = cls(SupernetConfig.from_dict(data))
         weights = path / WEIGHTS_NAME
@@ -460,5 +460,7 @@ class ElasticBert(nn.Module):
             first_line = str(error).splitlines()[0]
             raise BertnasError(f"{weights}: weights do not match {CONFIG_NAME} ({first_line})") from None
         if (path / "tokenizer_config.json").is_file() or (path / "vocab.txt").is_file():
-            supernet.tokenizer = AutoTokenizer.from_pretrained(str(path))
+            # config= keeps transformers from reading our config.json (model_type bertnas-supernet) and
+            # warning about it; tokenizer_config.json names the class, BertConfig is only the fallback.
+            supernet.tokenizer = AutoTokenizer.from_pretrained(str(path), config=BertConfig())
         return supernet.eval()
