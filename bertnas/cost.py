@@ -46,7 +46,7 @@ them is the latency predictors' job). In fvcore's terms:
 - softmax, GELU, the pooler's tanh (``aten::softmax``, ``aten::gelu``, ``aten::tanh``;
   ReLU is on fvcore's ignore list);
 - token significance (``aten::mean``, ``aten::sum``, ``aten::diagonal``, ``aten::fill_``)
-  and selection (``aten::topk``, ``aten::sort``, ``aten::ceil``, ``aten::minimum``,
+  and selection (``aten::topk``, ``aten::sort``, ``aten::minimum``,
   ``aten::lt``; ``gather``, ``masked_fill`` and views are on fvcore's ignore list);
 - dropout (off at inference).
 

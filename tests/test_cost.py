@@ -41,7 +41,6 @@ EXCLUDED_UNSUPPORTED = {
     "aten::fill_",  # token significance
     "aten::topk",
     "aten::sort",
-    "aten::ceil",
     "aten::minimum",
     "aten::lt",  # token selection
 }

@@ -127,6 +127,40 @@ def test_onnx_retention_parity_on_padded_batches_of_any_shape(batch, tmp_path):
         assert np.abs(alone - together[row : row + 1]).max() < 1e-4
 
 
+def test_onnx_kept_counts_equal_kept_tokens_for_every_length(tmp_path):
+    """The exported graph keeps exactly kept_tokens(r, n) tokens: no float rounding on the way.
+
+    Regression: 0.56 x 25 kept 15 tokens in ONNX (the float epsilon was dropped by the
+    exporter) and 0.7 x 40 kept 29 (integer division exported as float32).
+    """
+    import onnxruntime
+
+    from bertnas.arch import kept_tokens
+    from bertnas.model.retention import kept_counts
+
+    rng = random.Random(0)
+    retentions = [0.56, 0.7, 0.504, 0.6, 0.1, 0.333333, 0.999999, 0.000001] + [
+        round(rng.uniform(0.05, 1.0), 6) for _ in range(12)
+    ]
+
+    class Counts(torch.nn.Module):
+        def forward(self, mask: torch.Tensor) -> torch.Tensor:
+            lengths = mask.sum(dim=1)
+            return torch.stack([kept_counts(r, lengths, lengths) for r in retentions], dim=1)
+
+    path = tmp_path / "counts.onnx"
+    mask = torch.ones(2, 8, dtype=torch.long)
+    dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("tokens", max=4096)}
+    torch.onnx.export(Counts(), (mask,), str(path), dynamo=True, dynamic_shapes=(dims,), verbose=False)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    lengths = np.arange(1, 513)
+    masks = (np.arange(512)[None, :] < lengths[:, None]).astype(np.int64)
+    (got,) = session.run(None, {session.get_inputs()[0].name: masks})
+    expected = np.array([[kept_tokens(r, int(n)) for r in retentions] for n in lengths])
+    assert np.array_equal(got, expected)
+    assert np.array_equal(Counts()(torch.from_numpy(masks)).numpy(), expected)
+
+
 def test_onnx_runner_errors(tmp_path):
     with pytest.raises(BertnasError, match="does not exist"):
         OnnxModel(tmp_path / "missing.onnx")

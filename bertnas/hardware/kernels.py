@@ -38,7 +38,7 @@ from itertools import chain
 
 import numpy as np
 
-from bertnas.arch import ArchConfig, LayerConfig
+from bertnas.arch import RETENTION_SCALE, ArchConfig, LayerConfig
 
 # family -> its shape axes, in table order
 FAMILIES: dict[str, tuple[str, ...]] = {
@@ -136,11 +136,9 @@ class LayerTable:
         h = hidden[config]
         # kept_tokens() vectorised; retention is validated non-increasing, so a layer's kept
         # count is its own kept_tokens and the next layer's input.
-        n_out = np.where(
-            retention >= 1.0,
-            seq_len,
-            np.clip(np.ceil(retention * seq_len - 1e-9), 1, seq_len),
-        ).astype(np.int64)
+        units = np.rint(retention * RETENTION_SCALE).astype(np.int64)
+        kept = np.clip((units * seq_len + RETENTION_SCALE - 1) // RETENTION_SCALE, 1, seq_len)
+        n_out = np.where(retention >= 1.0, seq_len, kept).astype(np.int64)
         n_in = np.empty_like(n_out)
         if total:
             n_in[1:] = n_out[:-1]

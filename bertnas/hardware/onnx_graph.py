@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from bertnas.arch import ArchConfig
+from bertnas.arch import ArchConfig, kept_tokens
 
 OPSET = 17
 _FLOAT = TensorProto.FLOAT
@@ -216,7 +216,7 @@ def kernel_model(family: str, shape: tuple[int, ...], batch: int = 1, seq_len: i
         out = b.activation(b.input("x", (batch, t, w)), family)
     elif family == "token_select":
         t, a = shape
-        kept = max(1, math.ceil(0.8 * t - 1e-9))
+        kept = kept_tokens(0.8, t)
         out = b.op("Cast", [b.select(b.input("probs", (batch, a, t, t)), t, kept)], to=_FLOAT)
     elif family == "gather":
         t, w = shape

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from bertnas.arch import RETENTION_SCALE, retention_units
+
 
 def token_significance(probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Attention received per token.
@@ -42,11 +44,13 @@ def kept_counts(retention: float, lengths: torch.Tensor, current: torch.Tensor) 
     ``lengths`` are the examples' original real lengths (retention is relative to them);
     ``current`` are the real tokens still present, which a count never exceeds.
     """
-    # A float64 tensor, not a Python float: exported graphs store bare scalars as float32
-    # (0.6 -> 0.6000000238), which would turn ceil(25 * 0.6) into 16.
-    factor = torch.tensor(retention, dtype=torch.float64, device=lengths.device)
-    wanted = torch.ceil(lengths.to(torch.float64) * factor - 1e-9).clamp(min=1).to(torch.long)
-    return torch.minimum(wanted, current)
+    # Integers only: exported graphs store bare float scalars as float32 and drop a float
+    # epsilon, so a float rule keeps 15 of 25 tokens at 0.56 in ONNX and 14 in PyTorch. And
+    # `//`, not torch.div(rounding_mode=...): the exporter turns the latter into float32
+    # division, which rounds (40 * 700000 + 999999) / 10**6 up to 29.
+    units = retention_units(retention)
+    wanted = (lengths.to(torch.long) * units + (RETENTION_SCALE - 1)) // RETENTION_SCALE
+    return torch.minimum(wanted.clamp(min=1), current)
 
 
 def select_tokens(
