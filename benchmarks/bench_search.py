@@ -3,7 +3,7 @@
     GLUE_DIR=/work/shared/data/glue python benchmarks/bench_search.py [--evaluations 100]
         [--supernet DIR] [--teacher DIR] [--device pixel4] [--threads 2] [--runs DIR]
 
-Seven searches on the same trained supernet, each stopped at the same number of
+Eight searches on the same trained supernet, each stopped at the same number of
 accuracy-evaluated trials (suggestions rejected for being over budget do not count):
 
 1. the unified space with NSGA-II (the default search),
@@ -11,7 +11,8 @@ accuracy-evaluated trials (suggestions rejected for being over budget do not cou
 3. to 5. the DynaBERT-, PoWER-BERT- and schuBERT-only spaces with NSGA-II,
 6. the unified space with NSGA-II started from the full model and the DynaBERT grid
    (``--seed-references``),
-7. the same with half the full latency as its budget.
+7. the same with half the full latency as its budget,
+8. the same started from the fronts of searches 3 to 5 as well (``--seed-from``).
 
 Figures: the hypervolume of each front (dev accuracy vs. predicted latency on the
 device) against the fixed reference point (accuracy 0.5 = chance on SST-2, latency =
@@ -54,7 +55,10 @@ SEARCHES = [
     ("unified", "nsga2+references"),
     # ... with the budget at half the full model's latency: how a user would search for the 50 % point
     ("unified", "nsga2+references@50%"),
+    # ... started from the references and the fronts of searches 3 to 5 as well (--seed-from)
+    ("unified", "nsga2+fronts@50%"),
 ]
+SUB_SPACES = ("dynabert", "powerbert", "schubert")
 REF_METRIC = 0.5  # chance accuracy on SST-2 (balanced binary)
 
 
@@ -102,17 +106,19 @@ def main() -> None:
     for space, label in selected:
         sampler, _, percent = label.partition("@")
         budget_ms = full_ms * (float(percent.rstrip("%")) / 100 if percent else 1.0)
-        seeded = sampler.endswith("+references")
+        sampler, _, seeds = sampler.partition("+")
         slug = label.replace("+", "-").replace("@", "-at-").replace("%", "pct")
         out = Path(args.runs) / f"{space}-{slug}-{args.evaluations}-seed{args.seed}"
+        fronts = [str(Path(args.runs) / f"{s}-nsga2-{args.evaluations}-seed{args.seed}") for s in SUB_SPACES]
         config = SearchConfig(
             task="sst2",
             budgets_ms={args.device: budget_ms},
             space=space,
             supernet=args.supernet,
             trials=args.evaluations,
-            sampler=sampler.removesuffix("+references"),
-            seed_references=seeded,
+            sampler=sampler,
+            seed_references=seeds in ("references", "fronts"),
+            seed_from=fronts if seeds == "fronts" else [],
             seed=args.seed,
             out=str(out),
             references=(space, label) == SEARCHES[0],

@@ -379,6 +379,37 @@ def test_rejected_subnets_are_never_evaluated(env, budgets, tmp_path, monkeypatc
     assert sorted(evaluated) == sorted(trials.loc[trials["state"] == "COMPLETE", "arch_hash"])
 
 
+def test_study_seeded_from_another_runs_front(env, budgets, tmp_path):
+    """--seed-from: a unified search starts from a PoWER-BERT-only run's front, in its order."""
+    from bertnas.arch import ArchConfig
+    from bertnas.space import load_space
+    from bertnas.supernet import ElasticBert
+
+    budgets_ms = {DEVICE_A: budgets[DEVICE_A][1] * 100}
+    first = _config(env, tmp_path / "powerbert", budgets_ms, space="powerbert", trials=5, sampler="random")
+    run_search(first, progress=False)
+    front = SearchRun.open(tmp_path / "powerbert").pareto(DEVICE_A, budgets_ms[DEVICE_A])
+    assert len(front) >= 1
+    supernet = ElasticBert.from_pretrained(env["supernet"])
+    space = load_space("unified").bind(supernet.limits, backbone=supernet.config.backbone)
+    expected = [space.to_values(ArchConfig.from_json(text)) for text in front["config"]]
+    trials = len(expected) + 2
+    seeded = _config(
+        env, tmp_path / "unified", budgets_ms, trials=trials, sampler="random", seed_from=[str(tmp_path / "powerbert")]
+    )
+    run_search(seeded, progress=False)
+    frame = SearchRun.open(tmp_path / "unified").trials.sort_values("number")
+    got = [space.to_values(ArchConfig.from_json(c)) for c in frame["config"].head(len(expected))]
+    assert got == expected and (frame["state"] == "COMPLETE").sum() == trials
+
+
+def test_seed_from_a_directory_that_is_not_a_run_is_refused_before_anything_is_written(env, budgets, tmp_path):
+    config = _config(env, tmp_path / "run", {DEVICE_A: budgets[DEVICE_A][1]}, seed_from=[str(tmp_path)])
+    with pytest.raises(BertnasError, match="not a search run directory"):
+        run_search(config, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_seeded_study_starts_from_the_references(env, budgets, tmp_path):
     from bertnas.arch import ArchConfig
     from bertnas.search.evaluate import reference_archs

@@ -49,6 +49,9 @@ class SearchConfig:
     # Start a new study with the full model and the DynaBERT grid as its first trials, so the
     # front is never worse than DynaBERT's on the same supernet (costs up to 13 evaluations).
     seed_references: bool = False
+    # Start a new study with the Pareto fronts of earlier runs (e.g. of sub-space searches on the
+    # same supernet): their configs that this space contains are its first trials.
+    seed_from: list[str] = field(default_factory=list)
     glue_dir: str | None = None
     eval_device: str = "cpu"
     command: list[str] = field(default_factory=list)
@@ -62,6 +65,11 @@ class SearchConfig:
             raise BertnasError("no device given; pass --device NAME --budget 60ms")
         if self.population is not None and self.population < 2:
             raise BertnasError(f"population {self.population} must be at least 2")
+        if isinstance(self.seed_from, str) or not all(isinstance(p, str) for p in self.seed_from):
+            raise BertnasError(f"seed_from={self.seed_from!r} must be a list of run directories")
+        for path in self.seed_from:
+            if not (Path(path) / "run.json").is_file():
+                raise BertnasError(f"--seed-from {path} is not a search run directory (no run.json)")
 
     @property
     def devices(self) -> list[str]:

@@ -22,6 +22,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from bertnas.arch import ArchConfig
 from bertnas.errors import BertnasError
 from bertnas.search.budget import format_ms
 from bertnas.search.config import SearchConfig
@@ -181,20 +182,35 @@ def best_feasible(study: optuna.Study, objectives: Objectives) -> tuple[float, f
     return best
 
 
-def seed_with_references(study: optuna.Study, context: SearchContext) -> int:
-    """Enqueue the full model and DynaBERT's grid as a new study's first trials; how many.
+def seed_study(study: optuna.Study, context: SearchContext) -> int:
+    """Enqueue a new study's first trials; how many.
 
-    The unified space contains them, so a search that starts from them can only improve
-    on DynaBERT's front; over-budget ones are rejected like any other candidate.
+    With ``seed_references``: the full model and DynaBERT's grid (the unified space
+    contains them, so the search can only improve on DynaBERT's front). With
+    ``seed_from``: the Pareto front, on this search's first device and budget, of each
+    earlier run (e.g. the PoWER-BERT-only search: its retention-only points are hard for
+    a search over every dimension to find). Configs the space does not contain are
+    skipped; over-budget ones are rejected like any other candidate.
     """
-    space = context.space
-    queued = 0
-    for arch in reference_archs(space, context.evaluator.supernet.full_arch()).values():
-        if queued >= context.config.trials:
+    config, space = context.config, context.space
+    archs: list[ArchConfig] = []
+    if config.seed_references:
+        archs += reference_archs(space, context.evaluator.supernet.full_arch()).values()
+    device = config.devices[0]
+    for path in config.seed_from:
+        front = SearchRun.open(path).pareto(device, config.budgets_ms[device])
+        archs += [ArchConfig.from_json(text) for text in front["config"] if isinstance(text, str)]
+    queued = outside = 0
+    for arch in archs:
+        if queued >= config.trials:
             break  # never more queued trials than the study will run
         if space.contains(arch):
             study.enqueue_trial(space.to_values(arch), skip_if_exists=True)
             queued += 1
+        else:
+            outside += 1
+    if outside:
+        print(f"seeding: {outside} of {len(archs)} configs are outside space {space.name!r}; skipped", file=sys.stderr)
     return queued
 
 
@@ -207,8 +223,8 @@ def run_local(context: SearchContext, progress: bool = True) -> optuna.Study:
     sampler_seed = config.seed + before
     sampler = make_sampler(config.sampler, sampler_seed, context.space, config.population)
     study, resumed = open_study(storage, context.study_name, context.objectives, sampler, context.identity)
-    if not resumed and config.seed_references:
-        seed_with_references(study, context)
+    if not resumed and (config.seed_references or config.seed_from):
+        seed_study(study, context)
     context.identity["sessions"] = context.identity.get("sessions", []) + [
         {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "trials_before": before, "sampler_seed": sampler_seed}
     ]

@@ -52,7 +52,7 @@ from bertnas.search.driver import (
     finalize,
     prepare,
     report_progress,
-    seed_with_references,
+    seed_study,
 )
 from bertnas.search.evaluate import Candidate, measurement
 from bertnas.search.study import make_sampler, open_storage, open_study
@@ -268,8 +268,8 @@ class RayTrialLoop:
         sampler_seed = config.seed + before  # as the local backend: a resumed study draws new numbers
         sampler = make_sampler(config.sampler, sampler_seed, context.space, config.population)
         study, resumed = open_study(storage, context.study_name, context.objectives, sampler, context.identity)
-        if not resumed and config.seed_references:
-            seed_with_references(study, context)
+        if not resumed and (config.seed_references or config.seed_from):
+            seed_study(study, context)
         workers = _worker_count(self.options)
         context.identity["sessions"] = context.identity.get("sessions", []) + [
             {
