@@ -403,6 +403,12 @@ def test_study_seeded_from_another_runs_front(env, budgets, tmp_path):
     assert got == expected and (frame["state"] == "COMPLETE").sum() == trials
 
 
+def test_seed_from_must_be_a_list_of_run_directories(env, budgets, tmp_path):
+    config = _config(env, tmp_path / "run", {DEVICE_A: budgets[DEVICE_A][1]}, seed_from=str(tmp_path))
+    with pytest.raises(BertnasError, match="must be a list of run directories"):
+        config.validate()
+
+
 def test_seed_from_a_directory_that_is_not_a_run_is_refused_before_anything_is_written(env, budgets, tmp_path):
     config = _config(env, tmp_path / "run", {DEVICE_A: budgets[DEVICE_A][1]}, seed_from=[str(tmp_path)])
     with pytest.raises(BertnasError, match="not a search run directory"):

@@ -233,11 +233,17 @@ def reference_calls(arch: ArchConfig, seq_len: int) -> list[tuple[str, tuple[int
     calls: list[tuple[str, tuple[int, ...], int]] = [("embedding", (seq_len, h), 1)]
     for layer, (n_in, n_out) in zip(arch.layers, arch.token_counts(seq_len), strict=True):
         calls += layer_reference_calls(layer, h, n_in, n_out, arch.norm, arch.hidden_act)
+    return calls + head_reference_calls(arch)
+
+
+def head_reference_calls(arch: ArchConfig) -> list[tuple[str, tuple[int, ...], int]]:
+    """The classifier head's kernel calls (pooler + tanh + linear, or the linear alone)."""
+    h = arch.hidden_size
     if arch.pooler:
-        calls.append(("classifier", (h,), 1))
-    elif arch.num_labels:
-        calls.append(("linear", (1, h, arch.num_labels), 1))
-    return calls
+        return [("classifier", (h,), 1)]
+    if arch.num_labels:
+        return [("linear", (1, h, arch.num_labels), 1)]
+    return []
 
 
 def layer_reference_calls(
@@ -279,6 +285,7 @@ __all__ = [
     "MATMUL_FAMILIES",
     "LayerTable",
     "config_calls",
+    "head_reference_calls",
     "layer_calls",
     "layer_reference_calls",
     "reference_calls",

@@ -30,6 +30,7 @@ from bertnas.hardware.kernels import (
     FAMILIES,
     LayerTable,
     config_calls,
+    head_reference_calls,
     layer_calls,
     layer_reference_calls,
     work,
@@ -194,10 +195,14 @@ class LatencyPredictor:
         entry = self.profile.kernels[family]
         if isinstance(entry, AnalyticCost):
             return entry.overhead_ms + entry.ms_per_unit * work(family, shape)
+        return self._table(family, seq_len)(shape)
+
+    def _table(self, family: str, seq_len: int) -> _FastTable:
+        """The family's measured table, prepared once per sequence length."""
         key = (family, seq_len)
         if key not in self._fast:
-            self._fast[key] = _FastTable(entry, FAMILIES[family][0] == "tokens", seq_len)
-        return self._fast[key](shape)
+            self._fast[key] = _FastTable(self.profile.kernels[family], FAMILIES[family][0] == "tokens", seq_len)
+        return self._fast[key]
 
     # ------------------------------------------------------------------ batch path
     def kernel_sums(self, archs: Sequence[ArchConfig], seq_len: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -268,11 +273,7 @@ class LatencyPredictor:
         model_key = (h, arch.pooler, arch.num_labels, seq_len)
         model_cost = self._model_cache.get(model_key)
         if model_cost is None:
-            calls = [("embedding", (seq_len, h), 1)]
-            if arch.pooler:
-                calls.append(("classifier", (h,), 1))
-            elif arch.num_labels:
-                calls.append(("linear", (1, h, arch.num_labels), 1))
+            calls = [("embedding", (seq_len, h), 1), *head_reference_calls(arch)]
             model_cost = self._model_cache[model_key] = self._calls_ms(calls, seq_len)
         c = self.profile.corrections
         return c.scale * (total + model_cost) + c.per_layer_ms * len(arch.layers) + c.per_model_ms
@@ -288,9 +289,7 @@ class LatencyPredictor:
                 if isinstance(entry, AnalyticCost):
                     cost = entry.overhead_ms + entry.ms_per_unit * float(work(family, shape))
                 else:
-                    if (family, seq_len) not in self._fast:
-                        self._fast[(family, seq_len)] = _FastTable(entry, FAMILIES[family][0] == "tokens", seq_len)
-                    cost = self._fast[(family, seq_len)].scalar(shape)
+                    cost = self._table(family, seq_len).scalar(shape)
                 self._call_cache[key] = cost
             total += count * cost
         return total
