@@ -143,9 +143,8 @@ class ArchConfig:
                     f"{previous_index}: list kept layers in backbone order, each once"
                 )
             if layer.bottleneck is not None:
+                # May exceed hidden_size: an inverted bottleneck, as in MobileBERT's IB-BERT teacher.
                 _positive_int(f"{where}.bottleneck", layer.bottleneck)
-                if layer.bottleneck > self.hidden_size:
-                    raise BertnasError(f"{where}.bottleneck={layer.bottleneck} exceeds hidden_size={self.hidden_size}")
             r = layer.retention
             if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 < r <= 1.0:
                 raise BertnasError(f"{where}.retention={r!r} must be a number in (0, 1]")

@@ -140,7 +140,7 @@ def test_dimension_names_order_and_choices():
     assert names[:7] == ["hidden_size", "heads.0", "qk_dim.0", "v_dim.0", "ffn_dim.0", "ffn_stack.0", "bottleneck.0"]
     assert names[7:10] == ["retention.0", "keep.1", "heads.1"]
     assert "keep.0" not in names and len(names) == 1 + 5 + 6 * 7
-    assert space.choices("hidden_size") == (192, 240, 288, 336, 384)
+    assert space.choices("hidden_size") == (154, 192, 240, 288, 336, 384)
     assert space.choices("heads.3") == (3, 6, 9, 12)
     assert space.choices("bottleneck.5") == (96, 192, None)
     assert space.choices("keep.2") == (False, True)
@@ -158,8 +158,8 @@ def test_largest_smallest_full():
         (12, 1536, 4, None, 1.0)
     }
     (layer,) = smallest.layers
-    assert (smallest.hidden_size, layer.heads, layer.qk_dim, layer.ffn_dim, layer.ffn_stack) == (192, 3, 16, 384, 1)
-    assert (layer.bottleneck, layer.retention) == (96, 0.6)
+    assert (smallest.hidden_size, layer.heads, layer.qk_dim, layer.ffn_dim, layer.ffn_stack) == (154, 3, 16, 384, 1)
+    assert (layer.bottleneck, layer.retention) == (96, 0.5)
     assert np.all(space.encode(largest) == 1.0)
     assert set(space.encode(smallest).tolist()) == {0.0, -1.0}
     assert full.hash() == full_arch(MINILM).hash() and space.contains(full)
@@ -348,7 +348,6 @@ def error_of(path, limits: ArchLimits = MINILM) -> str:
         # Checked at bind time, still with the line of the field.
         ("name: x\ndepth:\n  rule: per_layer\n  always_keep: [0, 6]\n", 4, "depth.always_keep: layer 6 does not"),
         ("layer:\n  heads: {absolute: [16, 8]}\n", 2, "layer.heads: 16 exceeds the backbone's heads 12"),
-        ("hidden_size: [1.0, 0.25]\nlayer:\n  bottleneck: [0.5]\n", 3, "layer.bottleneck: bottleneck 192 is wider"),
     ],
 )
 def test_malformed_space_files_report_file_line_and_field(tmp_path, text, line, fragment):
@@ -371,6 +370,21 @@ def test_load_space_by_name_path_and_directory_override(tmp_path, monkeypatch):
     assert "mine" in list_spaces() and "unified" in list_spaces()
     with pytest.raises(BertnasError, match="does not exist"):
         load_space(str(tmp_path / "absent.yaml"))
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+@pytest.mark.parametrize("family", ["dynabert", "powerbert", "schubert", "mobilebert"])
+def test_unified_space_contains_every_family_space(family, backbone):
+    """Each family's space file is a sub-space of unified.yaml, so a unified search (and
+    a supernet trained on it) can reach every point a family search can."""
+    limits = BACKBONES[backbone]
+    unified, sub = bound("unified", limits), bound(family, limits)
+    shared = {dim.name for dim in unified.dimensions}
+    for dim in sub.dimensions:
+        if dim.name in shared:  # DynaBERT's width/depth multipliers have no unified twin
+            assert set(dim.choices) <= set(unified.choices(dim.name)), dim.name
+    for arch in [sub.largest(), sub.smallest(), *sub.sample_many(200, seed=5)]:
+        assert unified.contains(arch), arch.to_json()
 
 
 def test_all_shipped_spaces_bind_to_both_backbones():

@@ -108,14 +108,6 @@ class SearchSpace:
             # Two fractions may resolve to one size on a small backbone: keep it once.
             self._choices[base] = tuple(sorted(set(resolved), key=_size_order))
 
-        bottlenecks = [b for b in self._choices["bottleneck"] if b is not None]
-        if bottlenecks and max(bottlenecks) > min(self._choices["hidden_size"]):
-            raise spec.error(
-                "layer.bottleneck",
-                f"bottleneck {max(bottlenecks)} is wider than the smallest hidden_size choice "
-                f"{min(self._choices['hidden_size'])}; use smaller bottlenecks or larger hidden sizes",
-            )
-
         self._kept_by_depth: dict[float, tuple[int, ...]] = {}
         if spec.depth_rule == "dynabert":
             # Largest multiplier first, so two multipliers keeping the same layers keep the larger.
