@@ -10,6 +10,7 @@ import csv
 import json
 import random
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -258,3 +259,19 @@ def test_export_fails_loudly_when_the_metric_differs_from_the_search(env, tmp_pa
     assert not out.exists()
     with pytest.raises(BertnasError, match="--format"):
         export_models(env / "supernet", [candidate], out, _options(env, formats=("tflite",)), predictors={})
+
+
+def test_measured_comparison_flags_a_profile_from_another_cpu():
+    """host-cpu-onnxruntime describes the CPU it was measured on; elsewhere the export says so."""
+    from bertnas.hardware import load_predictor
+    from bertnas.hardware.measure import host_description
+    from bertnas.hardware.predictor import LatencyPredictor
+
+    shipped_file = Path(__file__).parents[1] / "hardware_profiles" / f"{package.MEASURE_PROFILE}.yaml"
+    shipped = load_predictor(shipped_file).profile
+    here = LatencyPredictor(replace(shipped, host={**shipped.host, "cpu": host_description()["cpu"]}))
+    elsewhere = LatencyPredictor(replace(shipped, host={**shipped.host, "cpu": "Some Other CPU 9000"}))
+    assert package._measure_note(here) is None
+    note = package._measure_note(elsewhere)
+    assert "measured on Some Other CPU 9000" in note and "bertnas profile measure" in note
+    assert "no host-cpu-onnxruntime profile" in package._measure_note(None)

@@ -91,6 +91,8 @@ def export_command(
             )
         else:
             typer.echo(f"measured with onnxruntime on this machine; predictions of profile {profile} in manifest.csv")
+            if manifest["models"][0]["measured"].get("note"):
+                typer.echo(f"note: {manifest['models'][0]['measured']['note']}", err=True)
 
 
 def _run_seq_len(info: dict, device: str) -> int:

@@ -249,7 +249,7 @@ def _export_one(
             "provenance": _provenance(measure) if measure is not None else None,
             "threads": options.threads,
             "machine": _machine(),
-            "note": None if measure is not None else f"no {MEASURE_PROFILE} profile is installed to compare with",
+            "note": _measure_note(measure),
         }
     entry["parity"] = parity
     return entry
@@ -301,6 +301,23 @@ def _provenance(predictor: Any) -> str | None:
     ]
     details = [detail for detail in details if detail]
     return f"{provenance} ({', '.join(details)})" if details else str(provenance)
+
+
+def _measure_note(measure: Any | None) -> str | None:
+    """Why the measured-vs-predicted comparison may not mean what it seems, or None."""
+    if measure is None:
+        return f"no {MEASURE_PROFILE} profile is installed to compare with"
+    from bertnas.hardware.measure import host_description
+
+    profiled = str((getattr(getattr(measure, "profile", None), "host", None) or {}).get("cpu") or "")
+    here = host_description()["cpu"]
+    if profiled and profiled != here:
+        # A measured profile describes one CPU; another CPU model makes the ratio a machine comparison.
+        return (
+            f"{MEASURE_PROFILE} was measured on {profiled}, this machine is {here}: re-measure it here "
+            f"(bertnas profile measure --runtime onnxruntime --name {MEASURE_PROFILE} --force) to compare"
+        )
+    return None
 
 
 def _machine() -> str:
