@@ -84,15 +84,16 @@ def export_command(
             f"{predicted:>12.2f} {shown:>12}"
         )
     if manifest["models"] and "measured" in manifest["models"][0]:
-        profile = manifest["models"][0]["measured"]["profile"]
-        if manifest["models"][0]["measured"]["predicted_ms"] is None:
+        first = manifest["models"][0]["measured"]
+        if first["predicted_ms"] is None:
             typer.echo(
                 f"note: no {MEASURE_PROFILE} profile installed; measured latencies have no prediction beside them"
             )
         else:
+            profile = first["profile"]
             typer.echo(f"measured with onnxruntime on this machine; predictions of profile {profile} in manifest.csv")
-            if manifest["models"][0]["measured"].get("note"):
-                typer.echo(f"note: {manifest['models'][0]['measured']['note']}", err=True)
+            if first.get("note"):
+                typer.echo(f"note: {first['note']}", err=True)
 
 
 def _run_seq_len(info: dict, device: str) -> int:
