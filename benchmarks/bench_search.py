@@ -18,14 +18,14 @@ accuracy-evaluated trials (suggestions rejected for being over budget do not cou
 Figures: the hypervolume of each front (dev accuracy vs. predicted latency on the
 device) against the fixed reference point (accuracy 0.5 = chance on SST-2, latency =
 the full model's predicted latency), reported raw (accuracy x ms) and as a fraction of
-the box ``(1 - 0.5) x full latency``; the best unified-space subnet at no more than 50 %
+the box ``(1 - 0.5) x full latency``; each search's best subnet at no more than 50 %
 of the full model's latency and its accuracy loss against the fine-tuned teacher (goal:
 at most 1 point); each search's wall time on ``--threads`` cores and how many of its
 evaluations were fresh (the others came from the shared evaluation cache).
 
-The budget of every search is the full model's latency, so the whole trade-off is
-searched; a last search (``@50%``) has half of it as its budget, the way a user looking
-for the 50 % point would search (its hypervolume covers only that half). Writes
+The budget of searches 1 to 6 is the full model's latency, so the whole trade-off is
+searched; searches 7 to 9 (``@50%``) have half of it as their budget, the way a user
+looking for the 50 % point would search (their hypervolume covers only that half). Writes
 benchmarks/results/search_sst2.json after every search and prints markdown.
 """
 
