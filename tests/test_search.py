@@ -234,6 +234,7 @@ def test_fronts_for_two_devices_without_evaluation(two_device_run, monkeypatch, 
         raise AssertionError("a front rebuild must not evaluate")
 
     monkeypatch.setattr(evaluate_module, "evaluate_model", no_evaluation)
+    monkeypatch.setattr(evaluate_module, "evaluate_predictions", no_evaluation)
     run = SearchRun.open(out)
     tighter = (budgets[DEVICE_B][0] + budgets_ms[DEVICE_B]) / 2
     front = run.pareto(DEVICE_B, tighter)
@@ -259,7 +260,7 @@ def test_resume_continues_to_the_requested_count(env, budgets, tmp_path):
         run_search(_config(env, tmp_path / "run", other, trials=7, sampler="random", study="s"), progress=False)
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "evolution"])
+@pytest.mark.parametrize("sampler", ["tpe", "evolution", "surrogate"])
 def test_other_samplers(env, budgets, tmp_path, sampler):
     budgets_ms = {DEVICE_A: budgets[DEVICE_A][1]}
     result = run_search(_config(env, tmp_path / "run", budgets_ms, trials=7, population=3, sampler=sampler), False)
@@ -441,3 +442,52 @@ def test_seeded_study_starts_from_the_references(env, budgets, tmp_path):
     run_search(_config(env, tmp_path / "run", budgets_ms, trials=trials + 2, sampler="random", seed_references=True))
     again = SearchRun.open(tmp_path / "run").trials
     assert len(again) == trials + 2
+
+
+def test_multi_fidelity_search_prunes_only_dominated_subnets(env, budgets, tmp_path):
+    from bertnas.search.evaluate import BOUND_ATTR, PRUNED_FRONT
+
+    budgets_ms = {DEVICE_A: budgets[DEVICE_A][1]}
+    config = _config(env, tmp_path / "run", budgets_ms, trials=10, sampler="random", fidelity=0.5)
+    result = run_search(config, progress=False)
+    study = SearchRun.open(tmp_path / "run").study()
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    stopped = [t for t in study.trials if t.user_attrs.get("status") == PRUNED_FRONT]
+    for trial in stopped:  # each stop was dominated by a subnet evaluated before it
+        latency = trial.user_attrs[latency_column(DEVICE_A)]
+        earlier = [t for t in done if t.number < trial.number and t.values[1] <= latency]
+        assert earlier and max(t.values[0] for t in earlier) >= trial.user_attrs[BOUND_ATTR]
+        assert 0 < trial.user_attrs["eval_fraction"] < 1
+    assert result["counts"]["pruned_multi_fidelity"] == len(stopped)
+    assert len(done) + int(sum(t.user_attrs["eval_fraction"] for t in stopped)) >= 10
+
+
+def test_fronts_carry_the_baseline_and_degenerate_flags(two_device_run):
+    from bertnas.export.selection import select_candidates
+
+    out, result, budgets_ms = two_device_run
+    baseline = json.loads((out / "baseline.json").read_text())
+    assert baseline["kind"] == "majority class" and 0.5 <= baseline["score"] <= 1.0
+    assert result["baseline"] == baseline
+    trials = SearchRun.open(out).trials
+    done = trials[trials["state"] == "COMPLETE"]
+    assert done["degenerate"].notna().all()
+    device = next(iter(budgets_ms))
+    written = json.loads((out / f"pareto_{device}.json").read_text())
+    assert written["baseline"] == baseline
+    assert written["degenerate_points"] == sum(p["degenerate"] for p in written["points"])
+    run = SearchRun.open(out)
+    flagged = done[done["degenerate"].astype(bool)]
+    if not flagged.empty:  # a random tiny supernet: some subnets predict one class
+        number = int(flagged.iloc[0]["number"])
+        with pytest.raises(BertnasError, match="degenerate"):
+            select_candidates(run, device, f"trial:{number}")
+        assert select_candidates(run, device, f"trial:{number}", allow_degenerate=True)[0].trial == number
+    exported = {c.trial for c in select_candidates(run, device, "pareto", allow_degenerate=True)}
+    try:
+        kept = {c.trial for c in select_candidates(run, device, "pareto")}
+    except BertnasError as error:
+        assert "constant output" in str(error)
+        kept = set()
+    front = {p["trial"]: p["degenerate"] for p in written["points"]}
+    assert kept == {t for t in exported if not front[t]}

@@ -164,13 +164,13 @@ def test_evaluation_is_cached(teacher, glue_dir, tmp_path):
     calls = []
     import bertnas.training.evaluate as evaluate_module
 
-    original = evaluate_module.evaluate_model
+    original = evaluate_module.evaluate_predictions
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    evaluate_module.evaluate_model = counting
+    evaluate_module.evaluate_predictions = counting
     try:
         reopened = SubnetEvaluator.open(out, glue_dir=str(glue_dir))  # a new process would do the same
         second = reopened.evaluate(arch)
@@ -180,4 +180,4 @@ def test_evaluation_is_cached(teacher, glue_dir, tmp_path):
         assert reopened.evaluate(smaller)["cached"] is False
         assert calls == [1]
     finally:
-        evaluate_module.evaluate_model = original
+        evaluate_module.evaluate_predictions = original

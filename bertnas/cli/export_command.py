@@ -21,6 +21,9 @@ def export_command(
     glue_dir: str | None = typer.Option(None, "--glue-dir", help="GLUE data (default: the run's, else GLUE_DIR)."),
     warmup: int = typer.Option(10, "--warmup", help="Untimed onnxruntime runs before measuring."),
     repeats: int = typer.Option(50, "--repeats", help="Timed onnxruntime runs (the median is reported)."),
+    allow_degenerate: bool = typer.Option(
+        False, "--allow-degenerate", help="Also export subnets whose predictions are constant (normally left out)."
+    ),
 ) -> None:
     """Export the selected subnets of RUN: weights, config, tokenizer, model.onnx, model card, manifest."""
     from bertnas.errors import BertnasError
@@ -35,7 +38,7 @@ def export_command(
     format_list = tuple(part.strip() for part in formats.split(",") if part.strip())
     search = SearchRun.open(run)
     info = search.info
-    candidates = select_candidates(search, device, select)
+    candidates = select_candidates(search, device, select, allow_degenerate=allow_degenerate)
 
     supernet_dir = supernet or Path(info["supernet"])
     if not (supernet_dir / WEIGHTS_NAME).is_file():

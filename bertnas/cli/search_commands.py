@@ -40,7 +40,16 @@ def search_command(
     train: bool = typer.Option(False, "--train", help="Train the supernet on the quick preset if it is missing."),
     backbone: str = typer.Option(DEFAULT_BACKBONE, "--backbone", help="Backbone whose cached supernet to use."),
     trials: int = typer.Option(100, "--trials", help="Accuracy-evaluated trials to reach (a resume continues)."),
-    sampler: str = typer.Option("nsga2", "--sampler", help="nsga2 | tpe | random | evolution."),
+    sampler: str = typer.Option(
+        "nsga2",
+        "--sampler",
+        help="nsga2 | tpe | random | evolution | surrogate (family-seeded, predictor-screened; docs/search.md).",
+    ),
+    multi_fidelity: float | None = typer.Option(
+        None,
+        "--multi-fidelity",
+        help="Score this share of the data first (e.g. 0.3); finish only subnets that could reach the front.",
+    ),
     seed: int = typer.Option(0, "--seed"),
     storage: str | None = typer.Option(None, "--storage", help="Optuna storage URL (default: RUN/study.db)."),
     study: str | None = typer.Option(None, "--study", help="Study name (default: from task, space, budgets, seed)."),
@@ -87,6 +96,7 @@ def search_command(
         seq_len=seq_len,
         dev_subset=dev_subset,
         population=population,
+        fidelity=multi_fidelity,
         references=references,
         seed_references=seed_references,
         seed_from=list(seed_from or []),
@@ -141,10 +151,12 @@ def pareto_command(
     budget_ms = parse_budget(budget) if budget is not None else search_run.budgets_ms.get(device)
     front = search_run.write_front(device, budget_ms) if write else search_run.pareto(device, budget_ms)
     points = front_points(front, device)
+    baseline = search_run.baseline
     if as_json:
-        typer.echo(json.dumps({"device": device, "budget_ms": budget_ms, "points": points}, indent=2))
+        payload = {"device": device, "budget_ms": budget_ms, "baseline": baseline, "points": points}
+        typer.echo(json.dumps(payload, indent=2))
         return
-    typer.echo(_front_table(device, budget_ms, search_run.metric_name, points))
+    typer.echo(_front_table(device, budget_ms, search_run.metric_name, points, baseline=baseline))
 
 
 def _backend(name: str, address: str | None, workers: int | None, gpus_per_trial: float) -> Any:
@@ -181,21 +193,39 @@ def _run(config: Any, as_json: bool, ray_options: Any = None) -> None:
     )
     for device, front in result["fronts"].items():
         typer.echo("")
-        typer.echo(_front_table(device, front["budget_ms"], result["metric"], front["points"], front["full_model"]))
+        typer.echo(
+            _front_table(
+                device, front["budget_ms"], result["metric"], front["points"], front["full_model"], result["baseline"]
+            )
+        )
 
 
 def _front_table(
-    device: str, budget_ms: float | None, metric: str, points: list[dict], full: dict | None = None
+    device: str,
+    budget_ms: float | None,
+    metric: str,
+    points: list[dict],
+    full: dict | None = None,
+    baseline: dict | None = None,
 ) -> str:
     budget = "no budget" if budget_ms is None else f"budget {budget_ms:g} ms"
     lines = [f"Pareto front on {device} ({budget}, {len(points)} points)"]
     header = f"{'trial':>6}  {metric:>10}  {'latency ms':>10}  {'MMACs':>9}  {'params M':>8}"
     lines += [header, "-" * len(header)]
     for p in points:
+        flag = "  DEGENERATE: constant predictions" if p.get("degenerate") else ""
         lines.append(
             f"{p['trial']:>6}  {p['metric']:>10.4f}  {p['latency_ms']:>10.2f}  {p['macs'] / 1e6:>9.1f}  "
-            f"{p['params'] / 1e6:>8.2f}"
+            f"{p['params'] / 1e6:>8.2f}{flag}"
         )
     if full is not None:
         lines.append(f"{'full':>6}  {full['metric']:>10.4f}  {full['latency_ms']:>10.2f}  (reference: the backbone)")
+    if baseline is not None:
+        lines.append(f"{'floor':>6}  {baseline['score']:>10.4f}  {'':>10}  (reference: {baseline['kind']}, no model)")
+        degenerate = sum(bool(p.get("degenerate")) for p in points)
+        if degenerate:
+            lines.append(
+                f"warning: {degenerate} of {len(points)} front points predict one constant output; "
+                "they are not recommended (export needs --allow-degenerate)"
+            )
     return "\n".join(lines)

@@ -14,13 +14,17 @@ from bertnas.export.package import Candidate
 SELECT_HELP = "pareto (the device's front under its budget), trial:N, or best-under:40ms"
 
 
-def select_candidates(run: Any, device: str, select: str) -> list[Candidate]:
+def select_candidates(run: Any, device: str, select: str, allow_degenerate: bool = False) -> list[Candidate]:
     """Candidates from ``run`` (a :class:`bertnas.search.run.SearchRun`) on ``device``.
 
     ``pareto``: the device's front under the search's budget for it (no budget if the
     search did not target the device), fastest first. ``trial:N``: one evaluated trial.
     ``best-under:X``: the best metric among evaluated trials predicted at most X on the
     device (ties: the faster one).
+
+    Degenerate subnets (constant predictions on the evaluation data) are never
+    recommended: ``pareto`` leaves them out, ``best-under`` skips them and ``trial:N``
+    refuses one, unless ``allow_degenerate``.
     """
     from bertnas.search.budget import format_ms, parse_budget
     from bertnas.search.objectives import latency_column
@@ -29,6 +33,15 @@ def select_candidates(run: Any, device: str, select: str) -> list[Candidate]:
     column = latency_column(device)
     if select == "pareto":
         rows = run.pareto(device)
+        if not allow_degenerate and not rows.empty:
+            flagged = _degenerate(rows)
+            if flagged.all():
+                raise BertnasError(
+                    f"every point of the {device} front of {run.directory} predicts one constant output "
+                    "(degenerate: no better than ignoring the input); train the supernet longer or with another "
+                    "recipe, or pass --allow-degenerate to export them anyway"
+                )
+            rows = rows[~flagged]
         if rows.empty:
             budget = run.budgets_ms.get(device)
             raise BertnasError(
@@ -47,10 +60,17 @@ def select_candidates(run: Any, device: str, select: str) -> list[Candidate]:
                 f"--select {select}: trial {number} was not evaluated (state {rows.iloc[0]['state']}); "
                 "pick an evaluated trial (see trials.csv)"
             )
+        if not allow_degenerate and _degenerate(rows).iloc[0]:
+            raise BertnasError(
+                f"--select {select}: trial {number} is degenerate (one constant prediction for every example); "
+                "pick another trial, or pass --allow-degenerate to export it anyway"
+            )
     elif select.startswith("best-under:"):
         budget = parse_budget(select.removeprefix("best-under:"))
         trials = run.with_device(device)
         done = trials[(trials["state"] == "COMPLETE") & trials["metric"].notna() & (trials[column] <= budget)]
+        if not allow_degenerate:
+            done = done[~_degenerate(done)]
         if done.empty:
             fastest = trials.loc[trials["state"] == "COMPLETE", column].min()
             hint = f" (the fastest evaluated trial is {format_ms(fastest)} there)" if pd.notna(fastest) else ""
@@ -61,6 +81,12 @@ def select_candidates(run: Any, device: str, select: str) -> list[Candidate]:
     else:
         raise BertnasError(f"--select {select!r} is not understood; use {SELECT_HELP}")
     return [_candidate(row) for _, row in rows.iterrows()]
+
+
+def _degenerate(rows: pd.DataFrame) -> pd.Series:
+    if "degenerate" not in rows.columns:
+        return pd.Series(False, index=rows.index)
+    return rows["degenerate"].map(lambda value: bool(value) if value is not None and not pd.isna(value) else False)
 
 
 def _trial_number(select: str) -> int:

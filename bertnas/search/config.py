@@ -44,7 +44,10 @@ class SearchConfig:
     out: str | None = None
     seq_len: int | None = None
     dev_subset: int | None = None  # evaluate on the first N dev examples (faster, noisier)
-    population: int | None = None  # NSGA-II / evolution population size
+    population: int | None = None  # NSGA-II / evolution / surrogate population size
+    # Multi-fidelity: score this share of the evaluation data first and finish only subnets that
+    # could still reach the front (accuracy and F1 tasks; others are always evaluated in full).
+    fidelity: float | None = None
     references: bool = True  # evaluate the full model and DynaBERT grid for the plot
     # Start a new study with the full model and the DynaBERT grid as its first trials, so the
     # front is never worse than DynaBERT's on the same supernet (costs up to 13 evaluations).
@@ -63,6 +66,8 @@ class SearchConfig:
             raise BertnasError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if not self.budgets_ms:
             raise BertnasError("no device given; pass --device NAME --budget 60ms")
+        if self.fidelity is not None and not 0.0 < self.fidelity < 1.0:
+            raise BertnasError(f"--multi-fidelity {self.fidelity} must be a fraction between 0 and 1 (e.g. 0.3)")
         if self.population is not None and self.population < 2:
             raise BertnasError(f"population {self.population} must be at least 2")
         if isinstance(self.seed_from, str) or not all(isinstance(p, str) for p in self.seed_from):
@@ -126,6 +131,8 @@ def load_study_file(path: str | Path) -> SearchConfig:
             budgets[str(device)] = parse_budget(budget)
         except BertnasError as error:
             raise BertnasError(f"{where(str(device))}: {error}") from None
+    if "fidelity" in data and (isinstance(data["fidelity"], bool) or not isinstance(data["fidelity"], (int, float))):
+        raise BertnasError(f"{where('fidelity')}: fidelity must be a fraction, got {data['fidelity']!r}")
     for key in ("trials", "seed", "seq_len", "dev_subset", "population"):
         if key in data and data[key] is not None and (isinstance(data[key], bool) or not isinstance(data[key], int)):
             raise BertnasError(f"{where(key)}: {key} must be an integer, got {data[key]!r}")

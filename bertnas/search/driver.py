@@ -26,10 +26,18 @@ from bertnas.arch import ArchConfig
 from bertnas.errors import BertnasError
 from bertnas.search.budget import format_ms
 from bertnas.search.config import SearchConfig
-from bertnas.search.evaluate import TrialEvaluator, reference_archs, reference_points
+from bertnas.search.evaluate import (
+    FRACTION_ATTR,
+    PRUNED_FRONT,
+    STATUS_ATTR,
+    TrialEvaluator,
+    reference_archs,
+    reference_points,
+)
 from bertnas.search.files import atomic_write_text
 from bertnas.search.objectives import Objectives, latency_column
 from bertnas.search.run import (
+    BASELINE_JSON,
     REFERENCES_JSON,
     RUN_JSON,
     STUDY_DB,
@@ -114,7 +122,7 @@ def prepare(config: SearchConfig) -> SearchContext:
         "objectives": objectives.to_dict(),
         "seq_len": {d: config.seq_len or p.profile.seq_len for d, p in predictors.items()},
     }
-    trial_evaluator = TrialEvaluator(space, evaluator, predictors, objectives, config.seq_len)
+    trial_evaluator = TrialEvaluator(space, evaluator, predictors, objectives, config.seq_len, config.fidelity)
     study_name = config.study or config.default_study_name()
     return SearchContext(
         config,
@@ -163,11 +171,41 @@ def _supernet_path(config: SearchConfig, task: str) -> Path:
     return path
 
 
+def context_sampler(context: SearchContext, sampler_seed: int) -> optuna.samplers.BaseSampler:
+    """The search's sampler. The surrogate sampler seeds each trial by (seed, trial number) and
+    keeps its state in the study, so it keeps the search's own seed when a study is resumed."""
+    config = context.config
+    if config.sampler != "surrogate":
+        return make_sampler(config.sampler, sampler_seed, context.space, config.population)
+    references = reference_archs(context.space, context.space.full()).values()
+    return make_sampler(
+        "surrogate",
+        config.seed,
+        context.space,
+        config.population,
+        latency_ms=context.trial_evaluator.latencies,
+        budgets=context.objectives.budgets,
+        references=list(references),
+    )
+
+
 def count_states(study: optuna.Study) -> dict[str, int]:
     counts = {state.name: 0 for state in TrialState}
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name] += 1
     return counts
+
+
+def evaluation_units(study: optuna.Study) -> int:
+    """Accuracy evaluations spent: evaluated trials, plus the shares of the evaluation data that
+    multi-fidelity stops scored (rounded down), so ``--trials`` bounds the work either way."""
+    complete, partial = 0, 0.0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if trial.state == TrialState.COMPLETE:
+            complete += 1
+        elif trial.user_attrs.get(STATUS_ATTR) == PRUNED_FRONT:
+            partial += float(trial.user_attrs.get(FRACTION_ATTR, 0.0))
+    return complete + int(partial)
 
 
 def best_feasible(study: optuna.Study, objectives: Objectives) -> tuple[float, float] | None:
@@ -221,14 +259,14 @@ def run_local(context: SearchContext, progress: bool = True) -> optuna.Study:
     before = _existing_trials(storage, context.study_name)
     # A resumed study gets a new sampler seed, so its random draws do not repeat the first session's.
     sampler_seed = config.seed + before
-    sampler = make_sampler(config.sampler, sampler_seed, context.space, config.population)
+    sampler = context_sampler(context, sampler_seed)
     study, resumed = open_study(storage, context.study_name, context.objectives, sampler, context.identity)
     if not resumed and (config.seed_references or config.seed_from):
         seed_study(study, context)
     context.identity["sessions"] = context.identity.get("sessions", []) + [
         {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "trials_before": before, "sampler_seed": sampler_seed}
     ]
-    done = count_states(study)["COMPLETE"]
+    done = evaluation_units(study)
     if done >= config.trials:
         return study
     bar = tqdm(
@@ -237,6 +275,12 @@ def run_local(context: SearchContext, progress: bool = True) -> optuna.Study:
     state = {"rejected_in_a_row": 0, "gave_up": False, "last_table": done}
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state == TrialState.PRUNED and trial.user_attrs.get(STATUS_ATTR) == PRUNED_FRONT:
+            # a multi-fidelity stop: counts as the share of an evaluation it cost
+            complete, state["last_table"] = report_progress(bar, study, context, state["last_table"])
+            if complete >= config.trials:
+                study.stop()
+            return
         if trial.state == TrialState.PRUNED:
             state["rejected_in_a_row"] += 1
             if state["rejected_in_a_row"] >= MAX_REJECTIONS_IN_A_ROW:
@@ -265,7 +309,7 @@ def report_progress(bar: Any, study: optuna.Study, context: SearchContext, last_
     """After told trials: advance ``bar`` to the evaluated count, show the best feasible point, and
     rewrite trials.csv every ``TABLE_EVERY`` evaluations; ``(evaluated, evaluated at the last table)``."""
     counts = count_states(study)
-    complete = counts["COMPLETE"]
+    complete = evaluation_units(study)
     bar.update(complete - bar.n)
     best = best_feasible(study, context.objectives)
     postfix = {"rejected": counts["PRUNED"]}
@@ -297,10 +341,14 @@ def finalize(context: SearchContext, study: optuna.Study, wall_time_s: float | N
         archs = reference_archs(context.space, context.evaluator.supernet.full_arch())
         references = reference_points(archs, context.evaluator, context.predictors, config.seq_len)
         atomic_write_text(run_dir / REFERENCES_JSON, json.dumps(references, indent=2) + "\n")
+    baseline = context.evaluator.baseline()
+    atomic_write_text(run_dir / BASELINE_JSON, json.dumps(baseline, indent=2) + "\n")
     fronts = {}
     for device, budget in objectives.budgets.items():
         provenance = _provenance(context.predictors[device])
-        front = write_front_files(run_dir, trials, device, budget, objectives.metric.name, references, provenance)
+        front = write_front_files(
+            run_dir, trials, device, budget, objectives.metric.name, references, provenance, baseline=baseline
+        )
         fronts[device] = front
     write_trials(run_dir, trials)
     counts = count_states(study)
@@ -323,12 +371,15 @@ def finalize(context: SearchContext, study: optuna.Study, wall_time_s: float | N
         "trials_requested": config.trials,
         "counts": {
             "evaluated": counts["COMPLETE"],
-            "rejected": counts["PRUNED"],
+            "rejected": counts["PRUNED"] - int((trials["status"] == PRUNED_FRONT).sum()),
+            "pruned_multi_fidelity": int((trials["status"] == PRUNED_FRONT).sum()),
             "failed": counts["FAIL"],
             "running_or_interrupted": counts["RUNNING"],
             "distinct_configs_evaluated": int(trials.loc[trials["state"] == "COMPLETE", "arch_hash"].nunique()),
+            "degenerate": int(trials["degenerate"].fillna(False).astype(bool).sum()),
         },
         "evaluation": context.identity["evaluation"],
+        "baseline": baseline,
         "seq_len": context.identity["seq_len"],
         "seq_len_override": config.seq_len,
         "wall_time_s": round(wall, 2),
@@ -354,6 +405,7 @@ def summary(
         "study": info["study"],
         "storage": info["storage"],
         "metric": info["metric"],
+        "baseline": info.get("baseline"),
         "counts": info["counts"],
         "wall_time_s": info["wall_time_s"],
         "fronts": {},

@@ -31,6 +31,11 @@ STATUS_ATTR = "status"
 CONFIG_ATTR = "config"
 REJECTED = "rejected: over every latency budget"
 EVALUATED = "evaluated"
+PRUNED_FRONT = "pruned: could not reach the front"
+#: Multi-fidelity trial attributes: best final metric still possible, partial metric, share evaluated.
+BOUND_ATTR = "metric_bound"
+PARTIAL_ATTR = "metric_partial"
+FRACTION_ATTR = "eval_fraction"
 
 
 class LatencyPredictor(Protocol):
@@ -60,11 +65,39 @@ def measurement(result: dict[str, Any]) -> dict[str, Any]:
         "macs": int(result["macs"]),
         "params": int(result["params"]),
         "cached": bool(result.get("cached", False)),
+        "degenerate": bool(result.get("degenerate", False)),
     }
 
 
+class FrontPruner(optuna.pruners.BasePruner):
+    """Multi-fidelity pruning for a (metric, latency) study: prune a trial whose best still
+    possible metric (user attribute ``metric_bound``) is weakly dominated by an evaluated,
+    feasible trial, i.e. one at most as slow with at least that metric. With an exact bound
+    (accuracy, F1) a pruned trial could never have joined the front."""
+
+    def __init__(self, device: str) -> None:
+        self.column = latency_column(device)
+
+    def prune(self, study: optuna.Study, trial: Any) -> bool:
+        bound = trial.user_attrs.get(BOUND_ATTR)
+        latency = trial.user_attrs.get(self.column)
+        if bound is None or latency is None:
+            return False
+        for done in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            if not all(c <= 0 for c in done.constraints.values()):
+                continue
+            if done.values[0] >= bound and done.values[1] <= latency:
+                return True
+        return False
+
+
 class TrialEvaluator:
-    """Turns an Optuna trial into objective values: suggest, predict, reject or evaluate, record."""
+    """Turns an Optuna trial into objective values: suggest, predict, reject or evaluate, record.
+
+    With ``fidelity`` (a fraction in (0, 1)), a deployable subnet is first scored on that
+    share of the evaluation data and finished only if it could still reach the front
+    (:class:`FrontPruner`); otherwise the trial is PRUNED with status :data:`PRUNED_FRONT`.
+    """
 
     def __init__(
         self,
@@ -73,6 +106,7 @@ class TrialEvaluator:
         predictors: Mapping[str, LatencyPredictor],
         objectives: Objectives,
         seq_len: int | None = None,
+        fidelity: float | None = None,
     ) -> None:
         missing = [d for d in objectives.devices if d not in predictors]
         if missing:
@@ -82,6 +116,8 @@ class TrialEvaluator:
         self.predictors = dict(predictors)
         self.objectives = objectives
         self.seq_len = seq_len  # None: each profile's own sequence length
+        self.fidelity = fidelity
+        self.pruner = FrontPruner(objectives.devices[0])
 
     def latencies(self, arch: ArchConfig) -> dict[str, float]:
         """Predicted latency in ms of ``arch`` on every device."""
@@ -113,7 +149,7 @@ class TrialEvaluator:
 
     def finish(self, trial: optuna.Trial, candidate: Candidate, record: dict[str, Any]) -> list[float]:
         """Record a :meth:`measure` result (computed here or on a remote worker); the objective values."""
-        for key in ("metric", "metrics", "macs", "params", "cached"):
+        for key in ("metric", "metrics", "macs", "params", "cached", "degenerate"):
             trial.set_user_attr(key, record[key])
         trial.set_user_attr(STATUS_ATTR, EVALUATED)
         return self.objectives.values(record["metric"], candidate.latency_ms)
@@ -121,7 +157,20 @@ class TrialEvaluator:
     def __call__(self, trial: optuna.Trial) -> list[float]:
         """Objective values for ``trial``; raises :class:`optuna.TrialPruned` when rejected."""
         candidate = self.begin(trial)
-        return self.finish(trial, candidate, self.measure(candidate))
+        if self.fidelity is None:
+            return self.finish(trial, candidate, self.measure(candidate))
+
+        def could_reach(bound: float) -> bool:
+            trial.set_user_attr(BOUND_ATTR, bound)
+            return not self.pruner.prune(trial.study, trial)
+
+        result = self.accuracy.evaluate_staged(candidate.arch, self.fidelity, could_reach)
+        if result.get("pruned"):
+            trial.set_user_attr(PARTIAL_ATTR, result["partial_score"])
+            trial.set_user_attr(FRACTION_ATTR, result["fraction"])
+            trial.set_user_attr(STATUS_ATTR, PRUNED_FRONT)
+            raise optuna.TrialPruned(f"{PRUNED_FRONT} (at most {result['bound']:.4f})")
+        return self.finish(trial, candidate, measurement(result))
 
 
 def reference_archs(space: SearchSpace, full: ArchConfig) -> dict[str, ArchConfig]:
@@ -149,6 +198,7 @@ def reference_points(
             {
                 "label": label,
                 "metric": float(result["score"]),
+                "degenerate": bool(result.get("degenerate", False)),
                 "macs": int(result["macs"]),
                 "params": int(result["params"]),
                 "config": arch.to_json(),

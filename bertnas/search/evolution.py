@@ -18,15 +18,14 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution
-from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from bertnas.search.planned import PlannedSampler
 from bertnas.space import SearchSpace
 
 
-class EvolutionSampler(BaseSampler):
+class EvolutionSampler(PlannedSampler):
     """Regularized evolution over a :class:`SearchSpace`; use with ``space.suggest(trial)``."""
 
     def __init__(
@@ -37,38 +36,10 @@ class EvolutionSampler(BaseSampler):
         crossover_prob: float = 0.5,
         seed: int | None = None,
     ) -> None:
-        self.space = space
+        super().__init__(space, seed)
         self.population_size = population_size
         self.sample_size = sample_size
         self.crossover_prob = crossover_prob
-        self.seed = seed
-        self._random = RandomSampler(seed=seed)
-        self._plans: dict[int, dict[str, Any]] = {}
-
-    def reseed_rng(self) -> None:
-        self._random.reseed_rng()
-
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return {}
-
-    def sample_relative(
-        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-    ) -> dict[str, Any]:
-        return {}
-
-    def sample_independent(
-        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
-    ) -> Any:
-        plan = self._plans.get(trial.number)
-        if plan is None:
-            plan = self._plans[trial.number] = self._plan(study, trial.number)
-        value = plan.get(param_name)
-        if isinstance(param_distribution, CategoricalDistribution) and value in param_distribution.choices:
-            return value
-        return self._random.sample_independent(study, trial, param_name, param_distribution)
-
-    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
-        self._plans.pop(trial.number, None)
 
     def _plan(self, study: optuna.Study, number: int) -> dict[str, Any]:
         """The child's full value dict, or {} (random) while the population is filling."""

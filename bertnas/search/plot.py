@@ -26,12 +26,34 @@ def plot_front(
     references: list[dict[str, Any]] | None,
     path: str | Path,
     title: str | None = None,
+    baseline: dict[str, Any] | None = None,
 ) -> None:
-    """Write the PNG at ``path`` atomically."""
+    """Write the PNG at ``path`` atomically. ``baseline``: the input-ignoring score, drawn as a
+    horizontal line; degenerate subnets (constant predictions) are drawn as crosses."""
     column = latency_column(device)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     done = trials[(trials["state"] == "COMPLETE") & trials["metric"].notna()]
-    ax.scatter(done[column], done["metric"], s=12, color="#9aa5b1", alpha=0.7, label="evaluated subnets")
+    flags = done["degenerate"] if "degenerate" in done.columns else pd.Series(False, index=done.index)
+    flags = flags.fillna(False).astype(bool)
+    ax.scatter(
+        done.loc[~flags, column],
+        done.loc[~flags, "metric"],
+        s=12,
+        color="#9aa5b1",
+        alpha=0.7,
+        label="evaluated subnets",
+    )
+    if flags.any():
+        ax.scatter(
+            done.loc[flags, column],
+            done.loc[flags, "metric"],
+            s=18,
+            marker="x",
+            color="#6c757d",
+            label="degenerate (constant predictions)",
+        )
+    if baseline is not None:
+        ax.axhline(baseline["score"], color="#6c757d", linestyle=":", linewidth=1, label=f"{baseline['kind']} baseline")
     if not front.empty:
         ax.step(front[column], front["metric"], where="post", color="#d1495b", linewidth=1.2)
         ax.scatter(front[column], front["metric"], s=28, color="#d1495b", zorder=3, label="Pareto front")

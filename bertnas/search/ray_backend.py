@@ -48,6 +48,7 @@ from bertnas.search.driver import (
     MAX_REJECTIONS_IN_A_ROW,
     SearchContext,
     _existing_trials,
+    context_sampler,
     count_states,
     finalize,
     prepare,
@@ -55,7 +56,7 @@ from bertnas.search.driver import (
     seed_study,
 )
 from bertnas.search.evaluate import Candidate, measurement
-from bertnas.search.study import make_sampler, open_storage, open_study
+from bertnas.search.study import open_storage, open_study
 
 #: Trial user attribute: which worker (node id, process id) evaluated the trial.
 WORKER_ATTR = "ray_worker"
@@ -266,7 +267,7 @@ class RayTrialLoop:
         storage = open_storage(context.storage_url)
         before = _existing_trials(storage, context.study_name)
         sampler_seed = config.seed + before  # as the local backend: a resumed study draws new numbers
-        sampler = make_sampler(config.sampler, sampler_seed, context.space, config.population)
+        sampler = context_sampler(context, sampler_seed)
         study, resumed = open_study(storage, context.study_name, context.objectives, sampler, context.identity)
         if not resumed and (config.seed_references or config.seed_from):
             seed_study(study, context)
@@ -415,6 +416,8 @@ def run_search_ray(
 
     options = options or RayOptions()
     options.validate()
+    if config.fidelity is not None:
+        raise BertnasError("--multi-fidelity runs on the local backend only for now; drop it or use --backend local")
     context = prepare(config)
     started = connect(options)
     try:

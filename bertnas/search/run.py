@@ -40,7 +40,19 @@ STUDY_DB = "study.db"
 REFERENCES_JSON = "references.json"
 TRIALS_CSV = "trials.csv"
 TRIALS_PARQUET = "trials.parquet"
-BASE_COLUMNS = ["number", "state", "status", "metric", "macs", "params", "cached", "arch_hash", "duration_s"]
+BASE_COLUMNS = [
+    "number",
+    "state",
+    "status",
+    "metric",
+    "degenerate",
+    "macs",
+    "params",
+    "cached",
+    "arch_hash",
+    "duration_s",
+]
+BASELINE_JSON = "baseline.json"
 
 
 def trials_frame(study: optuna.Study, devices: Iterable[str]) -> pd.DataFrame:
@@ -55,6 +67,7 @@ def trials_frame(study: optuna.Study, devices: Iterable[str]) -> pd.DataFrame:
             "state": trial.state.name,
             "status": attrs.get(STATUS_ATTR, "running" if trial.state.name == "RUNNING" else trial.state.name.lower()),
             "metric": attrs.get("metric"),
+            "degenerate": attrs.get("degenerate"),
             "macs": attrs.get("macs"),
             "params": attrs.get("params"),
             "cached": attrs.get("cached"),
@@ -83,8 +96,14 @@ def write_front_files(
     metric_name: str,
     references: list[dict[str, Any]] | None,
     provenance: str | None = None,
+    baseline: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """``pareto_<device>.csv``, ``.json`` and ``.png`` under ``budget_ms``; returns the front."""
+    """``pareto_<device>.csv``, ``.json`` and ``.png`` under ``budget_ms``; returns the front.
+
+    ``baseline`` (:func:`bertnas.training.evaluate.baseline_metrics`) is the score of a model
+    that ignores its input; it goes into the JSON and the plot, and front points whose
+    predictions are constant are marked ``degenerate``.
+    """
     front = pareto_front(trials, device, budget_ms)
     _atomic_write_csv(front, directory / f"pareto_{device}.csv")
     latency_columns = [c for c in trials.columns if c.startswith("latency_ms.")]
@@ -94,6 +113,7 @@ def write_front_files(
             {
                 "trial": int(row["number"]),
                 "metric": float(row["metric"]),
+                "degenerate": _flag(row.get("degenerate")),
                 "latency_ms": {c.removeprefix("latency_ms."): _float(row[c]) for c in latency_columns},
                 "macs": _int(row["macs"]),
                 "params": _int(row["params"]),
@@ -106,10 +126,14 @@ def write_front_files(
         "budget_ms": budget_ms,
         "metric": metric_name,
         "latency_provenance": provenance,
+        "baseline": baseline,
+        "degenerate_points": sum(point["degenerate"] for point in points),
         "points": points,
     }
     atomic_write_text(directory / f"pareto_{device}.json", json.dumps(payload, indent=2) + "\n")
-    plot_front(trials, front, device, budget_ms, metric_name, references, directory / f"pareto_{device}.png")
+    plot_front(
+        trials, front, device, budget_ms, metric_name, references, directory / f"pareto_{device}.png", baseline=baseline
+    )
     return front
 
 
@@ -120,6 +144,7 @@ def front_points(front: pd.DataFrame, device: str) -> list[dict[str, Any]]:
         {
             "trial": int(row["number"]),
             "metric": float(row["metric"]),
+            "degenerate": _flag(row.get("degenerate")),
             "latency_ms": float(row[column]),
             "macs": int(row["macs"]),
             "params": int(row["params"]),
@@ -178,6 +203,12 @@ class SearchRun:
         return self.info.get("metric", "metric")
 
     @cached_property
+    def baseline(self) -> dict[str, Any] | None:
+        """The input-ignoring score on the search's evaluation data (``baseline.json``), if recorded."""
+        path = self.directory / BASELINE_JSON
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    @cached_property
     def references(self) -> list[dict[str, Any]]:
         path = self.directory / REFERENCES_JSON
         return json.loads(path.read_text()) if path.is_file() else []
@@ -228,7 +259,9 @@ class SearchRun:
             budget_ms = self.budgets_ms.get(device)
         trials = self.with_device(device)
         references = self._references_for(device)
-        return write_front_files(self.directory, trials, device, budget_ms, self.metric_name, references)
+        return write_front_files(
+            self.directory, trials, device, budget_ms, self.metric_name, references, baseline=self.baseline
+        )
 
     def _references_for(self, device: str) -> list[dict[str, Any]]:
         references = self.references
@@ -252,6 +285,11 @@ def _atomic_write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 def _float(value: Any) -> float | None:
     return None if pd.isna(value) else float(value)
+
+
+def _flag(value: Any) -> bool:
+    """A stored degenerate flag; trials from before the flag existed count as not degenerate."""
+    return False if value is None or pd.isna(value) else bool(value)
 
 
 def _int(value: Any) -> int | None:

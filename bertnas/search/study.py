@@ -4,25 +4,38 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 
+from bertnas.arch import ArchConfig
 from bertnas.errors import BertnasError
 from bertnas.search.evolution import EvolutionSampler
 from bertnas.search.objectives import Objectives
+from bertnas.search.surrogate import make_surrogate_sampler
 from bertnas.space import SearchSpace
 
-SAMPLERS = ("nsga2", "tpe", "random", "evolution")
+SAMPLERS = ("nsga2", "tpe", "random", "evolution", "surrogate")
 #: Study user attributes that must match when a study is resumed.
 IDENTITY_KEYS = ("task", "space", "backbone", "supernet_fingerprint", "evaluation", "objectives", "seq_len")
 
 
 def make_sampler(
-    name: str, seed: int, space: SearchSpace, population_size: int | None = None
+    name: str,
+    seed: int,
+    space: SearchSpace,
+    population_size: int | None = None,
+    latency_ms: Callable[[ArchConfig], Mapping[str, float]] | None = None,
+    budgets: Mapping[str, float] | None = None,
+    references: Sequence[ArchConfig] = (),
 ) -> optuna.samplers.BaseSampler:
-    """The sampler ``name``; NSGA-II, TPE and evolution honour the trials' constraint (``trial.set_constraint``)."""
+    """The sampler ``name``; NSGA-II, TPE and evolution honour the trials' constraint (``trial.set_constraint``).
+
+    ``surrogate`` (bertnas.search.surrogate) also needs ``latency_ms`` (arch -> latency per
+    device), the ``budgets`` and the ``references`` its first generation starts from.
+    """
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=population_size or 20)
     if name == "tpe":
@@ -31,6 +44,10 @@ def make_sampler(
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "evolution":
         return EvolutionSampler(space, population_size=population_size or 20, seed=seed)
+    if name == "surrogate":
+        if latency_ms is None or budgets is None:
+            raise BertnasError("the surrogate sampler needs the latency predictors and budgets of the search")
+        return make_surrogate_sampler(space, latency_ms, budgets, references, population_size, seed)
     raise BertnasError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
 
 

@@ -482,6 +482,26 @@ class SearchSpace:
                 values[dim.name] = others[int(generator.integers(len(others)))]
         return self.from_values(values)
 
+    def restrict(self, arch: ArchConfig, released: frozenset[str] | set[str]) -> ArchConfig:
+        """``arch`` with every dimension whose group is not in ``released`` set back to its
+        backbone-like value (largest size, every layer kept, one FFN, no bottleneck, full
+        retention): the sub-space a progressive-shrinking stage trains.
+
+        Groups are the dimension names before the layer index (``hidden_size``, ``heads``,
+        ``qk_dim``, ``v_dim``, ``ffn_dim``, ``ffn_stack``, ``bottleneck``, ``retention``,
+        ``width``), with ``depth`` for both ``depth`` and the per-layer ``keep.{i}``.
+        """
+        unknown = set(released) - set(DIMENSION_GROUPS)
+        if unknown:
+            raise BertnasError(
+                f"unknown dimension group {sorted(unknown)[0]!r}; choose from {', '.join(DIMENSION_GROUPS)}"
+            )
+        values = self.to_values(arch)
+        for dim in self._dimensions:
+            if dimension_group(dim.name) not in released:
+                values[dim.name] = _default(dim)
+        return self.from_values(values)
+
     def crossover(self, a: ArchConfig, b: ArchConfig, rng: np.random.Generator | int) -> ArchConfig:
         """Uniform crossover: each dimension's value from ``a`` or ``b`` with equal probability."""
         generator = _generator(rng)
@@ -534,6 +554,16 @@ class SearchSpace:
         Not necessarily a config of the space (a space may, e.g., always use a bottleneck).
         """
         return full_arch(self.limits, backbone=self.backbone, **self.options)
+
+
+#: The groups :meth:`SearchSpace.restrict` releases dimensions by.
+DIMENSION_GROUPS = ("hidden_size", "depth", "width", *LAYER_DIMS)
+
+
+def dimension_group(name: str) -> str:
+    """The group of dimension ``name``: ``heads.3`` -> ``heads``, ``keep.2`` -> ``depth``."""
+    base = name.split(".", 1)[0]
+    return "depth" if base == "keep" else base
 
 
 class _Replay:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -39,10 +41,80 @@ def predict(model: nn.Module, loader: Any, device: torch.device | str = "cpu") -
 
 def evaluate_model(model: nn.Module, data: TokenizedSplit, batch_size: int = 64, device: str = "cpu") -> dict:
     """The task's official metrics of ``model`` on ``data`` (length-sorted batches)."""
+    return evaluate_predictions(model, data, batch_size, device)[0]
+
+
+def evaluate_predictions(
+    model: nn.Module, data: TokenizedSplit, batch_size: int = 64, device: str = "cpu"
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """``(metrics, predictions, labels)``: class ids (or regression scores) and their labels, in the
+    loader's (length-sorted) order."""
     loader = make_dataloader(data, batch_size, shuffle=False, bucket=True)
     logits, labels = predict(model, loader, device)
     predictions = logits.squeeze(-1) if data.task.is_regression else logits.argmax(dim=-1)
-    return compute_metrics(data.task.name, predictions.numpy(), labels.numpy())
+    metrics = compute_metrics(data.task.name, predictions.numpy(), labels.numpy())
+    return metrics, predictions.numpy(), labels.numpy()
+
+
+#: Metrics for which "every remaining example predicted right" bounds the final score from
+#: above: accuracy, and F1 (it grows with true positives and shrinks with FP and FN).
+BOUNDED_METRICS = ("accuracy", "f1")
+
+
+def optimistic_score(
+    task: str, head_predictions: np.ndarray, head_labels: np.ndarray, rest_labels: np.ndarray
+) -> float:
+    """The task's main metric if every example not scored yet (labels ``rest_labels``) were
+    predicted right: an upper bound of the final score for :data:`BOUNDED_METRICS`."""
+    metrics = compute_metrics(
+        task, np.concatenate([head_predictions, rest_labels]), np.concatenate([head_labels, rest_labels])
+    )
+    return float(metrics[get_task(task).main_metric])
+
+
+def take(data: TokenizedSplit, indices: np.ndarray) -> TokenizedSplit:
+    """The examples of ``data`` at ``indices``, in that order."""
+    picked = [int(i) for i in indices]
+    return TokenizedSplit(
+        data.task,
+        data.split,
+        [data.input_ids[i] for i in picked],
+        [data.token_type_ids[i] for i in picked],
+        data.labels[torch.tensor(picked, dtype=torch.long)] if data.labels is not None else None,
+        data.max_length,
+    )
+
+
+def is_degenerate(predictions: np.ndarray, is_regression: bool) -> bool:
+    """Whether a model's predictions on a split are constant: one class for every example, or
+    (regression) scores whose spread is below 1e-6 of their scale. Such a subnet has learned
+    nothing of the input, whatever its metric says (on a skewed split a majority-class
+    predictor scores well)."""
+    predictions = np.asarray(predictions)
+    if predictions.size < 2:
+        return False
+    if not is_regression:
+        return bool((predictions == predictions.flat[0]).all())
+    scale = max(1.0, float(np.abs(predictions).max()))
+    return float(np.std(predictions)) <= 1e-6 * scale
+
+
+def baseline_metrics(data: TokenizedSplit) -> dict[str, Any]:
+    """What a model that ignores its input scores on ``data``: always the most frequent label
+    (classification) or always the mean label (regression; correlations of a constant are
+    undefined and counted as 0). The floor every front and summary is read against."""
+    labels = np.asarray(data.labels)
+    if data.task.is_regression:
+        constant = np.full(len(labels), float(labels.mean()))
+        kind = "mean prediction"
+    else:
+        values, counts = np.unique(labels, return_counts=True)
+        constant = np.full(len(labels), int(values[int(counts.argmax())]))
+        kind = "majority class"
+    with np.errstate(all="ignore"):
+        metrics = compute_metrics(data.task.name, constant, labels)
+    metrics = {name: (0.0 if value != value else float(value)) for name, value in metrics.items()}
+    return {"kind": kind, "metrics": metrics, "score": metrics[data.task.main_metric], "examples": len(labels)}
 
 
 def subset_of(data: TokenizedSplit, size: int | None) -> TokenizedSplit:
@@ -116,17 +188,71 @@ class SubnetEvaluator:
         subset_key = f"{split}:first{len(data)}"
         return cls(supernet, data, supernet_fingerprint(directory), cache, subset_key, batch_size, device)
 
+    def baseline(self) -> dict[str, Any]:
+        """The input-ignoring score on this evaluator's data (:func:`baseline_metrics`)."""
+        return baseline_metrics(self.data)
+
     def evaluate(self, arch: ArchConfig) -> dict[str, Any]:
-        """Metrics plus MACs and params of ``arch``; ``cached`` tells whether it was looked up."""
+        """Metrics plus MACs and params of ``arch``; ``cached`` tells whether it was looked up;
+        ``degenerate`` whether its predictions are constant (:func:`is_degenerate`)."""
         self.supernet.set_active_subnet(arch)
         arch = self.supernet.get_active_arch()
         task = self.data.task.name
         key = (self.fingerprint, task, self.data.split, arch.hash(), self.subset)
         cached = self.cache.get(*key) if self.cache is not None else None
-        if cached is not None:
+        if cached is not None and "degenerate" in cached:  # entries before the flag existed are redone
             return {**cached, "cached": True}
         start = time.perf_counter()
-        metrics = evaluate_model(self.supernet, self.data, self.batch_size, self.device)
+        metrics, predictions, _ = evaluate_predictions(self.supernet, self.data, self.batch_size, self.device)
+        return self._store(arch, key, metrics, predictions, start)
+
+    def evaluate_staged(
+        self, arch: ArchConfig, fraction: float, could_reach: Callable[[float], bool]
+    ) -> dict[str, Any]:
+        """Multi-fidelity evaluation: score ``fraction`` of the examples (a fixed seeded draw) first,
+        and finish only if ``could_reach(bound)``, where ``bound`` is the best final score still
+        possible (every remaining example predicted right; exact for :data:`BOUNDED_METRICS`).
+
+        Returns the full result, as :meth:`evaluate` does (cached the same way), or a partial one
+        with ``pruned: True``, ``bound``, ``partial_score`` and ``fraction``. For other metrics it
+        is :meth:`evaluate`.
+        """
+        main = self.data.task.main_metric
+        if main not in BOUNDED_METRICS or not 0.0 < fraction < 1.0:
+            return self.evaluate(arch)
+        self.supernet.set_active_subnet(arch)
+        arch = self.supernet.get_active_arch()
+        key = (self.fingerprint, self.data.task.name, self.data.split, arch.hash(), self.subset)
+        cached = self.cache.get(*key) if self.cache is not None else None
+        if cached is not None and "degenerate" in cached:
+            return {**cached, "cached": True}
+        start = time.perf_counter()
+        order = np.random.default_rng(0).permutation(len(self.data))
+        first = max(1, int(round(fraction * len(order))))
+        if first >= len(order):
+            return self.evaluate(arch)
+        head, rest = take(self.data, order[:first]), take(self.data, order[first:])
+        _, head_predictions, head_labels = evaluate_predictions(self.supernet, head, self.batch_size, self.device)
+        optimistic = optimistic_score(self.data.task.name, head_predictions, head_labels, np.asarray(rest.labels))
+        if not could_reach(float(optimistic)):
+            partial = compute_metrics(self.data.task.name, head_predictions, head_labels)[main]
+            return {
+                "pruned": True,
+                "bound": float(optimistic),
+                "partial_score": float(partial),
+                "fraction": first / len(order),
+                "seconds": time.perf_counter() - start,
+            }
+        _, rest_predictions, rest_labels = evaluate_predictions(self.supernet, rest, self.batch_size, self.device)
+        predictions = np.concatenate([head_predictions, rest_predictions])
+        labels = np.concatenate([head_labels, rest_labels])
+        metrics = compute_metrics(self.data.task.name, predictions, labels)
+        return self._store(arch, key, metrics, predictions, start)
+
+    def _store(
+        self, arch: ArchConfig, key: tuple, metrics: dict[str, float], predictions: np.ndarray, start: float
+    ) -> dict[str, Any]:
+        task = self.data.task.name
         result = {
             "task": task,
             "split": self.data.split,
@@ -134,6 +260,7 @@ class SubnetEvaluator:
             "metrics": metrics,
             "main_metric": self.data.task.main_metric,
             "score": metrics[self.data.task.main_metric],
+            "degenerate": is_degenerate(predictions, self.data.task.is_regression),
             "macs": count_macs(arch, min(128, arch.max_position_embeddings)),
             "macs_seq_len": min(128, arch.max_position_embeddings),
             "params": count_params(arch),

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from bertnas.supernet.elastic import CONFIG_NAME, WEIGHTS_NAME, ElasticBert
 from bertnas.training.common import linear_schedule, make_optimizer, pick_device, run_record, set_seed, write_json
 from bertnas.training.distill import hidden_loss, logit_loss
 from bertnas.training.evaluate import evaluate_model, subset_of
+from bertnas.training.strategies import DEFAULT_RECIPE, Recipe, get_recipe, make_sampler
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_NAME = "state.json"
@@ -63,9 +64,13 @@ class SupernetTrainConfig:
     lr: float = 5e-5
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
-    random_subnets: int = 2
-    hidden_weight: float = 0.1
-    distill_from: str = "teacher"  # teacher | largest
+    # The training strategy (bertnas.training.strategies.RECIPES); the four fields after it
+    # override the recipe's own values when set.
+    recipe: str = DEFAULT_RECIPE
+    random_subnets: int | None = None
+    hidden_weight: float | None = None
+    label_weight: float | None = None
+    distill_from: str | None = None  # teacher | largest
     stages: str = "joint"  # joint | width-depth
     rewire: bool = True
     rewire_batches: int = 16
@@ -78,12 +83,21 @@ class SupernetTrainConfig:
     glue_dir: str | None = None
 
     def validate(self) -> None:
-        if self.distill_from not in ("teacher", "largest"):
-            raise BertnasError(f"distill_from={self.distill_from!r} must be 'teacher' or 'largest'")
         if self.stages not in ("joint", "width-depth"):
             raise BertnasError(f"stages={self.stages!r} must be 'joint' or 'width-depth'")
-        if self.random_subnets < 0 or self.batch_size < 1 or self.epochs <= 0:
-            raise BertnasError("random_subnets must be >= 0, batch_size >= 1 and epochs > 0")
+        if self.batch_size < 1 or self.epochs <= 0:
+            raise BertnasError("batch_size must be >= 1 and epochs > 0")
+        self.resolved_recipe().validate()
+
+    def resolved_recipe(self) -> Recipe:
+        """The named recipe with this configuration's overrides applied."""
+        recipe = get_recipe(self.recipe)
+        overrides = {
+            key: getattr(self, key)
+            for key in ("random_subnets", "hidden_weight", "label_weight", "distill_from")
+            if getattr(self, key) is not None
+        }
+        return replace(recipe, **overrides) if overrides else recipe
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -120,22 +134,6 @@ def config_from(task: str, teacher: str, preset: str = "quick", **overrides: Any
     return config
 
 
-def _sample_subnets(space: SearchSpace, rng: np.random.Generator, count: int, full_depth: bool) -> list[ArchConfig]:
-    archs = []
-    for _ in range(count):
-        arch = space.sample(rng)
-        if full_depth:
-            values = space.to_values(arch)
-            for name in values:
-                if name.startswith("keep."):
-                    values[name] = True
-                elif name == "depth":
-                    values[name] = max(space.choices("depth"))
-            arch = space.from_values(values)
-        archs.append(arch)
-    return archs
-
-
 class SupernetTrainer:
     """Runs (or resumes) one supernet training into the directory ``out``."""
 
@@ -166,7 +164,7 @@ class SupernetTrainer:
             return None
         state = json.loads(path.read_text())
         saved = state["config"]
-        for key in ("task", "teacher", "space", "seed", "batch_size", "train_subset", "epochs"):
+        for key in ("task", "teacher", "space", "seed", "batch_size", "train_subset", "epochs", "recipe"):
             if saved.get(key) != asdict(self.config).get(key):
                 raise BertnasError(
                     f"{self.out} holds a checkpoint of a different run ({key}={saved.get(key)!r}, now "
@@ -209,7 +207,8 @@ class SupernetTrainer:
         steps_per_epoch = len(sampler)
         total = max(1, int(steps_per_epoch * config.epochs))
 
-        record = run_record("supernet train", asdict(config))
+        recipe = config.resolved_recipe()
+        record = run_record("supernet train", {**asdict(config), "resolved_recipe": recipe.to_dict()})
         if resume is None and config.rewire:
             self._rewire(supernet, train)
         optimizer = make_optimizer(supernet, config.lr, config.weight_decay)
@@ -222,7 +221,7 @@ class SupernetTrainer:
             step = int(resume["step"])
             record = resume.get("record", record)
 
-        largest, smallest = space.largest(), space.smallest()
+        strategy = make_sampler(space, recipe, config.seed, config.stages)
         start_time = time.perf_counter()
         elapsed_before = float(resume.get("train_seconds", 0.0)) if resume else 0.0
         progress = tqdm(
@@ -237,7 +236,8 @@ class SupernetTrainer:
                     break
                 batch = collate([train[i] for i in indices])
                 batch = {key: value.to(self.device) for key, value in batch.items()}
-                last_losses = self._step(supernet, teacher, space, batch, step, total, largest, smallest)
+                subnets = strategy.subnets(step, total)
+                last_losses = self._step(supernet, teacher, recipe, batch, step, subnets)
                 torch.nn.utils.clip_grad_norm_(supernet.parameters(), 1.0)
                 optimizer.step()
                 scheduler.step()
@@ -267,34 +267,31 @@ class SupernetTrainer:
         self,
         supernet: ElasticBert,
         teacher: CompactBert,
-        space: SearchSpace,
+        recipe: Recipe,
         batch: dict[str, torch.Tensor],
         step: int,
-        total: int,
-        largest: ArchConfig,
-        smallest: ArchConfig,
+        subnets: list[ArchConfig],
     ) -> dict[str, float]:
-        config = self.config
+        """Step ``step``: the sandwich over ``subnets`` (largest first); gradients accumulate, no optimizer step."""
         labels = batch.pop("labels")
         with torch.no_grad():
-            reference = teacher(**batch, output_hidden_states=config.hidden_weight > 0)
-        rng = np.random.default_rng([config.seed, step])  # same subnets after a resume
-        full_depth = config.stages == "width-depth" and step < total // 2
-        subnets = [largest, smallest, *_sample_subnets(space, rng, config.random_subnets, full_depth)]
+            reference = teacher(**batch, output_hidden_states=recipe.hidden_weight > 0)
         target_logits = reference.logits
         order = supernet.config.channel_order  # rewired residual stream: which teacher channel each one holds
         channels = None if order is None else torch.tensor(order, device=reference.logits.device)
         losses = []
         for position, arch in enumerate(subnets):
             supernet.set_active_subnet(arch)
-            output = supernet(**batch, output_hidden_states=config.hidden_weight > 0)
-            if position == 0 and config.distill_from == "largest":
+            output = supernet(**batch, output_hidden_states=recipe.hidden_weight > 0)
+            if position == 0 and recipe.distill_from == "largest":
                 # the largest subnet learns from the teacher and the labels; the rest from it
                 loss = logit_loss(output.logits, reference.logits) + _task_loss(output.logits, labels)
                 target_logits = output.logits.detach()
             else:
                 loss = logit_loss(output.logits, target_logits)
-            if config.hidden_weight > 0:
+                if recipe.label_weight > 0:
+                    loss = loss + recipe.label_weight * _task_loss(output.logits, labels)
+            if recipe.hidden_weight > 0:
                 hidden = hidden_loss(
                     supernet.get_active_arch(),
                     output.hidden_states,
@@ -303,7 +300,7 @@ class SupernetTrainer:
                     channels,
                 )
                 if hidden is not None:
-                    loss = loss + config.hidden_weight * hidden
+                    loss = loss + recipe.hidden_weight * hidden
             loss.backward()
             losses.append(float(loss.detach()))
         return {"mean": float(np.mean(losses)), "largest": losses[0], "smallest": losses[1]}
@@ -354,6 +351,7 @@ class SupernetTrainer:
             "train_examples": len(train),
             "dev_examples": len(dev),
             "train_seconds": train_seconds,
+            "recipe": self.config.resolved_recipe().to_dict(),
         }
         supernet.cpu()
         # Final files: each written beside its target and renamed, then training.json marks completion.
@@ -364,7 +362,10 @@ class SupernetTrainer:
         scratch.rmdir()
         write_json(self.out / "metrics.json", result)
         write_json(self.out / "run.json", {**record, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        write_json(self.out / "training.json", {"complete": True, "steps": total})
+        write_json(
+            self.out / "training.json",
+            {"complete": True, "steps": total, "recipe": self.config.resolved_recipe().to_dict()},
+        )
         return result
 
 

@@ -1,0 +1,207 @@
+"""Does the union pay off? Unified search from scratch vs. each family alone, per task (issue 12).
+
+    GLUE_DIR=/work/shared/data/glue python benchmarks/bench_union.py --task mrpc \\
+        --supernet ~/.cache/bertnas/supernets/mrpc-families [--evaluations 100] [--device pixel4]
+        [--searches unified/surrogate,unified/nsga2,dynabert/nsga2,...] [--threads 2]
+
+For one task and one trained supernet (the same for every row):
+
+1. **Searches**, each stopped at ``--evaluations`` accuracy-evaluated trials, budget = the
+   full model's predicted latency on ``--device`` (the whole trade-off): the unified space
+   from scratch (no ``--seed-references``, no ``--seed-from``) with the ``surrogate``
+   sampler (its first generation is the full model, DynaBERT's grid and family draws; its
+   offspring are screened by the accuracy predictor) and with plain NSGA-II, against the
+   DynaBERT-, PoWER-BERT-, schuBERT- and MobileBERT-only searches with NSGA-II. Per
+   search: the best metric at <= 25, 33, 50 and 75 % of the full latency, the hypervolume
+   against (the input-ignoring baseline score, the full latency), how many trials were
+   degenerate, wall time.
+2. **Random unified subnets**: the weight-shared metric of 20 seeded random subnets of the
+   unified space: mean, min, max, how many score the majority-class (mean-prediction)
+   baseline or have constant predictions.
+3. **DynaBERT grid**: the 12 width x depth points, how many are within 3 points of the teacher.
+
+Every metric is on the task's dev split (the search selects and reports on it; the
+deployable-accuracy issue brings a separate search split). Writes
+``benchmarks/results/union_<task>_<supernet dir name>.json`` after every part and prints markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import write_results
+
+from bertnas.hardware import load_predictor
+from bertnas.search import SearchConfig, SearchRun, hypervolume, run_search
+from bertnas.search.evaluate import reference_archs
+from bertnas.search.objectives import latency_column
+from bertnas.space import load_space
+from bertnas.training.evaluate import SubnetEvaluator
+
+SEARCHES = (
+    "unified/surrogate",
+    "unified/nsga2",
+    "dynabert/nsga2",
+    "powerbert/nsga2",
+    "schubert/nsga2",
+    "mobilebert/nsga2",
+)
+FRACTIONS = (0.25, 0.33, 0.5, 0.75)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--supernet", required=True)
+    parser.add_argument("--evaluations", type=int, default=100)
+    parser.add_argument("--device", default="pixel4")
+    parser.add_argument("--searches", default=",".join(SEARCHES))
+    parser.add_argument("--random", type=int, default=20, help="Random unified subnets to evaluate.")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", default="runs/bench_union")
+    parser.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    supernet_dir = Path(args.supernet).expanduser()
+    metrics = json.loads((supernet_dir / "metrics.json").read_text())
+    training = json.loads((supernet_dir / "training.json").read_text())
+    main_metric = metrics["main_metric"]
+    teacher = float(metrics["teacher"][main_metric])
+    evaluator = SubnetEvaluator.open(supernet_dir, task=args.task, glue_dir=args.glue_dir)
+    baseline = evaluator.baseline()
+    predictor = load_predictor(args.device)
+    full = evaluator.supernet.full_arch()
+    full_ms = float(predictor.predict(full))
+    column = latency_column(args.device)
+    name = f"union_{args.task}_{supernet_dir.name}"
+    results: dict = {
+        "task": args.task,
+        "metric": main_metric,
+        "split": "dev",
+        "device": args.device,
+        "supernet": supernet_dir.name,
+        "recipe": training.get("recipe", {"name": "sandwich (before recipes)"}),
+        "supernet_train_seconds": metrics.get("train_seconds"),
+        "teacher": teacher,
+        "baseline": baseline,
+        "full_latency_ms": full_ms,
+        "evaluations": args.evaluations,
+        "threads": args.threads,
+        "searches": [],
+    }
+
+    # 2. random unified subnets and 3. the DynaBERT grid (weight-shared, cached)
+    space = load_space("unified").bind(evaluator.supernet.limits, backbone=evaluator.supernet.config.backbone)
+    scores, flags = [], []
+    for arch in space.sample_many(args.random, seed=args.seed):
+        result = evaluator.evaluate(arch)
+        scores.append(float(result["score"]))
+        flags.append(bool(result["degenerate"]))
+    scores_np = np.array(scores)
+    results["random_unified"] = {
+        "n": len(scores),
+        "mean": float(scores_np.mean()),
+        "min": float(scores_np.min()),
+        "max": float(scores_np.max()),
+        "at_baseline": int(np.sum(np.abs(scores_np - baseline["score"]) < 1e-9)),
+        "degenerate": int(sum(flags)),
+        "halfway_target": (baseline["score"] + teacher) / 2,
+    }
+    grid = {}
+    for label, arch in reference_archs(space, full).items():
+        if label != "full":
+            grid[label] = float(evaluator.evaluate(arch)["score"])
+    results["dynabert_grid"] = {
+        "points": grid,
+        "within_3_points": int(sum(teacher - v <= 0.03 for v in grid.values())),
+        "of": len(grid),
+    }
+    write_results(name, results)
+
+    # 1. the searches
+    for label in args.searches.split(","):
+        space_name, sampler = label.split("/")
+        out = Path(args.runs) / args.task / supernet_dir.name / f"{space_name}-{sampler}-{args.evaluations}"
+        config = SearchConfig(
+            task=args.task,
+            budgets_ms={args.device: full_ms},
+            space=space_name,
+            supernet=str(supernet_dir),
+            trials=args.evaluations,
+            sampler=sampler,
+            seed=args.seed,
+            out=str(out),
+            references=False,
+            glue_dir=args.glue_dir,
+            command=["benchmarks/bench_union.py"],
+        )
+        start = time.perf_counter()
+        run_search(config, progress=True)
+        wall = time.perf_counter() - start
+        run = SearchRun.open(out)
+        trials = run.trials
+        done = trials[trials["state"] == "COMPLETE"]
+        metric, latency = done["metric"].to_numpy(float), done[column].to_numpy(float)
+        entry = {
+            "search": label,
+            "evaluated": int(len(done)),
+            "fresh_evaluations": int((done["cached"] == False).sum()),  # noqa: E712 (pandas)
+            "degenerate": int(done["degenerate"].fillna(False).astype(bool).sum()),
+            "hypervolume": hypervolume(metric, latency, baseline["score"], full_ms),
+            "wall_time_s": round(wall, 1),
+            "best_at": {},
+        }
+        for fraction in FRACTIONS:
+            fits = (latency <= fraction * full_ms) & ~done["degenerate"].fillna(False).astype(bool).to_numpy()
+            if fits.any():
+                k = int(np.argmax(np.where(fits, metric, -np.inf)))
+                entry["best_at"][f"{fraction:g}"] = {
+                    "metric": float(metric[k]),
+                    "latency_ms": float(latency[k]),
+                    "loss_vs_teacher_points": 100 * (teacher - float(metric[k])),
+                    "trial": int(done.iloc[k]["number"]),
+                }
+        results["searches"].append(entry)
+        write_results(name, results)
+        print(f"{label}: hypervolume {entry['hypervolume']:.3f} in {wall:.0f}s", flush=True)
+    print(markdown(results))
+
+
+def markdown(results: dict) -> str:
+    metric, teacher, base = results["metric"], results["teacher"], results["baseline"]
+    lines = [
+        f"{results['task']} ({metric}, dev), supernet {results['supernet']} (recipe "
+        f"{results['recipe'].get('name')}), {results['evaluations']} evaluations per search, {results['device']} "
+        f"(full model {results['full_latency_ms']:.1f} ms); teacher {100 * teacher:.2f}, "
+        f"{base['kind']} baseline {100 * base['score']:.2f}",
+        "",
+        "| search | " + " | ".join(f"best <= {int(100 * f)} %" for f in FRACTIONS) + " | hypervolume | degenerate |",
+        "|---|" + "---:|" * (len(FRACTIONS) + 2),
+    ]
+    for s in results["searches"]:
+        cells = []
+        for fraction in FRACTIONS:
+            best = s["best_at"].get(f"{fraction:g}")
+            cells.append("-" if best is None else f"{100 * best['metric']:.2f}")
+        lines.append(f"| {s['search']} | " + " | ".join(cells) + f" | {s['hypervolume']:.3f} | {s['degenerate']} |")
+    r, g = results["random_unified"], results["dynabert_grid"]
+    lines += [
+        "",
+        f"- {r['n']} random unified subnets: mean {100 * r['mean']:.2f} (min {100 * r['min']:.2f}, max "
+        f"{100 * r['max']:.2f}); {r['at_baseline']} at the baseline score, {r['degenerate']} degenerate; "
+        f"halfway target {100 * r['halfway_target']:.2f}",
+        f"- DynaBERT grid: {g['within_3_points']} of {g['of']} within 3 points of the teacher",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""A search that starts where the families are strong and screens offspring with an accuracy predictor.
+
+``--sampler surrogate`` (:class:`SurrogateSampler`), an evolutionary multi-objective
+search in three parts, as Once-for-All's accuracy predictor and DyNAS-T's LINAS do:
+
+1. **First generation** (``population_size`` trials): the full model and DynaBERT's
+   grid, then subnets drawn in turn from each family sub-space the search space contains
+   (PoWER-BERT, schuBERT, MobileBERT, DynaBERT) and from the space itself, each checked
+   against the budgets before it is proposed: a union search starts from the points each
+   family alone would find, instead of from uniform draws that change every dimension at
+   once.
+2. **Offspring**: ``candidates`` children per trial from tournament-selected parents of
+   the current non-dominated set (crossover, then mutation), plus fresh family draws for
+   diversity. Children over every budget, and children already evaluated, are dropped
+   *before* screening, so the screening never proposes a candidate over every budget.
+3. **Screening**: an :class:`AccuracySurrogate` (extremely randomized trees on the
+   space's encoding and the predicted latency, refit on every evaluated trial of the
+   study) predicts each child's metric with an uncertainty; the child with the largest
+   optimistic hypervolume improvement (mean + ``kappa`` x spread) over the current front
+   is the one evaluated.
+
+Every draw is seeded by ``(seed, trial number)`` and the state is the study itself, so a
+resumed study continues the same search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from bertnas.arch import ArchConfig
+from bertnas.search.pareto import front_mask, hypervolume
+from bertnas.search.planned import PlannedSampler
+from bertnas.space import SearchSpace
+from bertnas.space.families import family_spaces
+
+
+class AccuracySurrogate:
+    """Predicts a subnet's metric from its encoding and latency: mean and spread over trees."""
+
+    def __init__(self, space: SearchSpace, seed: int = 0, trees: int = 64) -> None:
+        self.space = space
+        self.seed = seed
+        self.trees = trees
+        self._model: Any = None
+
+    def features(self, archs: Sequence[ArchConfig], latency_ms: Sequence[float]) -> np.ndarray:
+        encoded = np.stack([self.space.encode(arch) for arch in archs]) if archs else np.zeros((0, 0))
+        return np.column_stack([encoded, np.log(np.maximum(np.asarray(latency_ms, dtype=float), 1e-6))])
+
+    def fit(self, archs: Sequence[ArchConfig], latency_ms: Sequence[float], metric: Sequence[float]) -> None:
+        from sklearn.ensemble import ExtraTreesRegressor
+
+        self._model = ExtraTreesRegressor(
+            n_estimators=self.trees, min_samples_leaf=2, max_features=0.5, random_state=self.seed, n_jobs=1
+        )
+        self._model.fit(self.features(archs, latency_ms), np.asarray(metric, dtype=float))
+
+    def predict(self, archs: Sequence[ArchConfig], latency_ms: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean, spread)`` of the predicted metric of each arch."""
+        if self._model is None:
+            raise RuntimeError("fit the surrogate first")
+        x = self.features(archs, latency_ms)
+        per_tree = np.stack([tree.predict(x) for tree in self._model.estimators_])
+        return per_tree.mean(axis=0), per_tree.std(axis=0)
+
+
+class SurrogateSampler(PlannedSampler):
+    """Family-seeded, surrogate-screened evolution over a :class:`SearchSpace` (see the module docstring).
+
+    ``latency(arch)`` gives the predicted latency on the optimized (first) device;
+    ``feasible(arch)`` whether the arch meets at least one device's budget; ``references``
+    the configs the first generation starts with; ``families`` bound sub-spaces of ``space``.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        latency: Callable[[ArchConfig], float],
+        feasible: Callable[[ArchConfig], bool],
+        references: Sequence[ArchConfig] = (),
+        families: Sequence[SearchSpace] = (),
+        population_size: int = 20,
+        candidates: int = 256,
+        kappa: float = 1.0,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(space, seed)
+        self.latency = latency
+        self.feasible = feasible
+        self.references = list(references)
+        self.families = list(families)
+        self.population_size = population_size
+        self.candidates = candidates
+        self.kappa = kappa
+
+    # ------------------------------------------------------------------ the plan of one trial
+    def _plan(self, study: optuna.Study, number: int) -> dict[str, Any]:
+        rng = np.random.default_rng([0 if self.seed is None else self.seed, number])
+        trials = study.get_trials(deepcopy=False)
+        seen = {t.user_attrs.get("arch_hash") for t in trials if t.number != number}
+        evaluated = [
+            t for t in trials if t.state == TrialState.COMPLETE and t.values is not None and "config" in t.user_attrs
+        ]
+        if len(evaluated) < self.population_size:
+            arch = self._first_generation(rng, seen, started=len([t for t in trials if t.number != number]))
+        else:
+            arch = self._offspring(study, evaluated, rng, seen)
+        return {} if arch is None else self.space.to_values(arch)
+
+    def _first_generation(self, rng: np.random.Generator, seen: set, started: int) -> ArchConfig | None:
+        for arch in self.references:
+            if arch.hash() not in seen and self.space.contains(arch) and self.feasible(arch):
+                return arch
+        sources = [*self.families, self.space]
+        for attempt in range(200):
+            source = sources[(started + attempt) % len(sources)]
+            arch = self._in_space(source.sample(rng))
+            if arch.hash() not in seen and self.feasible(arch):
+                return arch
+        return None  # nothing feasible found: the trial falls back to random suggestions
+
+    def _in_space(self, arch: ArchConfig) -> ArchConfig:
+        return self.space.from_values(self.space.to_values(arch))
+
+    def _offspring(
+        self, study: optuna.Study, evaluated: list[FrozenTrial], rng: np.random.Generator, seen: set
+    ) -> ArchConfig | None:
+        maximize = study.directions[0] == StudyDirection.MAXIMIZE
+        sign = 1.0 if maximize else -1.0
+        archs = [ArchConfig.from_json(t.user_attrs["config"]) for t in evaluated]
+        metric = np.array([sign * t.values[0] for t in evaluated])
+        latency = np.array([t.values[1] for t in evaluated])
+        feasible = np.array([all(c <= 0 for c in t.constraints.values()) for t in evaluated]) if evaluated else []
+        ranks = _pareto_ranks(metric, latency)
+        parents = [i for i in range(len(archs)) if feasible[i]] or list(range(len(archs)))
+
+        children: dict[str, ArchConfig] = {}
+        mutation = 1.0 / max(1, len(self.space.dimensions))
+        for _ in range(self.candidates * 4):
+            if len(children) >= self.candidates:
+                break
+            if self.families and rng.random() < 0.1:
+                child = self._in_space(self.families[int(rng.integers(len(self.families)))].sample(rng))
+            else:
+                a = archs[self._tournament(parents, ranks, rng)]
+                if rng.random() < 0.5:
+                    a = self.space.crossover(a, archs[self._tournament(parents, ranks, rng)], rng)
+                child = self.space.mutate(a, rng, prob=mutation * (1 + int(rng.integers(3))))
+            key = child.hash()
+            if key in seen or key in children or not self.feasible(child):
+                continue
+            children[key] = child
+        if not children:
+            return None
+        pool = list(children.values())
+        pool_latency = np.array([self.latency(arch) for arch in pool])
+        surrogate = AccuracySurrogate(self.space, seed=int(rng.integers(2**31)))
+        surrogate.fit(archs, latency, metric)
+        mean, spread = surrogate.predict(pool, pool_latency)
+        optimistic = mean + self.kappa * spread
+        front = front_mask(metric[feasible], latency[feasible]) if feasible.any() else None
+        front_metric = metric[feasible][front] if front is not None else metric
+        front_latency = latency[feasible][front] if front is not None else latency
+        gains = improvement(optimistic, pool_latency, front_metric, front_latency)
+        best = np.flatnonzero(gains >= gains.max() - 1e-12)
+        return pool[int(best[int(rng.integers(len(best)))])]
+
+    @staticmethod
+    def _tournament(candidates: list[int], ranks: np.ndarray, rng: np.random.Generator) -> int:
+        a, b = (candidates[int(i)] for i in rng.integers(len(candidates), size=2))
+        return a if ranks[a] <= ranks[b] else b
+
+
+def improvement(
+    metric: np.ndarray, latency: np.ndarray, front_metric: np.ndarray, front_latency: np.ndarray
+) -> np.ndarray:
+    """For each candidate point, the hypervolume it would add to the front (metric maximized,
+    latency minimized); a dominated candidate gets minus its distance to the front instead,
+    so the least dominated one still wins when none improves it."""
+    if not len(front_metric):
+        return np.asarray(metric, dtype=float)
+    ref_metric = float(min(front_metric.min(), np.min(metric))) - 1e-3
+    ref_latency = float(max(front_latency.max(), np.max(latency))) * 1.1 + 1e-9
+    base = hypervolume(front_metric, front_latency, ref_metric, ref_latency)
+    gains = np.empty(len(metric))
+    for k, (m, lat) in enumerate(zip(metric, latency, strict=True)):
+        gain = hypervolume(np.append(front_metric, m), np.append(front_latency, lat), ref_metric, ref_latency) - base
+        if gain > 1e-12:
+            gains[k] = gain
+        else:
+            reachable = front_metric[front_latency <= lat]
+            gains[k] = -(float(reachable.max()) - m) if len(reachable) else 0.0
+    return gains
+
+
+def _pareto_ranks(metric: np.ndarray, latency: np.ndarray) -> np.ndarray:
+    """Non-dominated sorting rank (0 = front) of each point (metric maximized, latency minimized)."""
+    ranks = np.full(len(metric), -1)
+    remaining = np.arange(len(metric))
+    rank = 0
+    while len(remaining):
+        mask = front_mask(metric[remaining], latency[remaining])
+        ranks[remaining[mask]] = rank
+        remaining = remaining[~mask]
+        rank += 1
+    return ranks
+
+
+def make_surrogate_sampler(
+    space: SearchSpace,
+    latency_ms: Callable[[ArchConfig], Mapping[str, float]],
+    budgets: Mapping[str, float],
+    references: Sequence[ArchConfig],
+    population_size: int | None,
+    seed: int,
+) -> SurrogateSampler:
+    """The ``surrogate`` sampler of a search over ``space`` with these budgets (first device optimized)."""
+    first = next(iter(budgets))
+
+    def feasible(arch: ArchConfig) -> bool:
+        latency = latency_ms(arch)
+        return any(latency[d] <= b for d, b in budgets.items())
+
+    return SurrogateSampler(
+        space,
+        latency=lambda arch: float(latency_ms(arch)[first]),
+        feasible=feasible,
+        references=references,
+        families=family_spaces(space),
+        population_size=population_size or 20,
+        seed=seed,
+    )

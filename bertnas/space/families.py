@@ -1,0 +1,22 @@
+"""The compression families' own spaces, as sub-spaces of a larger one (``unified``)."""
+
+from __future__ import annotations
+
+from bertnas.space.space import SearchSpace
+from bertnas.space.spec import load_space
+
+#: Each family's space file; every one is a sub-space of ``unified`` (tested).
+FAMILY_SPACES = ("dynabert", "powerbert", "schubert", "mobilebert")
+
+
+def family_spaces(space: SearchSpace) -> list[SearchSpace]:
+    """The family spaces, bound like ``space``, that ``space`` contains (its largest and
+    smallest configs checked); ``space`` itself is left out."""
+    found = []
+    for name in FAMILY_SPACES:
+        if name == space.name:
+            continue
+        family = load_space(name).bind(space.limits, backbone=space.backbone)
+        if all(space.contains(arch) for arch in (family.largest(), family.smallest())):
+            found.append(family)
+    return found
