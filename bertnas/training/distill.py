@@ -23,6 +23,7 @@ def logit_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     Same gradient as the soft cross-entropy, but zero when the student matches the teacher,
     so the logged loss shows how far each subnet still is from it.
     """
+    student, teacher = student.float(), teacher.float()
     if student.shape[-1] == 1:
         return F.mse_loss(student, teacher)
     return F.kl_div(
@@ -55,7 +56,7 @@ def hidden_loss(
         weight = mask.unsqueeze(-1).to(state.dtype)
         width = state.shape[-1]
         reference = reference[..., :width] if teacher_channels is None else reference[..., teacher_channels[:width]]
-        difference = (state - reference) ** 2 * weight
+        difference = (state.float() - reference.float()) ** 2 * weight.float()
         losses.append(difference.sum() / (weight.sum() * state.shape[-1]).clamp(min=1.0))
     if not losses:
         return None

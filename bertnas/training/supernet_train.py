@@ -274,7 +274,7 @@ class SupernetTrainer:
     ) -> dict[str, float]:
         """Step ``step``: the sandwich over ``subnets`` (largest first); gradients accumulate, no optimizer step."""
         labels = batch.pop("labels")
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             reference = teacher(**batch, output_hidden_states=recipe.hidden_weight > 0)
         target_logits = reference.logits
         order = supernet.config.channel_order  # rewired residual stream: which teacher channel each one holds
@@ -282,7 +282,8 @@ class SupernetTrainer:
         losses = []
         for position, arch in enumerate(subnets):
             supernet.set_active_subnet(arch)
-            output = supernet(**batch, output_hidden_states=recipe.hidden_weight > 0)
+            with self._autocast():
+                output = supernet(**batch, output_hidden_states=recipe.hidden_weight > 0)
             if position == 0 and recipe.distill_from == "largest":
                 # the largest subnet learns from the teacher and the labels; the rest from it
                 loss = logit_loss(output.logits, reference.logits) + _task_loss(output.logits, labels)
@@ -304,6 +305,10 @@ class SupernetTrainer:
             loss.backward()
             losses.append(float(loss.detach()))
         return {"mean": float(np.mean(losses)), "largest": losses[0], "smallest": losses[1]}
+
+    def _autocast(self) -> Any:
+        """bf16 autocast on CUDA (the losses are computed in float32); a no-op on CPU."""
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
     # ------------------------------------------------------------------ persistence
     def _save_checkpoint(
@@ -370,6 +375,7 @@ class SupernetTrainer:
 
 
 def _task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    logits = logits.float()
     if logits.shape[-1] == 1:
         return F.mse_loss(logits.squeeze(-1), labels.float())
     return F.cross_entropy(logits, labels)
