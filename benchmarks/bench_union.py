@@ -41,6 +41,7 @@ from bertnas.hardware import load_predictor
 from bertnas.search import SearchConfig, SearchRun, hypervolume, run_search
 from bertnas.search.evaluate import reference_archs
 from bertnas.search.objectives import latency_column
+from bertnas.search.pareto import degenerate_mask
 from bertnas.space import load_space
 from bertnas.training.evaluate import SubnetEvaluator
 
@@ -154,13 +155,13 @@ def main() -> None:
             "search": label,
             "evaluated": int(len(done)),
             "fresh_evaluations": int((done["cached"] == False).sum()),  # noqa: E712 (pandas)
-            "degenerate": int(done["degenerate"].fillna(False).astype(bool).sum()),
+            "degenerate": int(degenerate_mask(done).sum()),
             "hypervolume": hypervolume(metric, latency, baseline["score"], full_ms),
             "wall_time_s": round(wall, 1),
             "best_at": {},
         }
         for fraction in FRACTIONS:
-            fits = (latency <= fraction * full_ms) & ~done["degenerate"].fillna(False).astype(bool).to_numpy()
+            fits = (latency <= fraction * full_ms) & ~degenerate_mask(done).to_numpy()
             if fits.any():
                 k = int(np.argmax(np.where(fits, metric, -np.inf)))
                 entry["best_at"][f"{fraction:g}"] = {

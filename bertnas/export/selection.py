@@ -10,6 +10,7 @@ import pandas as pd
 from bertnas.arch import ArchConfig
 from bertnas.errors import BertnasError
 from bertnas.export.package import Candidate
+from bertnas.search.pareto import degenerate_mask
 
 SELECT_HELP = "pareto (the device's front under its budget), trial:N, or best-under:40ms"
 
@@ -34,7 +35,7 @@ def select_candidates(run: Any, device: str, select: str, allow_degenerate: bool
     if select == "pareto":
         rows = run.pareto(device)
         if not allow_degenerate and not rows.empty:
-            flagged = _degenerate(rows)
+            flagged = degenerate_mask(rows)
             if flagged.all():
                 raise BertnasError(
                     f"every point of the {device} front of {run.directory} predicts one constant output "
@@ -60,7 +61,7 @@ def select_candidates(run: Any, device: str, select: str, allow_degenerate: bool
                 f"--select {select}: trial {number} was not evaluated (state {rows.iloc[0]['state']}); "
                 "pick an evaluated trial (see trials.csv)"
             )
-        if not allow_degenerate and _degenerate(rows).iloc[0]:
+        if not allow_degenerate and degenerate_mask(rows).iloc[0]:
             raise BertnasError(
                 f"--select {select}: trial {number} is degenerate (one constant prediction for every example); "
                 "pick another trial, or pass --allow-degenerate to export it anyway"
@@ -70,7 +71,7 @@ def select_candidates(run: Any, device: str, select: str, allow_degenerate: bool
         trials = run.with_device(device)
         done = trials[(trials["state"] == "COMPLETE") & trials["metric"].notna() & (trials[column] <= budget)]
         if not allow_degenerate:
-            done = done[~_degenerate(done)]
+            done = done[~degenerate_mask(done)]
         if done.empty:
             fastest = trials.loc[trials["state"] == "COMPLETE", column].min()
             hint = f" (the fastest evaluated trial is {format_ms(fastest)} there)" if pd.notna(fastest) else ""
@@ -81,12 +82,6 @@ def select_candidates(run: Any, device: str, select: str, allow_degenerate: bool
     else:
         raise BertnasError(f"--select {select!r} is not understood; use {SELECT_HELP}")
     return [_candidate(row) for _, row in rows.iterrows()]
-
-
-def _degenerate(rows: pd.DataFrame) -> pd.Series:
-    if "degenerate" not in rows.columns:
-        return pd.Series(False, index=rows.index)
-    return rows["degenerate"].map(lambda value: bool(value) if value is not None and not pd.isna(value) else False)
 
 
 def _trial_number(select: str) -> int:

@@ -36,6 +36,7 @@ from bertnas.search.evaluate import (
 )
 from bertnas.search.files import atomic_write_text
 from bertnas.search.objectives import Objectives, latency_column
+from bertnas.search.pareto import degenerate_mask
 from bertnas.search.run import (
     BASELINE_JSON,
     REFERENCES_JSON,
@@ -275,19 +276,16 @@ def run_local(context: SearchContext, progress: bool = True) -> optuna.Study:
     state = {"rejected_in_a_row": 0, "gave_up": False, "last_table": done}
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.state == TrialState.PRUNED and trial.user_attrs.get(STATUS_ATTR) == PRUNED_FRONT:
-            # a multi-fidelity stop: counts as the share of an evaluation it cost
-            complete, state["last_table"] = report_progress(bar, study, context, state["last_table"])
-            if complete >= config.trials:
-                study.stop()
-            return
-        if trial.state == TrialState.PRUNED:
+        # A multi-fidelity stop is no budget rejection: it counts as the share of an evaluation it cost.
+        fidelity_stop = trial.user_attrs.get(STATUS_ATTR) == PRUNED_FRONT
+        if trial.state == TrialState.PRUNED and not fidelity_stop:
             state["rejected_in_a_row"] += 1
             if state["rejected_in_a_row"] >= MAX_REJECTIONS_IN_A_ROW:
                 state["gave_up"] = True
                 study.stop()
             return
-        state["rejected_in_a_row"] = 0
+        if not fidelity_stop:
+            state["rejected_in_a_row"] = 0
         complete, state["last_table"] = report_progress(bar, study, context, state["last_table"])
         if complete >= config.trials:
             study.stop()
@@ -352,6 +350,7 @@ def finalize(context: SearchContext, study: optuna.Study, wall_time_s: float | N
         fronts[device] = front
     write_trials(run_dir, trials)
     counts = count_states(study)
+    fidelity_stops = int((trials["status"] == PRUNED_FRONT).sum())
     previous = SearchRun.open(run_dir).info if (run_dir / RUN_JSON).is_file() else {}
     wall = previous.get("wall_time_s", 0.0) + (wall_time_s or 0.0)
     info = {
@@ -371,12 +370,12 @@ def finalize(context: SearchContext, study: optuna.Study, wall_time_s: float | N
         "trials_requested": config.trials,
         "counts": {
             "evaluated": counts["COMPLETE"],
-            "rejected": counts["PRUNED"] - int((trials["status"] == PRUNED_FRONT).sum()),
-            "pruned_multi_fidelity": int((trials["status"] == PRUNED_FRONT).sum()),
+            "rejected": counts["PRUNED"] - fidelity_stops,
+            "pruned_multi_fidelity": fidelity_stops,
             "failed": counts["FAIL"],
             "running_or_interrupted": counts["RUNNING"],
             "distinct_configs_evaluated": int(trials.loc[trials["state"] == "COMPLETE", "arch_hash"].nunique()),
-            "degenerate": int(trials["degenerate"].fillna(False).astype(bool).sum()),
+            "degenerate": int(degenerate_mask(trials).sum()),
         },
         "evaluation": context.identity["evaluation"],
         "baseline": baseline,

@@ -6,6 +6,8 @@ and any budget give a front without a single new evaluation.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -61,3 +63,15 @@ def hypervolume(metric: np.ndarray, latency: np.ndarray, ref_metric: float, ref_
     # Staircase: each front point owns the strip from its latency to the next point's.
     edges = np.append(xs[1:], ref_latency)
     return float(np.sum((edges - xs) * (ys - ref_metric)))
+
+
+def is_flagged(value: Any) -> bool:
+    """A stored ``degenerate`` flag; trials from before the flag existed count as not degenerate."""
+    return False if value is None or pd.isna(value) else bool(value)
+
+
+def degenerate_mask(trials: pd.DataFrame) -> pd.Series:
+    """True for the rows whose subnet predicts one constant output (all False without the column)."""
+    if "degenerate" not in trials.columns:
+        return pd.Series(False, index=trials.index, dtype=bool)
+    return trials["degenerate"].map(is_flagged).astype(bool)

@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 
 from bertnas.search.files import atomic_write_bytes  # noqa: E402
 from bertnas.search.objectives import latency_column  # noqa: E402
+from bertnas.search.pareto import degenerate_mask  # noqa: E402
 
 
 def plot_front(
@@ -33,8 +34,7 @@ def plot_front(
     column = latency_column(device)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     done = trials[(trials["state"] == "COMPLETE") & trials["metric"].notna()]
-    flags = done["degenerate"] if "degenerate" in done.columns else pd.Series(False, index=done.index)
-    flags = flags.fillna(False).astype(bool)
+    flags = degenerate_mask(done)
     ax.scatter(
         done.loc[~flags, column],
         done.loc[~flags, "metric"],

@@ -32,7 +32,7 @@ from bertnas.errors import BertnasError
 from bertnas.search.evaluate import CONFIG_ATTR, STATUS_ATTR
 from bertnas.search.files import atomic_write, atomic_write_text
 from bertnas.search.objectives import latency_column
-from bertnas.search.pareto import pareto_front
+from bertnas.search.pareto import is_flagged, pareto_front
 from bertnas.search.plot import plot_front
 
 RUN_JSON = "run.json"
@@ -113,7 +113,7 @@ def write_front_files(
             {
                 "trial": int(row["number"]),
                 "metric": float(row["metric"]),
-                "degenerate": _flag(row.get("degenerate")),
+                "degenerate": is_flagged(row.get("degenerate")),
                 "latency_ms": {c.removeprefix("latency_ms."): _float(row[c]) for c in latency_columns},
                 "macs": _int(row["macs"]),
                 "params": _int(row["params"]),
@@ -144,7 +144,7 @@ def front_points(front: pd.DataFrame, device: str) -> list[dict[str, Any]]:
         {
             "trial": int(row["number"]),
             "metric": float(row["metric"]),
-            "degenerate": _flag(row.get("degenerate")),
+            "degenerate": is_flagged(row.get("degenerate")),
             "latency_ms": float(row[column]),
             "macs": int(row["macs"]),
             "params": int(row["params"]),
@@ -285,11 +285,6 @@ def _atomic_write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 def _float(value: Any) -> float | None:
     return None if pd.isna(value) else float(value)
-
-
-def _flag(value: Any) -> bool:
-    """A stored degenerate flag; trials from before the flag existed count as not degenerate."""
-    return False if value is None or pd.isna(value) else bool(value)
 
 
 def _int(value: Any) -> int | None:

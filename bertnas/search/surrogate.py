@@ -136,7 +136,7 @@ class SurrogateSampler(PlannedSampler):
         archs = [ArchConfig.from_json(t.user_attrs["config"]) for t in evaluated]
         metric = np.array([sign * t.values[0] for t in evaluated])
         latency = np.array([t.values[1] for t in evaluated])
-        feasible = np.array([all(c <= 0 for c in t.constraints.values()) for t in evaluated]) if evaluated else []
+        feasible = np.array([all(c <= 0 for c in t.constraints.values()) for t in evaluated])
         ranks = _pareto_ranks(metric, latency)
         parents = [i for i in range(len(archs)) if feasible[i]] or list(range(len(archs)))
 

@@ -195,13 +195,9 @@ class SubnetEvaluator:
     def evaluate(self, arch: ArchConfig) -> dict[str, Any]:
         """Metrics plus MACs and params of ``arch``; ``cached`` tells whether it was looked up;
         ``degenerate`` whether its predictions are constant (:func:`is_degenerate`)."""
-        self.supernet.set_active_subnet(arch)
-        arch = self.supernet.get_active_arch()
-        task = self.data.task.name
-        key = (self.fingerprint, task, self.data.split, arch.hash(), self.subset)
-        cached = self.cache.get(*key) if self.cache is not None else None
-        if cached is not None and "degenerate" in cached:  # entries before the flag existed are redone
-            return {**cached, "cached": True}
+        arch, key, cached = self._lookup(arch)
+        if cached is not None:
+            return cached
         start = time.perf_counter()
         metrics, predictions, _ = evaluate_predictions(self.supernet, self.data, self.batch_size, self.device)
         return self._store(arch, key, metrics, predictions, start)
@@ -220,12 +216,9 @@ class SubnetEvaluator:
         main = self.data.task.main_metric
         if main not in BOUNDED_METRICS or not 0.0 < fraction < 1.0:
             return self.evaluate(arch)
-        self.supernet.set_active_subnet(arch)
-        arch = self.supernet.get_active_arch()
-        key = (self.fingerprint, self.data.task.name, self.data.split, arch.hash(), self.subset)
-        cached = self.cache.get(*key) if self.cache is not None else None
-        if cached is not None and "degenerate" in cached:
-            return {**cached, "cached": True}
+        arch, key, cached = self._lookup(arch)
+        if cached is not None:
+            return cached
         start = time.perf_counter()
         order = np.random.default_rng(0).permutation(len(self.data))
         first = max(1, int(round(fraction * len(order))))
@@ -248,6 +241,17 @@ class SubnetEvaluator:
         labels = np.concatenate([head_labels, rest_labels])
         metrics = compute_metrics(self.data.task.name, predictions, labels)
         return self._store(arch, key, metrics, predictions, start)
+
+    def _lookup(self, arch: ArchConfig) -> tuple[ArchConfig, tuple, dict[str, Any] | None]:
+        """Activate ``arch``; ``(active arch, cache key, cached result or None)``. Entries from
+        before the degenerate flag existed count as missing, so they are evaluated again."""
+        self.supernet.set_active_subnet(arch)
+        arch = self.supernet.get_active_arch()
+        key = (self.fingerprint, self.data.task.name, self.data.split, arch.hash(), self.subset)
+        cached = self.cache.get(*key) if self.cache is not None else None
+        if cached is None or "degenerate" not in cached:
+            return arch, key, None
+        return arch, key, {**cached, "cached": True}
 
     def _store(
         self, arch: ArchConfig, key: tuple, metrics: dict[str, float], predictions: np.ndarray, start: float
