@@ -345,6 +345,11 @@ def test_cli_errors(env, budgets, tmp_path, capsys):
     missing = _cli_error(capsys, ["search", "--device", DEVICE_A, "--budget", "60ms", "--task", "sst2"])
     assert "bertnas supernet train --task sst2 --preset quick" in missing
     assert "not a search run directory" in _cli_error(capsys, ["pareto", str(tmp_path), "--device", DEVICE_A])
+    fitting = [*base, "--device", DEVICE_A, "--budget", f"{budgets[DEVICE_A][1]}ms"]
+    assert "between 0 and 1" in _cli_error(capsys, [*fitting, "--multi-fidelity", "1.5"])
+    assert "local backend only" in _cli_error(capsys, [*fitting, "--multi-fidelity", "0.5", "--backend", "ray"])
+    recipe = ["supernet", "train", "--task", "sst2", "--teacher", env["supernet"], "--out", str(tmp_path / "s")]
+    assert "unknown training recipe 'nope'" in _cli_error(capsys, [*recipe, "--recipe", "nope"])
 
 
 def test_study_run_cli(env, budgets, tmp_path, capsys):
