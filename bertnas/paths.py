@@ -1,7 +1,10 @@
 """Where bertnas keeps what it builds: ``$BERTNAS_CACHE``, else ``~/.cache/bertnas``.
 
-Teachers and supernets are cached by backbone, task (and space), so later commands
-(``bertnas eval``, ``bertnas search``) find them without being told.
+Teachers are cached by backbone and task name, supernets by teacher (its name and a hash
+of its weights), task name and space, so later commands (``bertnas eval``, ``bertnas
+search``) find them without being told and a supernet trained from one teacher is never
+picked up for another. Custom task names end with a hash of their data
+(:mod:`bertnas.data.custom`), so two datasets never share a cache entry.
 """
 
 from __future__ import annotations
@@ -21,8 +24,19 @@ def _slug(text: str) -> str:
 
 
 def teacher_dir(backbone: str, task: str) -> Path:
+    """The cached teacher ``bertnas finetune`` writes for ``backbone`` on the task named ``task``."""
     return cache_root() / "teachers" / f"{_slug(backbone)}--{_slug(task)}"
 
 
-def supernet_dir(backbone: str, task: str, space: str) -> Path:
-    return cache_root() / "supernets" / f"{_slug(backbone)}--{_slug(task)}--{_slug(space)}"
+def teacher_key(teacher: str) -> str:
+    """``NAME-HASH`` for a teacher directory or hub id: its last path part and weights hash."""
+    from bertnas.supernet.backbone import teacher_fingerprint
+
+    name = Path(teacher.rstrip("/")).name if Path(teacher).expanduser().exists() else teacher
+    return f"{_slug(name)[:48]}-{teacher_fingerprint(teacher)}"
+
+
+def supernet_dir(teacher: str, task: str, space: str) -> Path:
+    """The cached supernet trained from ``teacher`` (a directory or hub id) on task ``task`` for ``space``."""
+    return cache_root() / "supernets" / f"{teacher_key(teacher)}--{_slug(task)}--{_slug(space)}"
+

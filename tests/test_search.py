@@ -170,15 +170,22 @@ def test_default_supernet_is_the_spaces_own_else_the_unified_one(env, tmp_path, 
     from bertnas.search.driver import _supernet_path
 
     monkeypatch.setenv("BERTNAS_CACHE", str(tmp_path / "cache"))
-    config = _config(env, tmp_path / "run", {DEVICE_A: 1.0}, supernet=None, space="dynabert")
+    teacher = tmp_path / "teacher"
+    tiny_bert(64).save_pretrained(teacher)
+    config = _config(env, tmp_path / "run", {DEVICE_A: 1.0}, supernet=None, space="dynabert", teacher=str(teacher))
     with pytest.raises(BertnasError, match="no trained supernet .*bertnas supernet train --task sst2"):
         _supernet_path(config, "sst2")
-    unified = supernet_dir(config.backbone, "sst2", "unified")
+    unified = supernet_dir(str(teacher), "sst2", "unified")
     shutil.copytree(env["supernet"], unified)
+    (unified / "training.json").write_text("{}")
     assert _supernet_path(config, "sst2") == unified
-    own = supernet_dir(config.backbone, "sst2", "dynabert")
-    shutil.copytree(env["supernet"], own)
+    own = supernet_dir(str(teacher), "sst2", "dynabert")
+    shutil.copytree(unified, own)
     assert _supernet_path(config, "sst2") == own
+    other = tmp_path / "other-teacher"
+    tiny_bert(80).save_pretrained(other)  # another teacher: never handed the first one's supernets
+    with pytest.raises(BertnasError, match="no trained supernet"):
+        _supernet_path(_config(env, tmp_path / "run", {DEVICE_A: 1.0}, supernet=None, teacher=str(other)), "sst2")
 
 
 @pytest.fixture(scope="module")
@@ -342,8 +349,8 @@ def test_cli_errors(env, budgets, tmp_path, capsys):
     assert "cannot open storage" in _cli_error(
         capsys, [*base, "--device", DEVICE_A, "--budget", f"{budgets[DEVICE_A][1]}ms", "--storage", storage]
     )
-    missing = _cli_error(capsys, ["search", "--device", DEVICE_A, "--budget", "60ms", "--task", "sst2"])
-    assert "bertnas supernet train --task sst2 --preset quick" in missing
+    missing = _cli_error(capsys, ["search", "--device", DEVICE_A, "--budget", "60ms", "--task", "sst2", "--no-train"])
+    assert "no trained teacher and supernet" in missing and "without --no-train" in missing
     assert "not a search run directory" in _cli_error(capsys, ["pareto", str(tmp_path), "--device", DEVICE_A])
     fitting = [*base, "--device", DEVICE_A, "--budget", f"{budgets[DEVICE_A][1]}ms"]
     assert "between 0 and 1" in _cli_error(capsys, [*fitting, "--multi-fidelity", "1.5"])

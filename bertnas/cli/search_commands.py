@@ -10,7 +10,16 @@ from typing import Any
 import typer
 
 from bertnas.cli.main import app
+from bertnas.cli.task_options import (
+    LABEL_COLUMN_OPTION,
+    MAX_LENGTH_OPTION,
+    METRIC_OPTION,
+    TASK_HELP,
+    TEXT_COLUMNS_OPTION,
+    task_spec,
+)
 from bertnas.supernet.backbone import DEFAULT_BACKBONE
+from bertnas.training.presets import DEFAULT_PRESET, PRESET_HELP
 
 study_app = typer.Typer(help="Searches described by study files (studies/*.yaml).", no_args_is_help=True)
 app.add_typer(study_app, name="study")
@@ -30,14 +39,24 @@ def search_command(
     budget: list[str] = typer.Option(
         ..., "--budget", help="Latency budget with unit (60ms, 0.06s); one for all devices or one per --device."
     ),
-    task: str = typer.Option("sst2", "--task", help="GLUE task."),
+    task: str = typer.Option("sst2", "--task", help=TASK_HELP),
+    text_columns: str | None = TEXT_COLUMNS_OPTION,
+    label_column: str | None = LABEL_COLUMN_OPTION,
+    metric: str | None = METRIC_OPTION,
+    max_length: int | None = MAX_LENGTH_OPTION,
     space: str = typer.Option("unified", "--space", help="Search space name or YAML file."),
     supernet: str | None = typer.Option(
         None,
         "--supernet",
-        help="Trained supernet directory (default: the cached one for the task and space, else the unified one).",
+        help="Trained supernet directory (default: the cached one of the teacher for the task).",
     ),
-    train: bool = typer.Option(False, "--train", help="Train the supernet on the quick preset if it is missing."),
+    teacher: str | None = typer.Option(
+        None, "--teacher", help="Your fine-tuned BERT classifier (directory or hub id); default: fine-tune one."
+    ),
+    train: bool = typer.Option(
+        True, "--train/--no-train", help="Fine-tune the teacher and train the supernet first if they are missing."
+    ),
+    preset: str = typer.Option(DEFAULT_PRESET, "--preset", help="For what is trained: " + PRESET_HELP),
     backbone: str = typer.Option(DEFAULT_BACKBONE, "--backbone", help="Backbone whose cached supernet to use."),
     trials: int = typer.Option(100, "--trials", help="Accuracy-evaluated trials to reach (a resume continues)."),
     sampler: str = typer.Option(
@@ -81,12 +100,14 @@ def search_command(
     from bertnas.search.config import SearchConfig
 
     config = SearchConfig(
-        task=task,
+        task=task_spec(task, text_columns, label_column, metric, max_length),
         budgets_ms=pair_budgets(device, budget),
         space=space,
         backbone=backbone,
         supernet=supernet,
+        teacher=teacher,
         train=train,
+        preset=preset,
         trials=trials,
         sampler=sampler,
         seed=seed,
@@ -115,6 +136,9 @@ def study_run_command(
     out: Path | None = typer.Option(None, "--out", help="Override the run directory."),
     supernet: str | None = typer.Option(None, "--supernet", help="Override the supernet directory."),
     glue_dir: str | None = typer.Option(None, "--glue-dir"),
+    train: bool = typer.Option(
+        True, "--train/--no-train", help="Fine-tune the teacher and train the supernet first if they are missing."
+    ),
     as_json: bool = JSON_OPTION,
     backend: str = BACKEND_OPTION,
     address: str | None = ADDRESS_OPTION,
@@ -125,6 +149,7 @@ def study_run_command(
     from bertnas.search.config import load_study_file
 
     config = load_study_file(file)
+    config.train = train
     for key, value in (("trials", trials), ("storage", storage), ("supernet", supernet), ("glue_dir", glue_dir)):
         if value is not None:
             setattr(config, key, value)
@@ -175,6 +200,14 @@ def _backend(name: str, address: str | None, workers: int | None, gpus_per_trial
 
 
 def _run(config: Any, as_json: bool, ray_options: Any = None) -> None:
+    from bertnas.pipeline import plan_search
+
+    config.validate()
+    plan = plan_search(config)
+    if plan.needs_work:
+        for line in plan.describe():
+            typer.echo(line, err=as_json)
+        plan.run()
     if ray_options is None:
         from bertnas.search.driver import run_search
 

@@ -8,55 +8,72 @@ from pathlib import Path
 import typer
 
 from bertnas.cli.main import app
+from bertnas.cli.task_options import (
+    LABEL_COLUMN_OPTION,
+    MAX_LENGTH_OPTION,
+    METRIC_OPTION,
+    TASK_HELP,
+    TEXT_COLUMNS_OPTION,
+    task_spec,
+)
 from bertnas.supernet.backbone import DEFAULT_BACKBONE
+from bertnas.training.presets import DEFAULT_PRESET, PRESET_HELP
 
 supernet_app = typer.Typer(help="Train weight-sharing supernets.", no_args_is_help=True)
 app.add_typer(supernet_app, name="supernet")
 
-PRESET_HELP = "quick: a few minutes on 2 CPU cores (train subset, 1 epoch); full: the whole train split."
-
 
 @app.command("finetune")
 def finetune_command(
-    task: str = typer.Option(..., "--task", help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli."),
+    task: str = typer.Option(..., "--task", help=TASK_HELP),
+    text_columns: str | None = TEXT_COLUMNS_OPTION,
+    label_column: str | None = LABEL_COLUMN_OPTION,
+    metric: str | None = METRIC_OPTION,
+    max_length: int | None = MAX_LENGTH_OPTION,
     backbone: str = typer.Option(DEFAULT_BACKBONE, "--backbone", help="Hugging Face BERT name or directory."),
     out: Path | None = typer.Option(None, "--out", help="Teacher directory (default: the bertnas cache)."),
-    preset: str = typer.Option("full", "--preset", help=PRESET_HELP),
+    preset: str = typer.Option(DEFAULT_PRESET, "--preset", help=PRESET_HELP),
     epochs: float | None = typer.Option(None, "--epochs", help="Override the preset's epochs."),
     lr: float | None = typer.Option(None, "--lr", help="Override the preset's learning rate."),
     train_subset: int | None = typer.Option(None, "--train-subset", help="Use only the first N train examples."),
     seed: int = typer.Option(42, "--seed"),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)."),
     glue_dir: str | None = typer.Option(None, "--glue-dir", help="GLUE data in the original TSV layout."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing teacher directory."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing teacher (or unfinished run)."),
 ) -> None:
-    """Fine-tune the backbone on a GLUE task: the teacher for supernet training."""
-    from bertnas.errors import BertnasError
+    """Fine-tune the backbone on a task: the teacher for supernet training (rerun to resume)."""
+    from bertnas.data import get_task
     from bertnas.paths import teacher_dir
     from bertnas.training.finetune import PRESETS, FinetuneConfig, finetune
+    from bertnas.training.presets import check_preset
 
-    if preset not in PRESETS:
-        raise BertnasError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    values = dict(PRESETS[preset])
+    task = task_spec(task, text_columns, label_column, metric, max_length)
+    values = dict(PRESETS[check_preset(preset)])
     for key, value in (("epochs", epochs), ("lr", lr), ("train_subset", train_subset)):
         if value is not None:
             values[key] = value
     config = FinetuneConfig(task=task, backbone=backbone, seed=seed, device=device, glue_dir=glue_dir, **values)
-    target = out or teacher_dir(backbone, task)
+    target = out or teacher_dir(backbone, get_task(task).name)
     result = finetune(config, target, force=force)
     typer.echo(f"teacher {target}: dev {result['main_metric']} = {result['score']:.4f} ({result['dev_examples']} ex.)")
 
 
 @supernet_app.command("train")
 def supernet_train_command(
-    task: str = typer.Option(..., "--task", help="GLUE task."),
+    task: str = typer.Option(..., "--task", help=TASK_HELP),
+    text_columns: str | None = TEXT_COLUMNS_OPTION,
+    label_column: str | None = LABEL_COLUMN_OPTION,
+    metric: str | None = METRIC_OPTION,
+    max_length: int | None = MAX_LENGTH_OPTION,
     space: str = typer.Option("unified", "--space", help="Search space name or YAML file."),
     teacher: str | None = typer.Option(
-        None, "--teacher", help="Fine-tuned teacher directory (default: the cached teacher for backbone + task)."
+        None,
+        "--teacher",
+        help="Your fine-tuned BERT classifier: a directory or hub id (default: the cached teacher for backbone + task).",
     ),
     backbone: str = typer.Option(DEFAULT_BACKBONE, "--backbone", help="Backbone whose cached teacher to use."),
     out: Path | None = typer.Option(None, "--out", help="Supernet directory (default: the bertnas cache)."),
-    preset: str = typer.Option("quick", "--preset", help=PRESET_HELP),
+    preset: str = typer.Option(DEFAULT_PRESET, "--preset", help=PRESET_HELP),
     epochs: float | None = typer.Option(None, "--epochs"),
     lr: float | None = typer.Option(None, "--lr"),
     train_subset: int | None = typer.Option(None, "--train-subset"),
@@ -76,20 +93,25 @@ def supernet_train_command(
     glue_dir: str | None = typer.Option(None, "--glue-dir"),
 ) -> None:
     """Train a weight-sharing supernet from the teacher; rerun the same command to resume."""
+    from bertnas.data import get_task
     from bertnas.errors import BertnasError
     from bertnas.paths import supernet_dir, teacher_dir
+    from bertnas.supernet.backbone import check_teacher
+    from bertnas.training.presets import check_preset
     from bertnas.training.supernet_train import SupernetTrainer, config_from
 
-    teacher_path = teacher or str(teacher_dir(backbone, task))
-    if not Path(teacher_path).is_dir():
+    task = task_spec(task, text_columns, label_column, metric, max_length)
+    info = get_task(task)
+    teacher_path = teacher or str(teacher_dir(backbone, info.name))
+    if teacher is None and not Path(teacher_path).is_dir():
         raise BertnasError(
             f"no teacher at {teacher_path}; fine-tune one first: bertnas finetune --task {task} "
-            f"--backbone {backbone} (or pass --teacher DIR)"
+            f"--backbone {backbone} (or pass --teacher DIR_OR_HUB_ID)"
         )
     config = config_from(
         task,
         teacher_path,
-        preset,
+        check_preset(preset),
         epochs=epochs,
         lr=lr,
         train_subset=train_subset,
@@ -105,7 +127,8 @@ def supernet_train_command(
         glue_dir=glue_dir,
         space=space,
     )
-    target = out or supernet_dir(backbone, task, space)
+    check_teacher(teacher_path, info.num_labels, info.labels, info.name)
+    target = out or supernet_dir(teacher_path, info.name, space)
     result = SupernetTrainer(config, target).train()
     metric = result["main_metric"]
     summary = ", ".join(f"{name} {scores[metric]:.4f}" for name, scores in result["subnets"].items())
@@ -116,7 +139,11 @@ def supernet_train_command(
 def eval_command(
     arch: Path = typer.Option(..., "--arch", help="Architecture config JSON."),
     supernet: Path = typer.Option(..., "--supernet", help="Trained supernet directory."),
-    task: str | None = typer.Option(None, "--task", help="(default: the supernet's task)"),
+    task: str | None = typer.Option(None, "--task", help="(default: the supernet's task) " + TASK_HELP),
+    text_columns: str | None = TEXT_COLUMNS_OPTION,
+    label_column: str | None = LABEL_COLUMN_OPTION,
+    metric: str | None = METRIC_OPTION,
+    max_length: int | None = MAX_LENGTH_OPTION,
     subset: int | None = typer.Option(None, "--subset", help="Evaluate on the first N dev examples only."),
     device: str | None = typer.Option(None, "--device"),
     glue_dir: str | None = typer.Option(None, "--glue-dir"),
@@ -131,7 +158,7 @@ def eval_command(
     config = ArchConfig.load(arch)
     evaluator = SubnetEvaluator.open(
         supernet,
-        task=task,
+        task=task_spec(task, text_columns, label_column, metric, max_length) if task else None,
         subset=subset,
         glue_dir=glue_dir,
         device=str(pick_device(device)),

@@ -1,4 +1,4 @@
-"""GLUE data: task registry, loading, cached tokenization, batching and metrics."""
+"""Task data (GLUE and the user's own): task registry, loading, cached tokenization, batching and metrics."""
 
 from bertnas.data.batching import (
     Collator,
@@ -18,12 +18,11 @@ from bertnas.data.glue import (
     TaskInfo,
     TokenizedSplit,
     default_cache_dir,
-    get_task,
-    load_task,
     read_glue_tsv,
-    resolve_split,
     tokenize_split,
 )
+from bertnas.data.custom import TaskSpec, compose_task
+from bertnas.data.tasks import get_task, is_glue, load_task, resolve_split
 from bertnas.data.metrics import HIGHER_IS_BETTER, compute_metrics, higher_is_better, main_metric
 
 __all__ = [
@@ -36,13 +35,16 @@ __all__ = [
     "GlueSplit",
     "LengthBucketSampler",
     "TaskInfo",
+    "TaskSpec",
     "TokenizedSplit",
     "batch_indices",
     "collate",
+    "compose_task",
     "compute_metrics",
     "default_cache_dir",
     "get_task",
     "higher_is_better",
+    "is_glue",
     "load_task",
     "main_metric",
     "make_dataloader",

@@ -82,6 +82,20 @@ class TaskInfo:
     header: bool = True
     columns: tuple[str, ...] = ()
     dev_splits: tuple[str, ...] = ("dev",)
+    # Custom tasks (bertnas.data.custom) only: the task spec that reopens the task, and the hash
+    # of its data and settings (which its name ends with).
+    spec: str = ""
+    identity: str = ""
+
+    @property
+    def ref(self) -> str:
+        """What to pass as ``--task`` (or to :func:`bertnas.data.get_task`) to get this task back."""
+        return self.spec or self.name
+
+    @property
+    def is_custom(self) -> bool:
+        """True for a task read from the user's own data."""
+        return bool(self.spec)
 
     @property
     def is_regression(self) -> bool:

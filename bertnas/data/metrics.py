@@ -20,12 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from bertnas.data.glue import get_task
+from bertnas.data.glue import TaskInfo
+from bertnas.data.tasks import get_task
 from bertnas.errors import BertnasError
 
 HIGHER_IS_BETTER: dict[str, bool] = {
     "accuracy": True,
     "f1": True,
+    "macro_f1": True,
     "matthews_corr": True,
     "pearson": True,
     "spearman": True,
@@ -60,6 +62,13 @@ def f1_binary(predictions: Any, labels: Any, positive: int = 1) -> float:
     true_pos = int(np.sum(predicted & actual))
     denominator = int(np.sum(predicted)) + int(np.sum(actual))  # = 2 tp + fp + fn
     return 0.0 if denominator == 0 else 2.0 * true_pos / denominator
+
+
+def macro_f1(predictions: Any, labels: Any) -> float:
+    """Mean F1 over the classes present in labels or predictions (scikit-learn's ``average="macro"``)."""
+    predictions, labels = _pair(predictions, labels)
+    classes = np.unique(np.concatenate([labels, predictions]))
+    return float(np.mean([f1_binary(predictions, labels, positive=c) for c in classes]))
 
 
 def matthews_corr(predictions: Any, labels: Any) -> float:
@@ -117,13 +126,14 @@ def spearman(predictions: Any, labels: Any) -> float:
 METRICS: dict[str, Callable[[Any, Any], float]] = {
     "accuracy": accuracy,
     "f1": f1_binary,
+    "macro_f1": macro_f1,
     "matthews_corr": matthews_corr,
     "pearson": pearson,
     "spearman": spearman,
 }
 
 
-def main_metric(task: str) -> str:
+def main_metric(task: str | TaskInfo) -> str:
     """The metric that ranks models on ``task`` (all are higher-is-better)."""
     return get_task(task).main_metric
 
@@ -135,7 +145,7 @@ def higher_is_better(metric: str) -> bool:
     return HIGHER_IS_BETTER[metric]
 
 
-def compute_metrics(task: str, predictions: Any, labels: Any) -> dict[str, float]:
+def compute_metrics(task: str | TaskInfo, predictions: Any, labels: Any) -> dict[str, float]:
     """The task's metrics, main metric first.
 
     ``predictions`` are class ids, or logits of shape ``(n, num_labels)`` (argmax is

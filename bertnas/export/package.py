@@ -116,7 +116,7 @@ def export_models(
     if supernet.tokenizer is None:
         raise BertnasError(f"the supernet in {supernet_dir} has no tokenizer files to ship with the models")
     data = subset_of(
-        tokenize_split(load_task(task.name, "dev", options.glue_dir), supernet.tokenizer), options.dev_subset
+        tokenize_split(load_task(task, "dev", options.glue_dir), supernet.tokenizer), options.dev_subset
     )
     measure = _measure_predictor(predictors) if "onnx" in options.formats else None
     timing_seq_len = int(measure.profile.seq_len) if measure is not None else options.seq_len
@@ -238,7 +238,7 @@ def _export_one(
             all_logits.append(runner.logits(**dev_batch))
         logits, gold = np.concatenate(all_logits), np.concatenate(all_labels)
         predictions = logits.squeeze(-1) if data.task.is_regression else logits.argmax(axis=-1)
-        onnx_metric = compute_metrics(data.task.name, predictions, gold)[main]
+        onnx_metric = compute_metrics(data.task, predictions, gold)[main]
         _check_metric(onnx_metric, candidate, main, "the ONNX model")
         entry["metric_onnx"] = onnx_metric
         timing = runner.time_ms(timing_seq_len, batch_size=1, warmup=options.warmup, repeats=options.repeats)

@@ -8,7 +8,9 @@ A study file (``studies/*.yaml``) holds the same settings as the flags::
     sampler: nsga2               # nsga2 | tpe | random | evolution
     trials: 100                  # accuracy-evaluated trials to reach
     seed: 0
-    # optional: backbone, supernet, storage, study, out, seq_len, dev_subset, population
+    # optional: backbone, teacher, preset, supernet, storage, study, out, seq_len, dev_subset,
+    # population; for your own data (task: a directory or hf:NAME) text_columns, label_column,
+    # metric, max_length
 
 Unknown keys are errors (a typo must not fall back to a default); malformed YAML is
 reported as ``FILE:LINE``.
@@ -34,8 +36,12 @@ class SearchConfig:
     budgets_ms: dict[str, float]  # device -> budget, in order; the first device is optimized
     space: str = "unified"
     backbone: str = DEFAULT_BACKBONE
-    supernet: str | None = None  # default: the cached unified supernet for backbone + task
-    train: bool = False  # train the supernet on the quick preset when it is missing
+    supernet: str | None = None  # default: the cached supernet of the teacher on the task
+    # The teacher: the user's fine-tuned classifier (directory or hub id), default the one
+    # ``bertnas finetune`` cached for backbone + task.
+    teacher: str | None = None
+    train: bool = True  # fine-tune the teacher and train the supernet when missing (bertnas.pipeline)
+    preset: str = "default"  # the training preset for what is missing: quick | default | full
     trials: int = 100
     sampler: str = "nsga2"
     seed: int = 0
@@ -66,6 +72,9 @@ class SearchConfig:
             raise BertnasError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if not self.budgets_ms:
             raise BertnasError("no device given; pass --device NAME --budget 60ms")
+        from bertnas.training.presets import check_preset
+
+        check_preset(self.preset)
         if self.fidelity is not None and not 0.0 < self.fidelity < 1.0:
             raise BertnasError(f"--multi-fidelity {self.fidelity} must be a fraction between 0 and 1 (e.g. 0.3)")
         if self.population is not None and self.population < 2:
@@ -81,8 +90,11 @@ class SearchConfig:
         return list(self.budgets_ms)
 
     def default_study_name(self) -> str:
+        from bertnas.data import get_task, is_glue
+
         devices = "+".join(f"{d}-{_budget_slug(b)}" for d, b in self.budgets_ms.items())
-        return f"{self.task}-{Path(self.space).stem}-{devices}-{self.sampler}-seed{self.seed}"
+        task = self.task if is_glue(self.task) else get_task(self.task).name  # custom: name + data hash
+        return f"{task}-{Path(self.space).stem}-{devices}-{self.sampler}-seed{self.seed}"
 
     def run_dir(self) -> Path:
         return Path(self.out) if self.out else Path("runs") / (self.study or self.default_study_name())
@@ -92,7 +104,12 @@ def _budget_slug(ms: float) -> str:
     return f"{ms:g}ms".replace(".", "p")
 
 
-_STUDY_KEYS = {f.name for f in fields(SearchConfig)} - {"budgets_ms", "command", "train", "eval_device"} | {"devices"}
+_TASK_KEYS = ("text_columns", "label_column", "metric", "max_length")  # the user's data, as the CLI flags
+_STUDY_KEYS = (
+    {f.name for f in fields(SearchConfig)} - {"budgets_ms", "command", "train", "eval_device"}
+    | {"devices"}
+    | set(_TASK_KEYS)
+)
 
 
 def load_study_file(path: str | Path) -> SearchConfig:
@@ -133,6 +150,16 @@ def load_study_file(path: str | Path) -> SearchConfig:
             raise BertnasError(f"{where(str(device))}: {error}") from None
     if "fidelity" in data and (isinstance(data["fidelity"], bool) or not isinstance(data["fidelity"], (int, float))):
         raise BertnasError(f"{where('fidelity')}: fidelity must be a fraction, got {data['fidelity']!r}")
+    if any(key in data for key in _TASK_KEYS):
+        from bertnas.data.tasks import task_spec
+
+        options = {key: data.pop(key, None) for key in _TASK_KEYS}
+        if isinstance(options["text_columns"], list):
+            options["text_columns"] = ",".join(str(c) for c in options["text_columns"])
+        try:
+            data["task"] = task_spec(str(data["task"]), *(options[key] for key in _TASK_KEYS))
+        except BertnasError as error:
+            raise BertnasError(f"{where('task')}: {error}") from None
     for key in ("trials", "seed", "seq_len", "dev_subset", "population"):
         if key in data and data[key] is not None and (isinstance(data[key], bool) or not isinstance(data[key], int)):
             raise BertnasError(f"{where(key)}: {key} must be an integer, got {data[key]!r}")

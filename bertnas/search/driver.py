@@ -92,7 +92,7 @@ def prepare(config: SearchConfig) -> SearchContext:
             predictor.profile.check_request(seq_len=config.seq_len)  # the profile says why it cannot
     supernet_path = _supernet_path(config, task.name)
     evaluator = SubnetEvaluator.open(
-        supernet_path, task=task.name, subset=config.dev_subset, glue_dir=config.glue_dir, device=config.eval_device
+        supernet_path, task=task.ref, subset=config.dev_subset, glue_dir=config.glue_dir, device=config.eval_device
     )
     supernet = evaluator.supernet
     space = spec.bind(supernet.limits, backbone=supernet.config.backbone)
@@ -141,7 +141,9 @@ def prepare(config: SearchConfig) -> SearchContext:
 
 
 def _supernet_path(config: SearchConfig, task: str) -> Path:
-    from bertnas.paths import supernet_dir, teacher_dir
+    """The supernet to search: ``--supernet``, else the cached one of the teacher (:mod:`bertnas.pipeline`
+    trains what is missing before the search starts)."""
+    from bertnas.training.locate import find_supernet, search_teacher
     from bertnas.supernet.elastic import WEIGHTS_NAME
 
     if config.supernet:
@@ -149,27 +151,15 @@ def _supernet_path(config: SearchConfig, task: str) -> Path:
         if not (path / WEIGHTS_NAME).is_file():
             raise BertnasError(f"--supernet {path} is not a trained supernet directory (no {WEIGHTS_NAME})")
         return path
-    # A supernet trained for the search's own space first, else the unified one (it contains every space).
-    for space in dict.fromkeys((config.space, "unified")):
-        candidate = supernet_dir(config.backbone, task, space)
-        if (candidate / WEIGHTS_NAME).is_file():
-            return candidate
-    path = supernet_dir(config.backbone, task, "unified")
-    if not config.train:
+    teacher = search_teacher(config.teacher, config.backbone, task)
+    found = find_supernet(teacher, task, config.space) if teacher is not None else None
+    if found is None:
         raise BertnasError(
-            f"no trained supernet for {config.backbone} on {task} at {path}; train one with "
-            f"`bertnas supernet train --task {task} --preset quick`, pass --train to do it now, or give --supernet DIR"
+            f"no trained supernet for task {task} (teacher: {teacher or 'none yet'}); run the search without "
+            f"--no-train to fine-tune and train what is missing, train one with `bertnas supernet train --task "
+            f"{config.task}`, or give --supernet DIR"
         )
-    teacher = teacher_dir(config.backbone, task)
-    if not teacher.is_dir():
-        raise BertnasError(
-            f"--train needs a fine-tuned teacher at {teacher}; run `bertnas finetune --task {task}` first"
-        )
-    from bertnas.training.supernet_train import SupernetTrainer, config_from
-
-    train_config = config_from(task, str(teacher), "quick", space="unified", glue_dir=config.glue_dir)
-    SupernetTrainer(train_config, path).train()
-    return path
+    return found
 
 
 def context_sampler(context: SearchContext, sampler_seed: int) -> optuna.samplers.BaseSampler:

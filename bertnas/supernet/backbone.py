@@ -87,3 +87,72 @@ def load_backbone(name_or_path: str, num_labels: int | None = None) -> tuple[Any
     except (OSError, ValueError) as error:
         raise _load_failure(name_or_path, error) from None
     return model.eval(), tokenizer
+
+
+def _generic_label(name: str, index: int) -> bool:
+    return name.strip().upper() in (f"LABEL_{index}", str(index))
+
+
+def check_teacher(name_or_path: str, num_labels: int, labels: tuple[str, ...], task: str) -> Any:
+    """The teacher's config, after checking it is a fine-tuned classifier for ``task``.
+
+    A teacher must have a sequence-classification head with ``num_labels`` outputs; where both
+    it and the task name their classes (``id2label`` other than ``LABEL_0``...), the names must
+    agree in order (case-insensitively), so label id ``i`` means the same class for both.
+    """
+    config = load_backbone_config(name_or_path)
+    has_head = any("SequenceClassification" in arch for arch in (config.architectures or []))
+    if not has_head:
+        raise BertnasError(
+            f"teacher {name_or_path} is not fine-tuned for sequence classification (architectures: "
+            f"{', '.join(config.architectures or ['none'])}); fine-tune it: bertnas finetune --task {task} "
+            f"--backbone {name_or_path}"
+        )
+    if config.num_labels != num_labels:
+        raise BertnasError(
+            f"teacher {name_or_path} has {config.num_labels} labels but task {task} has {num_labels}"
+            + (f" ({', '.join(labels)})" if labels else " (regression)")
+            + "; pass a teacher fine-tuned on this task, or fine-tune one: bertnas finetune --task ..."
+        )
+    id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
+    names = [id2label.get(i, f"LABEL_{i}") for i in range(num_labels)]
+    if labels and not all(_generic_label(n, i) for i, n in enumerate(names)):
+        if [n.lower() for n in names] != [n.lower() for n in labels]:
+            raise BertnasError(
+                f"teacher {name_or_path} labels ({', '.join(names)}) do not match task {task} labels "
+                f"({', '.join(labels)}) in order; label id i must mean the same class for both "
+                "(fix the teacher's id2label, or fine-tune one with bertnas finetune)"
+            )
+    return config
+
+
+_FINGERPRINTS: dict[tuple, str] = {}  # (directory, file names/sizes/mtimes) -> hash: hash each teacher once
+
+
+def teacher_fingerprint(name_or_path: str) -> str:
+    """A short hash of a teacher's config and weights, the key supernets are cached under.
+
+    A local directory hashes ``config.json`` and every weights file (``*.safetensors``,
+    ``*.bin``); a hub id hashes the id and the revision ``transformers`` resolved.
+    """
+    import hashlib
+
+    source = Path(resolve_backbone(name_or_path))
+    digest = hashlib.sha256()
+    if source.is_dir():
+        files = [source / "config.json", *sorted(source.glob("*.safetensors")), *sorted(source.glob("*.bin"))]
+        files = [path for path in files if path.is_file()]
+        stamp = (str(source.resolve()), tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+        if stamp in _FINGERPRINTS:
+            return _FINGERPRINTS[stamp]
+        for path in files:
+            digest.update(path.name.encode())
+            with open(path, "rb") as f:
+                for block in iter(lambda f=f: f.read(1 << 22), b""):
+                    digest.update(block)
+        _FINGERPRINTS[stamp] = digest.hexdigest()[:12]
+        return _FINGERPRINTS[stamp]
+    else:
+        config = load_backbone_config(name_or_path)
+        digest.update(f"{name_or_path}@{getattr(config, '_commit_hash', None) or ''}".encode())
+    return digest.hexdigest()[:12]

@@ -16,7 +16,7 @@ from torch import nn
 from bertnas.arch import ArchConfig
 from bertnas.cost import count_macs, count_params
 from bertnas.data import compute_metrics, get_task, load_task, make_dataloader, tokenize_split
-from bertnas.data.glue import TokenizedSplit
+from bertnas.data.glue import TaskInfo, TokenizedSplit
 from bertnas.errors import BertnasError
 from bertnas.supernet.elastic import WEIGHTS_NAME, ElasticBert
 from bertnas.training.eval_cache import EvalCache
@@ -52,17 +52,17 @@ def evaluate_predictions(
     loader = make_dataloader(data, batch_size, shuffle=False, bucket=True)
     logits, labels = predict(model, loader, device)
     predictions = logits.squeeze(-1) if data.task.is_regression else logits.argmax(dim=-1)
-    metrics = compute_metrics(data.task.name, predictions.numpy(), labels.numpy())
+    metrics = compute_metrics(data.task, predictions.numpy(), labels.numpy())
     return metrics, predictions.numpy(), labels.numpy()
 
 
 #: Metrics for which "every remaining example predicted right" bounds the final score from
 #: above: accuracy, and F1 (it grows with true positives and shrinks with FP and FN).
-BOUNDED_METRICS = ("accuracy", "f1")
+BOUNDED_METRICS = ("accuracy", "f1", "macro_f1")
 
 
 def optimistic_score(
-    task: str, head_predictions: np.ndarray, head_labels: np.ndarray, rest_labels: np.ndarray
+    task: str | TaskInfo, head_predictions: np.ndarray, head_labels: np.ndarray, rest_labels: np.ndarray
 ) -> float:
     """The task's main metric if every example not scored yet (labels ``rest_labels``) were
     predicted right: an upper bound of the final score for :data:`BOUNDED_METRICS`."""
@@ -112,7 +112,7 @@ def baseline_metrics(data: TokenizedSplit) -> dict[str, Any]:
         constant = np.full(len(labels), int(values[int(counts.argmax())]))
         kind = "majority class"
     with np.errstate(all="ignore"):
-        metrics = compute_metrics(data.task.name, constant, labels)
+        metrics = compute_metrics(data.task, constant, labels)
     metrics = {name: (0.0 if value != value else float(value)) for name, value in metrics.items()}
     return {"kind": kind, "metrics": metrics, "score": metrics[data.task.main_metric], "examples": len(labels)}
 
@@ -182,7 +182,7 @@ class SubnetEvaluator:
                 f"the supernet in {directory} has {supernet.config.num_labels} outputs but task {info.name} "
                 f"needs {info.num_labels}; evaluate it on the task it was trained for ({supernet.config.task})"
             )
-        data = tokenize_split(load_task(info.name, split, glue_dir), supernet.tokenizer)
+        data = tokenize_split(load_task(info, split, glue_dir), supernet.tokenizer)
         data = subset_of(data, subset)
         cache = EvalCache(directory / CACHE_NAME) if use_cache else None
         subset_key = f"{split}:first{len(data)}"
@@ -226,9 +226,9 @@ class SubnetEvaluator:
             return self.evaluate(arch)
         head, rest = take(self.data, order[:first]), take(self.data, order[first:])
         _, head_predictions, head_labels = evaluate_predictions(self.supernet, head, self.batch_size, self.device)
-        optimistic = optimistic_score(self.data.task.name, head_predictions, head_labels, np.asarray(rest.labels))
+        optimistic = optimistic_score(self.data.task, head_predictions, head_labels, np.asarray(rest.labels))
         if not could_reach(float(optimistic)):
-            partial = compute_metrics(self.data.task.name, head_predictions, head_labels)[main]
+            partial = compute_metrics(self.data.task, head_predictions, head_labels)[main]
             return {
                 "pruned": True,
                 "bound": float(optimistic),
@@ -239,7 +239,7 @@ class SubnetEvaluator:
         _, rest_predictions, rest_labels = evaluate_predictions(self.supernet, rest, self.batch_size, self.device)
         predictions = np.concatenate([head_predictions, rest_predictions])
         labels = np.concatenate([head_labels, rest_labels])
-        metrics = compute_metrics(self.data.task.name, predictions, labels)
+        metrics = compute_metrics(self.data.task, predictions, labels)
         return self._store(arch, key, metrics, predictions, start)
 
     def _lookup(self, arch: ArchConfig) -> tuple[ArchConfig, tuple, dict[str, Any] | None]:

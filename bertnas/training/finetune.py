@@ -1,12 +1,18 @@
-"""Teacher fine-tuning: the backbone trained on one GLUE task.
+"""Teacher fine-tuning: the backbone trained on one task (GLUE or the user's own data).
 
 The teacher is a plain Hugging Face ``BertForSequenceClassification`` directory (any
 tool can load it) with ``metrics.json`` (its dev metrics) and ``run.json`` (command,
-configuration, versions). Supernet training starts from it.
+configuration, versions). Supernet training starts from it. A team with its own
+fine-tuned model passes that as ``--teacher`` instead and skips this step.
+
+Checkpoints go to a hidden sibling ``.OUT.checkpoint/`` every ``checkpoint_every`` steps;
+rerunning the same command resumes there, and the finished teacher replaces it.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +23,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bertnas.atomic import atomic_directory
-from bertnas.data import get_task, load_task, make_dataloader, tokenize_split
+from bertnas.data import Collator, get_task, load_task, tokenize_split
+from bertnas.data.batching import LengthBucketSampler
 from bertnas.errors import BertnasError
 from bertnas.supernet.backbone import DEFAULT_BACKBONE, load_backbone
 from bertnas.training.common import linear_schedule, make_optimizer, pick_device, run_record, set_seed, write_json
@@ -36,16 +43,36 @@ class FinetuneConfig:
     max_length: int | None = None  # None: the task's default
     train_subset: int | None = None
     dev_subset: int | None = None
+    max_steps: int | None = None  # stop after this many steps even if epochs asks for more
+    checkpoint_every: int = 200
     seed: int = 42
     device: str | None = None
     glue_dir: str | None = None
 
+    def total_steps(self, steps_per_epoch: int) -> int:
+        total = max(1, int(steps_per_epoch * self.epochs))
+        return min(total, self.max_steps) if self.max_steps else total
 
+
+# The same three names as supernet training (bertnas.training.presets). On 2 CPU cores with
+# MiniLM on SST-2 (benchmarks/results/train_step_sst2.json): quick ~1.5 min, default ~6 min,
+# full ~40 min.
 PRESETS: dict[str, dict[str, Any]] = {
-    # a few minutes on 2 CPU cores
-    "quick": {"epochs": 1.0, "train_subset": 4000, "dev_subset": None, "lr": 1e-4},
-    "full": {"epochs": 2.0, "train_subset": None, "dev_subset": None, "lr": 5e-5},
+    # for trying the commands and for tests: a train subset, one epoch; not a usable teacher
+    "quick": {"epochs": 1.0, "train_subset": 4000, "dev_subset": None, "lr": 1e-4, "max_steps": None},
+    # three epochs, capped at 630 steps (20k examples): small tasks get their epochs, large ones a budget
+    "default": {"epochs": 3.0, "train_subset": None, "dev_subset": None, "lr": 1e-4, "max_steps": 630},
+    "full": {"epochs": 2.0, "train_subset": None, "dev_subset": None, "lr": 5e-5, "max_steps": None},
 }
+CHECKPOINT_STATE = "state.json"
+CHECKPOINT_OPTIMIZER = "optimizer.pt"
+_RESUME_KEYS = ("task", "backbone", "epochs", "batch_size", "lr", "train_subset", "max_steps", "seed")
+
+
+def checkpoint_dir(out: str | Path) -> Path:
+    """Where an unfinished fine-tuning into ``out`` keeps its checkpoint."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.checkpoint")
 
 
 def loss_for(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -55,41 +82,50 @@ def loss_for(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def finetune(config: FinetuneConfig, out: str | Path, force: bool = False) -> dict[str, Any]:
-    """Fine-tune ``config.backbone`` on ``config.task``; write the teacher directory ``out``."""
+    """Fine-tune ``config.backbone`` on ``config.task``; write the teacher directory ``out`` (resumable)."""
     out = Path(out)
     if out.exists() and not force:
         raise BertnasError(f"{out} already exists; pass --force to retrain it, or use it as --teacher")
     info = get_task(config.task)
     set_seed(config.seed)
     device = pick_device(config.device)
-    model, tokenizer = load_backbone(config.backbone, num_labels=info.num_labels)
+    checkpoint = checkpoint_dir(out)
+    resume = _checkpoint_state(checkpoint, config, force)
+    model, tokenizer = load_backbone(str(checkpoint) if resume else config.backbone, num_labels=info.num_labels)
     model.config.id2label = dict(enumerate(info.labels)) if info.labels else {0: "score"}
     model.config.label2id = {label: i for i, label in model.config.id2label.items()}
     model.to(device)
 
     train = subset_of(
-        tokenize_split(load_task(info.name, "train", config.glue_dir), tokenizer, config.max_length),
+        tokenize_split(load_task(info, "train", config.glue_dir), tokenizer, config.max_length),
         config.train_subset,
     )
     dev = subset_of(
-        tokenize_split(load_task(info.name, "dev", config.glue_dir), tokenizer, config.max_length), config.dev_subset
+        tokenize_split(load_task(info, "dev", config.glue_dir), tokenizer, config.max_length), config.dev_subset
     )
-    loader = make_dataloader(train, config.batch_size, shuffle=True, seed=config.seed, pad_token_id=0)
-    steps_per_epoch = len(loader)
-    total = max(1, int(steps_per_epoch * config.epochs))
+    sampler = LengthBucketSampler(train.lengths, config.batch_size, shuffle=True, seed=config.seed)
+    collate = Collator(0)
+    steps_per_epoch = len(sampler)
+    total = config.total_steps(steps_per_epoch)
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
     scheduler = linear_schedule(optimizer, int(total * config.warmup_ratio), total)
 
     record = run_record("finetune", asdict(config))
+    step, elapsed_before = 0, 0.0
+    if resume:
+        saved = torch.load(checkpoint / CHECKPOINT_OPTIMIZER, weights_only=True, map_location="cpu")
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        step, elapsed_before, record = int(resume["step"]), float(resume["train_seconds"]), resume["record"]
     start = time.perf_counter()
     model.train()
-    step, epoch = 0, 0
-    progress = tqdm(total=total, desc=f"finetune {info.name}", unit="step", dynamic_ncols=True)
+    progress = tqdm(total=total, initial=step, desc=f"finetune {info.name}", unit="step", dynamic_ncols=True)
     while step < total:
-        loader.batch_sampler.set_epoch(epoch)
-        for batch in loader:
+        epoch, offset = divmod(step, steps_per_epoch)
+        for indices in sampler.batches(epoch)[offset:]:
             if step >= total:
                 break
+            batch = collate([train[i] for i in indices])
             labels = batch.pop("labels").to(device)
             logits = model(**{key: value.to(device) for key, value in batch.items()}).logits
             loss = loss_for(logits, labels)
@@ -101,13 +137,16 @@ def finetune(config: FinetuneConfig, out: str | Path, force: bool = False) -> di
             step += 1
             progress.update(1)
             progress.set_postfix(loss=f"{loss.item():.4f}", epoch=epoch)
-        epoch += 1
+            if step % config.checkpoint_every == 0 and step < total:
+                seconds = elapsed_before + time.perf_counter() - start
+                _save_checkpoint(checkpoint, model, tokenizer, optimizer, scheduler, config, step, record, seconds)
     progress.close()
-    train_seconds = time.perf_counter() - start
+    train_seconds = elapsed_before + time.perf_counter() - start
 
     metrics = evaluate_model(model, dev, device=str(device))
     result = {
         "task": info.name,
+        "task_spec": info.ref,
         "dev_examples": len(dev),
         "metrics": metrics,
         "main_metric": info.main_metric,
@@ -121,4 +160,36 @@ def finetune(config: FinetuneConfig, out: str | Path, force: bool = False) -> di
         tokenizer.save_pretrained(str(scratch))
         write_json(scratch / "metrics.json", result)
         write_json(scratch / "run.json", {**record, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    shutil.rmtree(checkpoint, ignore_errors=True)
     return result
+
+
+def _checkpoint_state(checkpoint: Path, config: FinetuneConfig, force: bool) -> dict[str, Any] | None:
+    path = checkpoint / CHECKPOINT_STATE
+    if not path.is_file():
+        return None
+    if force:
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        return None
+    state = json.loads(path.read_text())
+    now = asdict(config)
+    for key in _RESUME_KEYS:
+        if state["config"].get(key) != now.get(key):
+            raise BertnasError(
+                f"{checkpoint} holds an unfinished fine-tuning with other settings ({key}={state['config'].get(key)!r}, "
+                f"now {now.get(key)!r}); rerun with the same settings to resume it, or pass --force to start over"
+            )
+    return state
+
+
+def _save_checkpoint(
+    checkpoint: Path, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any, config: FinetuneConfig,
+    step: int, record: dict[str, Any], seconds: float,
+) -> None:
+    with atomic_directory(checkpoint, force=True) as scratch:
+        model.save_pretrained(str(scratch))
+        tokenizer.save_pretrained(str(scratch))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                   scratch / CHECKPOINT_OPTIMIZER)
+        write_json(scratch / CHECKPOINT_STATE,
+                   {"step": step, "config": asdict(config), "record": record, "train_seconds": seconds})

@@ -77,6 +77,7 @@ class SupernetTrainConfig:
     max_length: int | None = None
     train_subset: int | None = None
     dev_subset: int | None = None
+    max_steps: int | None = None  # stop after this many steps even if epochs asks for more
     checkpoint_every: int = 200
     seed: int = 42
     device: str | None = None
@@ -89,6 +90,10 @@ class SupernetTrainConfig:
             raise BertnasError("batch_size must be >= 1 and epochs > 0")
         self.resolved_recipe().validate()
 
+    def total_steps(self, steps_per_epoch: int) -> int:
+        total = max(1, int(steps_per_epoch * self.epochs))
+        return min(total, self.max_steps) if self.max_steps else total
+
     def resolved_recipe(self) -> Recipe:
         """The named recipe with this configuration's overrides applied."""
         recipe = get_recipe(self.recipe)
@@ -100,24 +105,40 @@ class SupernetTrainConfig:
         return replace(recipe, **overrides) if overrides else recipe
 
 
+# The same three names as fine-tuning (bertnas.training.presets); times on 2 CPU cores with
+# MiniLM on SST-2 are in benchmarks/results/train_step_sst2.json and the README.
 PRESETS: dict[str, dict[str, Any]] = {
-    # a few minutes on 2 CPU cores: a train subset, one epoch, one random subnet per step
+    # for trying the commands and for tests: a train subset, one epoch, one random subnet per step
     "quick": {
         "epochs": 1.0,
         "train_subset": 2000,
         "dev_subset": None,
         "random_subnets": 1,
         "lr": 1e-4,
+        "max_steps": None,
         "checkpoint_every": 50,
         "rewire_batches": 8,
     },
-    # the whole training set; two epochs keep a CPU run near an hour (MiniLM, SST-2)
+    # six epochs capped at 460 steps (~15k examples): with the default teacher, under 20 minutes
+    # on 2 CPU cores for SST-2; a small task gets its epochs
+    "default": {
+        "epochs": 6.0,
+        "train_subset": None,
+        "dev_subset": None,
+        "random_subnets": 1,
+        "lr": 1e-4,
+        "max_steps": 460,
+        "checkpoint_every": 100,
+        "rewire_batches": 16,
+    },
+    # the whole training set twice (MiniLM, SST-2: about 110 minutes on 2 CPU cores)
     "full": {
         "epochs": 2.0,
         "train_subset": None,
         "dev_subset": None,
         "random_subnets": 2,
         "lr": 5e-5,
+        "max_steps": None,
         "checkpoint_every": 500,
         "rewire_batches": 32,
     },
@@ -146,13 +167,10 @@ class SupernetTrainer:
 
     # ------------------------------------------------------------------ setup
     def _load_teacher(self) -> tuple[CompactBert, Any]:
-        teacher_supernet = ElasticBert.from_backbone(self.config.teacher, task=self.info.name)
-        if teacher_supernet.config.num_labels != self.info.num_labels:
-            raise BertnasError(
-                f"teacher {self.config.teacher} has {teacher_supernet.config.num_labels} outputs but task "
-                f"{self.info.name} needs {self.info.num_labels}; fine-tune it first: bertnas finetune --task "
-                f"{self.info.name}"
-            )
+        from bertnas.supernet.backbone import check_teacher
+
+        check_teacher(self.config.teacher, self.info.num_labels, self.info.labels, self.info.name)
+        teacher_supernet = ElasticBert.from_backbone(self.config.teacher, task=self.info.ref)
         teacher = teacher_supernet.get_active_subnet().to(self.device).eval()
         for parameter in teacher.parameters():
             parameter.requires_grad_(False)
@@ -164,7 +182,7 @@ class SupernetTrainer:
             return None
         state = json.loads(path.read_text())
         saved = state["config"]
-        for key in ("task", "teacher", "space", "seed", "batch_size", "train_subset", "epochs", "recipe"):
+        for key in ("task", "teacher", "space", "seed", "batch_size", "train_subset", "epochs", "max_steps", "recipe"):
             if saved.get(key) != asdict(self.config).get(key):
                 raise BertnasError(
                     f"{self.out} holds a checkpoint of a different run ({key}={saved.get(key)!r}, now "
@@ -188,24 +206,24 @@ class SupernetTrainer:
                 config.teacher,
                 max_ffn_stack=probe.max_ffn_stack,
                 max_bottleneck=probe.max_bottleneck,
-                task=info.name,
+                task=info.ref,
             )
         supernet.tokenizer = tokenizer
         supernet.to(self.device)
         space = load_space(config.space).bind(supernet.limits, backbone=config.teacher)
 
         train = subset_of(
-            tokenize_split(load_task(info.name, "train", config.glue_dir), tokenizer, config.max_length),
+            tokenize_split(load_task(info, "train", config.glue_dir), tokenizer, config.max_length),
             config.train_subset,
         )
         dev = subset_of(
-            tokenize_split(load_task(info.name, "dev", config.glue_dir), tokenizer, config.max_length),
+            tokenize_split(load_task(info, "dev", config.glue_dir), tokenizer, config.max_length),
             config.dev_subset,
         )
         sampler = LengthBucketSampler(train.lengths, config.batch_size, shuffle=True, seed=config.seed)
         collate = Collator(supernet.config.pad_token_id)
         steps_per_epoch = len(sampler)
-        total = max(1, int(steps_per_epoch * config.epochs))
+        total = config.total_steps(steps_per_epoch)
 
         recipe = config.resolved_recipe()
         record = run_record("supernet train", {**asdict(config), "resolved_recipe": recipe.to_dict()})

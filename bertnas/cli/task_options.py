@@ -1,0 +1,25 @@
+"""``--task`` and the options that describe a user's own data, shared by every command that takes a task."""
+
+from __future__ import annotations
+
+import typer
+
+from bertnas.data.tasks import task_spec
+
+__all__ = ["task_spec"]
+
+TASK_HELP = (
+    "GLUE task (sst2, mrpc, ...), or your own data: a directory with train and dev files "
+    "(CSV, TSV, JSONL, Parquet), a datasets.save_to_disk directory, or hf:NAME[:CONFIG]."
+)
+TEXT_COLUMNS_OPTION = typer.Option(
+    None, "--text-columns", help="Your data: the text column, or two for sentence pairs (A or A,B); default detected."
+)
+LABEL_COLUMN_OPTION = typer.Option(None, "--label-column", help="Your data: the label column (default: label/labels).")
+METRIC_OPTION = typer.Option(
+    None,
+    "--metric",
+    help="Your data: the main metric; accuracy (default), f1 (macro), mcc; spearman (default) or pearson "
+    "for float labels.",
+)
+MAX_LENGTH_OPTION = typer.Option(None, "--max-length", help="Your data: tokens per example (default 128).")

@@ -1,0 +1,145 @@
+"""Short timed probes of the training steps: what the pipeline's plan and ``bench_train_step.py`` report.
+
+A probe builds the model a configuration would train, runs a few of its real steps on the
+real (tokenized, cached) training batches after one untimed warm-up step, and extrapolates
+to the configuration's step count. Nothing is written but the tokenization cache; the
+models are thrown away. A supernet probe before the teacher exists uses the backbone with a
+fresh head as its teacher: the same shapes, so the same time per step.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from bertnas.data import Collator, get_task, load_task, tokenize_split
+from bertnas.data.batching import LengthBucketSampler
+from bertnas.training.common import make_optimizer, pick_device, set_seed
+from bertnas.training.evaluate import subset_of
+from bertnas.training.finetune import FinetuneConfig, loss_for
+from bertnas.training.supernet_train import SupernetTrainConfig
+
+
+@dataclass
+class StepTiming:
+    """Seconds per training step, measured, and the time a whole run would take, extrapolated."""
+
+    seconds_per_step: float
+    steps: int  # steps the configuration runs
+    batch_size: int
+    forward_passes: int  # per step (teacher forward included)
+    backward_passes: int  # per step
+    train_examples: int
+    dev_examples: int
+    extra_seconds: float  # estimated: rewiring and the final dev evaluations
+
+    @property
+    def examples_per_second(self) -> float:
+        return self.batch_size / self.seconds_per_step
+
+    @property
+    def total_seconds(self) -> float:
+        return self.seconds_per_step * self.steps + self.extra_seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "examples_per_second": self.examples_per_second, "total_seconds": self.total_seconds}
+
+
+def _time_steps(step_fn: Any, batches: list[dict[str, torch.Tensor]]) -> float:
+    step_fn(batches[0])  # warm-up: allocations, lazy initialisation
+    start = time.perf_counter()
+    for batch in batches[1:]:
+        step_fn(batch)
+    return (time.perf_counter() - start) / max(1, len(batches) - 1)
+
+
+def _batches(train: Any, batch_size: int, seed: int, count: int, pad_token_id: int) -> tuple[list, int]:
+    sampler = LengthBucketSampler(train.lengths, batch_size, shuffle=True, seed=seed)
+    collate = Collator(pad_token_id)
+    chosen = sampler.batches(0)[:count]
+    return [collate([train[i] for i in indices]) for indices in chosen], len(sampler)
+
+
+def probe_finetune(config: FinetuneConfig, steps: int = 3) -> StepTiming:
+    """Time ``steps`` dense fine-tuning steps of ``config`` (after a warm-up step)."""
+    from bertnas.supernet.backbone import load_backbone
+
+    info = get_task(config.task)
+    set_seed(config.seed)
+    device = pick_device(config.device)
+    model, tokenizer = load_backbone(config.backbone, num_labels=info.num_labels)
+    model.to(device).train()
+    train = subset_of(tokenize_split(load_task(info, "train", config.glue_dir), tokenizer, config.max_length),
+                      config.train_subset)
+    dev_examples = len(subset_of(tokenize_split(load_task(info, "dev", config.glue_dir), tokenizer,
+                                                config.max_length), config.dev_subset))
+    batches, per_epoch = _batches(train, config.batch_size, config.seed, steps + 1, 0)
+    optimizer = make_optimizer(model, config.lr, config.weight_decay)
+
+    def step(batch: dict[str, torch.Tensor]) -> None:
+        batch = {key: value.to(device) for key, value in batch.items()}
+        labels = batch.pop("labels")
+        loss_for(model(**batch).logits, labels).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    seconds = _time_steps(step, batches)
+    total = config.total_steps(per_epoch)
+    # evaluation: forward only (about a third of a step) over dev batches of 32
+    evaluation = seconds / 3 * dev_examples / config.batch_size
+    return StepTiming(seconds, total, config.batch_size, 1, 1, len(train), dev_examples, evaluation)
+
+
+def probe_supernet(config: SupernetTrainConfig, steps: int = 3, backbone: str | None = None) -> StepTiming:
+    """Time ``steps`` supernet training steps of ``config`` (after a warm-up step).
+
+    ``backbone`` stands in for the teacher when ``config.teacher`` does not exist yet.
+    """
+    from bertnas.space import load_space
+    from bertnas.supernet.elastic import ElasticBert
+    from bertnas.training.strategies import make_sampler
+    from bertnas.training.supernet_train import SupernetTrainer, teacher_limits
+
+    info = get_task(config.task)
+    set_seed(config.seed)
+    device = pick_device(config.device)
+    source = backbone or config.teacher
+    num_labels = None if backbone is None else info.num_labels
+    teacher = ElasticBert.from_backbone(source, num_labels=num_labels).get_active_subnet().to(device).eval()
+    probe_space = load_space(config.space).bind(teacher_limits(teacher), backbone=source)
+    supernet = ElasticBert.from_backbone(
+        source, num_labels=num_labels, max_ffn_stack=probe_space.max_ffn_stack, max_bottleneck=probe_space.max_bottleneck
+    ).to(device)
+    supernet.train()
+    space = load_space(config.space).bind(supernet.limits, backbone=source)
+    tokenizer = supernet.tokenizer
+    train = subset_of(tokenize_split(load_task(info, "train", config.glue_dir), tokenizer, config.max_length),
+                      config.train_subset)
+    dev_examples = len(subset_of(tokenize_split(load_task(info, "dev", config.glue_dir), tokenizer,
+                                                config.max_length), config.dev_subset))
+    batches, per_epoch = _batches(train, config.batch_size, config.seed, steps + 1, supernet.config.pad_token_id)
+    total = config.total_steps(per_epoch)
+    recipe = config.resolved_recipe()
+    strategy = make_sampler(space, recipe, config.seed, config.stages)
+    trainer = SupernetTrainer(config, "/nonexistent-probe")  # only its step function is used
+    optimizer = make_optimizer(supernet, config.lr, config.weight_decay)
+    counter = iter(range(10**9))
+    subnet_count = len(strategy.subnets(total // 2, total))
+
+    def step(batch: dict[str, torch.Tensor]) -> None:
+        batch = {key: value.to(device) for key, value in batch.items()}
+        trainer._step(supernet, teacher, recipe, batch, next(counter) + total // 2, strategy.subnets(total // 2, total))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    seconds = _time_steps(step, batches)
+    dense_forward = seconds / (1 + 3 * subnet_count)  # one forward ~ a third of a forward + backward
+    # rewiring: forward + backward over rewire_batches; the end: 3 subnets and the teacher on dev
+    extra = (3 * dense_forward * config.rewire_batches if config.rewire else 0.0) + 4 * dense_forward * (
+        dev_examples / config.batch_size
+    )
+    return StepTiming(seconds, total, config.batch_size, 1 + subnet_count, subnet_count, len(train), dev_examples,
+                      extra)
