@@ -22,9 +22,15 @@ from bertnas.training.evaluate import SubnetEvaluator
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--supernet", default=str(supernet_dir(DEFAULT_BACKBONE, "sst2", "unified-full")))
+    parser.add_argument(
+        "--supernet", default=None, help="default: the full-preset SST-2 supernet of the cached teacher"
+    )
     parser.add_argument("--glue-dir", default=None)
     args = parser.parse_args()
+    if args.supernet is None:
+        from bertnas.paths import teacher_dir
+
+        args.supernet = str(supernet_dir(str(teacher_dir(DEFAULT_BACKBONE, "sst2")), "sst2", "unified-full"))
     evaluator = SubnetEvaluator.open(args.supernet, task="sst2", glue_dir=args.glue_dir)
     full = evaluator.supernet.full_arch()
     heads, ffn = full.layers[0].heads // 2, full.layers[0].ffn_dim // 2

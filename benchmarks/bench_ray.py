@@ -32,7 +32,7 @@ import torch
 from common import write_results
 
 from bertnas.hardware import load_predictor
-from bertnas.paths import supernet_dir
+from bertnas.paths import supernet_dir, teacher_dir
 from bertnas.search import SearchConfig, run_search
 from bertnas.search.ray_backend import RayOptions, run_search_ray
 from bertnas.supernet import ElasticBert
@@ -58,7 +58,8 @@ def main() -> None:
     parser.add_argument("--device", default="pixel4")
     args = parser.parse_args()
 
-    candidates = [supernet_dir("all-MiniLM-L6-v2", "sst2", name) for name in ("unified-full", "unified")]
+    teacher = str(teacher_dir("all-MiniLM-L6-v2", "sst2"))
+    candidates = [supernet_dir(teacher, "sst2", name) for name in ("unified-full", "unified")]
     supernet = Path(args.supernet) if args.supernet else next((c for c in candidates if c.is_dir()), candidates[0])
     if not (supernet / "model.safetensors").is_file():
         raise SystemExit(f"no trained supernet at {supernet}; train one (`bertnas supernet train --task sst2`)")

@@ -68,7 +68,7 @@ REF_METRIC = 0.5  # chance accuracy on SST-2 (balanced binary)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--evaluations", type=int, default=100, help="Accuracy-evaluated trials per search.")
-    parser.add_argument("--supernet", default=str(supernet_dir("all-MiniLM-L6-v2", "sst2", "unified-full")))
+    parser.add_argument("--supernet", default=None, help="default: the full-preset SST-2 supernet of --teacher")
     parser.add_argument("--teacher", default=str(teacher_dir("all-MiniLM-L6-v2", "sst2")))
     parser.add_argument("--device", default="pixel4")
     parser.add_argument("--threads", type=int, default=2)
@@ -82,6 +82,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     teacher = json.loads((Path(args.teacher) / "metrics.json").read_text())
+    if args.supernet is None:
+        args.supernet = str(supernet_dir(args.teacher, "sst2", "unified-full"))
     supernet = ElasticBert.from_pretrained(args.supernet)
     predictor = load_predictor(args.device)
     full = supernet.full_arch()

@@ -63,8 +63,14 @@ def main() -> None:
         )
     write_results(
         f"train_step_{args.task}",
-        {"task": args.task, "backbone": DEFAULT_BACKBONE, "timed_steps": args.steps, "host": host(),
-         "threads": torch.get_num_threads(), "rows": rows},
+        {
+            "task": args.task,
+            "backbone": DEFAULT_BACKBONE,
+            "timed_steps": args.steps,
+            "host": host(),
+            "threads": torch.get_num_threads(),
+            "rows": rows,
+        },
     )
 
 

@@ -46,16 +46,15 @@ def main() -> None:
     device = str(pick_device(args.device))
     task = "sst2"
     teacher = Path(args.cache) / "teacher" if args.cache else teacher_dir(DEFAULT_BACKBONE, task)
-    supernet = (
-        Path(args.cache) / f"supernet-{args.space}-{args.preset}"
-        if args.cache
-        else supernet_dir(DEFAULT_BACKBONE, task, f"{args.space}-{args.preset}")
-    )
-
     if not (teacher / "metrics.json").is_file():
         config = FinetuneConfig(task=task, device=args.device, glue_dir=args.glue_dir, **TEACHER_PRESETS[args.preset])
         finetune(config, teacher)
     teacher_result = json.loads((teacher / "metrics.json").read_text())
+    supernet = (
+        Path(args.cache) / f"supernet-{args.space}-{args.preset}"
+        if args.cache
+        else supernet_dir(str(teacher), task, f"{args.space}-{args.preset}")
+    )
 
     if not is_trained_supernet(supernet):
         config = config_from(

@@ -39,4 +39,3 @@ def teacher_key(teacher: str) -> str:
 def supernet_dir(teacher: str, task: str, space: str) -> Path:
     """The cached supernet trained from ``teacher`` (a directory or hub id) on task ``task`` for ``space``."""
     return cache_root() / "supernets" / f"{teacher_key(teacher)}--{_slug(task)}--{_slug(space)}"
-

@@ -15,6 +15,7 @@ teacher or supernet is the one-line error it always was. A user's own teacher
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,8 +110,9 @@ def plan_search(config: SearchConfig, probe: bool = True) -> Plan:
     )
     teacher_target = Path(teacher) if teacher is not None else teacher_dir(config.backbone, info.name)
     probe_teacher = teacher or config.backbone  # the supernet probe's stand-in before the teacher exists
-    supernet_config = config_from(info.ref, probe_teacher, config.preset, space=PIPELINE_SPACE,
-                                  glue_dir=config.glue_dir)
+    supernet_config = config_from(
+        info.ref, probe_teacher, config.preset, space=PIPELINE_SPACE, glue_dir=config.glue_dir
+    )
     finetune_estimate = supernet_estimate = None
     if probe:
         from bertnas.training.probe import probe_finetune, probe_supernet
@@ -127,7 +129,11 @@ def plan_search(config: SearchConfig, probe: bool = True) -> Plan:
         resumes = (checkpoint_dir(teacher_target) / "state.json").is_file()
 
         def fine_tune() -> None:
-            print(f"[1/3] fine-tuning the teacher ({config.preset} preset) into {teacher_target}", flush=True)
+            print(
+                f"[1/3] fine-tuning the teacher ({config.preset} preset) into {teacher_target}",
+                file=sys.stderr,
+                flush=True,
+            )
             finetune(finetune_config, teacher_target)
 
         plan.steps.append(
@@ -143,9 +149,10 @@ def plan_search(config: SearchConfig, probe: bool = True) -> Plan:
 
     def train_supernet() -> None:
         target = supernet_dir(str(teacher_target), info.name, PIPELINE_SPACE)
-        print(f"[2/3] training the supernet ({config.preset} preset) into {target}", flush=True)
-        train_config = config_from(info.ref, str(teacher_target), config.preset, space=PIPELINE_SPACE,
-                                   glue_dir=config.glue_dir)
+        print(f"[2/3] training the supernet ({config.preset} preset) into {target}", file=sys.stderr, flush=True)
+        train_config = config_from(
+            info.ref, str(teacher_target), config.preset, space=PIPELINE_SPACE, glue_dir=config.glue_dir
+        )
         SupernetTrainer(train_config, target).train()
         config.supernet = str(target)
 
@@ -156,8 +163,14 @@ def plan_search(config: SearchConfig, probe: bool = True) -> Plan:
     else:
         status, where = "run", f"{cache_root() / 'supernets'}/ (named after the new teacher's weights hash)"
     plan.steps.append(
-        Step("train the supernet", status, where, supernet_estimate, f"unified space, preset {config.preset}",
-             train_supernet)
+        Step(
+            "train the supernet",
+            status,
+            where,
+            supernet_estimate,
+            f"unified space, preset {config.preset}",
+            train_supernet,
+        )
     )
     plan.steps.append(search_step)
     return plan

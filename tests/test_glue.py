@@ -131,7 +131,7 @@ def test_task_and_split_aliases(name, split, expected):
 
 
 def test_unknown_task_or_split_is_a_user_error():
-    with pytest.raises(BertnasError, match="unknown GLUE task 'squad'"):
+    with pytest.raises(BertnasError, match="unknown task 'squad': not a GLUE task"):
         get_task("squad")
     with pytest.raises(BertnasError, match="no split 'dev_matched'"):
         resolve_split("sst2", "dev_matched")

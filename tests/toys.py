@@ -21,10 +21,11 @@ def write_toy_sst2(path: Path, rows: int, seed: int) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def tiny_bert(vocab_size: int, num_layers: int = 2) -> BertForSequenceClassification:
+def tiny_bert(vocab_size: int, num_layers: int = 2, num_labels: int = 2) -> BertForSequenceClassification:
     """A randomly initialised (seed 0) BERT classifier: hidden 32, 4 heads, FFN 64, 128 positions."""
     torch.manual_seed(0)
     config = BertConfig(
+        num_labels=num_labels,
         vocab_size=vocab_size,
         hidden_size=32,
         num_hidden_layers=num_layers,

@@ -69,7 +69,7 @@ def supernet_train_command(
     teacher: str | None = typer.Option(
         None,
         "--teacher",
-        help="Your fine-tuned BERT classifier: a directory or hub id (default: the cached teacher for backbone + task).",
+        help="Your fine-tuned BERT classifier, a directory or hub id (default: the cached one for backbone + task).",
     ),
     backbone: str = typer.Option(DEFAULT_BACKBONE, "--backbone", help="Backbone whose cached teacher to use."),
     out: Path | None = typer.Option(None, "--out", help="Supernet directory (default: the bertnas cache)."),

@@ -9,6 +9,7 @@ from bertnas.data.batching import (
     padding_comparison,
     padding_share,
 )
+from bertnas.data.custom import TaskSpec, compose_task
 from bertnas.data.glue import (
     DATA_FORMAT_VERSION,
     HUB_DATASET,
@@ -21,9 +22,8 @@ from bertnas.data.glue import (
     read_glue_tsv,
     tokenize_split,
 )
-from bertnas.data.custom import TaskSpec, compose_task
-from bertnas.data.tasks import get_task, is_glue, load_task, resolve_split
 from bertnas.data.metrics import HIGHER_IS_BETTER, compute_metrics, higher_is_better, main_metric
+from bertnas.data.tasks import get_task, is_glue, load_task, resolve_split
 
 __all__ = [
     "DATA_FORMAT_VERSION",

@@ -260,6 +260,9 @@ def _quiet_datasets() -> Any:
     import datasets
 
     datasets.disable_progress_bars()  # one "Generating split" bar per small file is noise here
+    # datasets logs each parser failure as an ERROR with a traceback-like text before raising; the
+    # user gets the one-line error below instead
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     return datasets
 
 
@@ -274,8 +277,10 @@ def _read_file(path: Path) -> _RawSplit:
         dataset = datasets.load_dataset(builder, data_files={"data": str(path)}, split="data", **options)
     except Exception as error:  # datasets raises parser-specific types; all mean "not readable as this format"
         message = _deepest_message(error)
-        line = re.search(r"\b(?:line|row) (\d+)", message)
-        where = f"{path}:{line.group(1)}" if line and builder != "parquet" else str(path)
+        if "corresponds to no data" in message:
+            raise BertnasError(f"{path}: no examples (only a header?); every split needs at least one") from None
+        line = re.search(r"\bline (\d+)", message)  # pandas: 1-based file lines (pyarrow's rows are 0-based)
+        where = f"{path}:{line.group(1)}" if line and builder == "csv" else str(path)
         raise BertnasError(f"{where}: not a valid {kind[path.suffix]} file ({message})") from None
     offset = {"csv": 2, "json": 1}.get(builder)
     columns = {name: list(dataset[name]) for name in dataset.column_names}
@@ -289,8 +294,7 @@ def _dataset_dict_splits(dataset_dict: Any, origin: str) -> dict[str, _RawSplit]
         match = [name for name in stems if name in dataset_dict]
         if not match:
             raise BertnasError(
-                f"{origin} has no {split} split (splits: {', '.join(names) or 'none'}); "
-                f"it needs {' or '.join(stems)}"
+                f"{origin} has no {split} split (splits: {', '.join(names) or 'none'}); it needs {' or '.join(stems)}"
             )
         chosen[split] = match[0]
     splits = {}

@@ -86,3 +86,16 @@ def task_spec(
             )
         return task
     return compose_task(task, text_columns, label_column, metric, max_length)
+
+
+def data_identity(task: str | TaskInfo, glue_dir: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """What a run record notes about its data: the task, where each split came from and its content hash."""
+    info = get_task(task)
+    record = {"task": info.name, "spec": info.ref}
+    if info.identity:
+        record["identity"] = info.identity
+    for split in ("train", "dev"):
+        loaded = load_task(info, split, glue_dir)
+        record[f"{split}_source"] = loaded.source
+        record[f"{split}_fingerprint"] = loaded.fingerprint
+    return record

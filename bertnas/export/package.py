@@ -115,9 +115,7 @@ def export_models(
     supernet = ElasticBert.from_pretrained(supernet_dir).eval()
     if supernet.tokenizer is None:
         raise BertnasError(f"the supernet in {supernet_dir} has no tokenizer files to ship with the models")
-    data = subset_of(
-        tokenize_split(load_task(task, "dev", options.glue_dir), supernet.tokenizer), options.dev_subset
-    )
+    data = subset_of(tokenize_split(load_task(task, "dev", options.glue_dir), supernet.tokenizer), options.dev_subset)
     measure = _measure_predictor(predictors) if "onnx" in options.formats else None
     timing_seq_len = int(measure.profile.seq_len) if measure is not None else options.seq_len
     if options.threads is None and measure is not None:  # time under the profile's own settings

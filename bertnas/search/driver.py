@@ -143,8 +143,8 @@ def prepare(config: SearchConfig) -> SearchContext:
 def _supernet_path(config: SearchConfig, task: str) -> Path:
     """The supernet to search: ``--supernet``, else the cached one of the teacher (:mod:`bertnas.pipeline`
     trains what is missing before the search starts)."""
-    from bertnas.training.locate import find_supernet, search_teacher
     from bertnas.supernet.elastic import WEIGHTS_NAME
+    from bertnas.training.locate import find_supernet, search_teacher
 
     if config.supernet:
         path = Path(config.supernet)

@@ -116,13 +116,13 @@ def check_teacher(name_or_path: str, num_labels: int, labels: tuple[str, ...], t
         )
     id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
     names = [id2label.get(i, f"LABEL_{i}") for i in range(num_labels)]
-    if labels and not all(_generic_label(n, i) for i, n in enumerate(names)):
-        if [n.lower() for n in names] != [n.lower() for n in labels]:
-            raise BertnasError(
-                f"teacher {name_or_path} labels ({', '.join(names)}) do not match task {task} labels "
-                f"({', '.join(labels)}) in order; label id i must mean the same class for both "
-                "(fix the teacher's id2label, or fine-tune one with bertnas finetune)"
-            )
+    named = labels and not all(_generic_label(n, i) for i, n in enumerate(names))
+    if named and [n.lower() for n in names] != [n.lower() for n in labels]:
+        raise BertnasError(
+            f"teacher {name_or_path} labels ({', '.join(names)}) do not match task {task} labels "
+            f"({', '.join(labels)}) in order; label id i must mean the same class for both "
+            "(fix the teacher's id2label, or fine-tune one with bertnas finetune)"
+        )
     return config
 
 

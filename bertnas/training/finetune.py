@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from bertnas.atomic import atomic_directory
 from bertnas.data import Collator, get_task, load_task, tokenize_split
 from bertnas.data.batching import LengthBucketSampler
+from bertnas.data.tasks import data_identity
 from bertnas.errors import BertnasError
 from bertnas.supernet.backbone import DEFAULT_BACKBONE, load_backbone
 from bertnas.training.common import linear_schedule, make_optimizer, pick_device, run_record, set_seed, write_json
@@ -152,6 +153,7 @@ def finetune(config: FinetuneConfig, out: str | Path, force: bool = False) -> di
         "main_metric": info.main_metric,
         "score": metrics[info.main_metric],
         "train_examples": len(train),
+        "data": data_identity(info, config.glue_dir),
         "steps": total,
         "train_seconds": train_seconds,
     }
@@ -176,20 +178,31 @@ def _checkpoint_state(checkpoint: Path, config: FinetuneConfig, force: bool) -> 
     for key in _RESUME_KEYS:
         if state["config"].get(key) != now.get(key):
             raise BertnasError(
-                f"{checkpoint} holds an unfinished fine-tuning with other settings ({key}={state['config'].get(key)!r}, "
-                f"now {now.get(key)!r}); rerun with the same settings to resume it, or pass --force to start over"
+                f"{checkpoint} holds an unfinished fine-tuning with other settings "
+                f"({key}={state['config'].get(key)!r}, now {now.get(key)!r}); rerun with the same settings "
+                "to resume it, or pass --force to start over"
             )
     return state
 
 
 def _save_checkpoint(
-    checkpoint: Path, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any, config: FinetuneConfig,
-    step: int, record: dict[str, Any], seconds: float,
+    checkpoint: Path,
+    model: Any,
+    tokenizer: Any,
+    optimizer: Any,
+    scheduler: Any,
+    config: FinetuneConfig,
+    step: int,
+    record: dict[str, Any],
+    seconds: float,
 ) -> None:
     with atomic_directory(checkpoint, force=True) as scratch:
         model.save_pretrained(str(scratch))
         tokenizer.save_pretrained(str(scratch))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                   scratch / CHECKPOINT_OPTIMIZER)
-        write_json(scratch / CHECKPOINT_STATE,
-                   {"step": step, "config": asdict(config), "record": record, "train_seconds": seconds})
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, scratch / CHECKPOINT_OPTIMIZER
+        )
+        write_json(
+            scratch / CHECKPOINT_STATE,
+            {"step": step, "config": asdict(config), "record": record, "train_seconds": seconds},
+        )

@@ -72,10 +72,14 @@ def probe_finetune(config: FinetuneConfig, steps: int = 3) -> StepTiming:
     device = pick_device(config.device)
     model, tokenizer = load_backbone(config.backbone, num_labels=info.num_labels)
     model.to(device).train()
-    train = subset_of(tokenize_split(load_task(info, "train", config.glue_dir), tokenizer, config.max_length),
-                      config.train_subset)
-    dev_examples = len(subset_of(tokenize_split(load_task(info, "dev", config.glue_dir), tokenizer,
-                                                config.max_length), config.dev_subset))
+    train = subset_of(
+        tokenize_split(load_task(info, "train", config.glue_dir), tokenizer, config.max_length), config.train_subset
+    )
+    dev_examples = len(
+        subset_of(
+            tokenize_split(load_task(info, "dev", config.glue_dir), tokenizer, config.max_length), config.dev_subset
+        )
+    )
     batches, per_epoch = _batches(train, config.batch_size, config.seed, steps + 1, 0)
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
 
@@ -111,15 +115,22 @@ def probe_supernet(config: SupernetTrainConfig, steps: int = 3, backbone: str | 
     teacher = ElasticBert.from_backbone(source, num_labels=num_labels).get_active_subnet().to(device).eval()
     probe_space = load_space(config.space).bind(teacher_limits(teacher), backbone=source)
     supernet = ElasticBert.from_backbone(
-        source, num_labels=num_labels, max_ffn_stack=probe_space.max_ffn_stack, max_bottleneck=probe_space.max_bottleneck
+        source,
+        num_labels=num_labels,
+        max_ffn_stack=probe_space.max_ffn_stack,
+        max_bottleneck=probe_space.max_bottleneck,
     ).to(device)
     supernet.train()
     space = load_space(config.space).bind(supernet.limits, backbone=source)
     tokenizer = supernet.tokenizer
-    train = subset_of(tokenize_split(load_task(info, "train", config.glue_dir), tokenizer, config.max_length),
-                      config.train_subset)
-    dev_examples = len(subset_of(tokenize_split(load_task(info, "dev", config.glue_dir), tokenizer,
-                                                config.max_length), config.dev_subset))
+    train = subset_of(
+        tokenize_split(load_task(info, "train", config.glue_dir), tokenizer, config.max_length), config.train_subset
+    )
+    dev_examples = len(
+        subset_of(
+            tokenize_split(load_task(info, "dev", config.glue_dir), tokenizer, config.max_length), config.dev_subset
+        )
+    )
     batches, per_epoch = _batches(train, config.batch_size, config.seed, steps + 1, supernet.config.pad_token_id)
     total = config.total_steps(per_epoch)
     recipe = config.resolved_recipe()
@@ -141,5 +152,6 @@ def probe_supernet(config: SupernetTrainConfig, steps: int = 3, backbone: str | 
     extra = (3 * dense_forward * config.rewire_batches if config.rewire else 0.0) + 4 * dense_forward * (
         dev_examples / config.batch_size
     )
-    return StepTiming(seconds, total, config.batch_size, 1 + subnet_count, subnet_count, len(train), dev_examples,
-                      extra)
+    return StepTiming(
+        seconds, total, config.batch_size, 1 + subnet_count, subnet_count, len(train), dev_examples, extra
+    )

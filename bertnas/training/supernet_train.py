@@ -40,9 +40,11 @@ from bertnas.arch import ArchConfig
 from bertnas.atomic import atomic_directory
 from bertnas.data import Collator, get_task, load_task, make_dataloader, tokenize_split
 from bertnas.data.batching import LengthBucketSampler
+from bertnas.data.tasks import data_identity
 from bertnas.errors import BertnasError
 from bertnas.model.compact import CompactBert
 from bertnas.space import SearchSpace, load_space
+from bertnas.supernet.backbone import teacher_fingerprint
 from bertnas.supernet.elastic import CONFIG_NAME, WEIGHTS_NAME, ElasticBert
 from bertnas.training.common import linear_schedule, make_optimizer, pick_device, run_record, set_seed, write_json
 from bertnas.training.distill import hidden_loss, logit_loss
@@ -372,6 +374,8 @@ class SupernetTrainer:
             "subnets": scores,
             "steps": total,
             "train_examples": len(train),
+            "data": data_identity(self.info, self.config.glue_dir),
+            "teacher_fingerprint": teacher_fingerprint(self.config.teacher),
             "dev_examples": len(dev),
             "train_seconds": train_seconds,
             "recipe": self.config.resolved_recipe().to_dict(),
