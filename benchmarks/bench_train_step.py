@@ -49,9 +49,10 @@ def main() -> None:
             timing = probe_supernet(config, args.steps, backbone=DEFAULT_BACKBONE)
             rows.append({"kind": "supernet", "preset": preset, "recipe": recipe, **timing.to_dict()})
             print(rows[-1], flush=True)
-    dense = next(r["seconds_per_step"] for r in rows if r["kind"] == "finetune")
+    # the dense step of the same preset runs on the same first batches (same train subset and seed)
+    dense = {r["preset"]: r["seconds_per_step"] for r in rows if r["kind"] == "finetune"}
     for row in rows:
-        row["ratio_to_dense"] = row["seconds_per_step"] / dense
+        row["ratio_to_dense"] = row["seconds_per_step"] / dense[row["preset"]]
 
     print("\n| step | preset | recipe | s/step | x dense | fwd / bwd passes | examples/s | steps | est. total |")
     print("|---|---|---|---|---|---|---|---|---|")

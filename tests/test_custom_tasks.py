@@ -285,6 +285,29 @@ def test_search_on_a_custom_csv_task_trains_what_is_missing_and_ends_with_a_fron
         assert run["supernet"] == str(cached) or Path(run["supernet"]).name == cached.name
         runs[name] = (info.name, cached)
     assert runs["first"][0] != runs["second"][0] and runs["first"][1] != runs["second"][1]
+    # the export reopens the custom task from the run and names the classes as the data did
+    exported = root / "export"
+    export = [
+        "export",
+        str(out),
+        "--device",
+        "pixel4",
+        "--select",
+        f"trial:{summary['fronts']['pixel4']['points'][0]['trial']}",
+        "--format",
+        "hf",
+        "--out",
+        str(exported),
+        "--allow-degenerate",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+    ]
+    assert main(export) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    config = json.loads(next(exported.glob("*/config.json")).read_text())
+    assert list(config["id2label"].values()) == ["neg", "neutral", "pos"]
     # the same command again: everything cached, no plan, same front
     assert main(args) == 0
     assert "plan:" not in capsys.readouterr().err

@@ -157,6 +157,7 @@ def _config(env, out: Path, budgets_ms: dict[str, float], **overrides) -> Search
         supernet=env["supernet"],
         glue_dir=env["glue"],
         trials=6,
+        sampler="nsga2",
         population=4,
         seed=0,
         out=str(out),

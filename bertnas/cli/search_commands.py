@@ -60,9 +60,9 @@ def search_command(
     backbone: str = typer.Option(DEFAULT_BACKBONE, "--backbone", help="Backbone whose cached supernet to use."),
     trials: int = typer.Option(100, "--trials", help="Accuracy-evaluated trials to reach (a resume continues)."),
     sampler: str = typer.Option(
-        "nsga2",
+        "surrogate",
         "--sampler",
-        help="nsga2 | tpe | random | evolution | surrogate (family-seeded, predictor-screened; docs/search.md).",
+        help="surrogate (family-seeded, predictor-screened; docs/search.md) | nsga2 | tpe | random | evolution.",
     ),
     multi_fidelity: float | None = typer.Option(
         None,

@@ -36,6 +36,7 @@ def finetune_command(
     epochs: float | None = typer.Option(None, "--epochs", help="Override the preset's epochs."),
     lr: float | None = typer.Option(None, "--lr", help="Override the preset's learning rate."),
     train_subset: int | None = typer.Option(None, "--train-subset", help="Use only the first N train examples."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Override the preset's step cap."),
     seed: int = typer.Option(42, "--seed"),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)."),
     glue_dir: str | None = typer.Option(None, "--glue-dir", help="GLUE data in the original TSV layout."),
@@ -49,7 +50,7 @@ def finetune_command(
 
     task = task_spec(task, text_columns, label_column, metric, max_length)
     values = dict(PRESETS[check_preset(preset)])
-    for key, value in (("epochs", epochs), ("lr", lr), ("train_subset", train_subset)):
+    for key, value in (("epochs", epochs), ("lr", lr), ("train_subset", train_subset), ("max_steps", max_steps)):
         if value is not None:
             values[key] = value
     config = FinetuneConfig(task=task, backbone=backbone, seed=seed, device=device, glue_dir=glue_dir, **values)
@@ -77,10 +78,11 @@ def supernet_train_command(
     epochs: float | None = typer.Option(None, "--epochs"),
     lr: float | None = typer.Option(None, "--lr"),
     train_subset: int | None = typer.Option(None, "--train-subset"),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Override the preset's step cap."),
     recipe: str | None = typer.Option(
         None,
         "--recipe",
-        help="Training recipe: sandwich, families (default) or progressive (docs/training.md).",
+        help="Training recipe: sandwich, families, progressive or budget (docs/training.md; default: the preset's).",
     ),
     random_subnets: int | None = typer.Option(None, "--random-subnets", help="Random subnets per step (sandwich)."),
     label_weight: float | None = typer.Option(None, "--label-weight", help="Weight of the task loss on the labels."),
@@ -115,6 +117,7 @@ def supernet_train_command(
         epochs=epochs,
         lr=lr,
         train_subset=train_subset,
+        max_steps=max_steps,
         recipe=recipe,
         random_subnets=random_subnets,
         label_weight=label_weight,

@@ -181,9 +181,29 @@ def open_custom_task(text: str) -> CustomTask:
     return task
 
 
+class _Columns:
+    """A dataset's columns by name, each read (and kept) only when asked for."""
+
+    def __init__(self, dataset: Any) -> None:
+        self._dataset = dataset
+        self._names = list(dataset.column_names)
+        self._read: dict[str, list[Any]] = {}
+
+    def __iter__(self) -> Any:
+        return iter(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __getitem__(self, name: str) -> list[Any]:
+        if name not in self._read:
+            self._read[name] = list(self._dataset[name])
+        return self._read[name]
+
+
 @dataclass
 class _RawSplit:
-    columns: dict[str, list[Any]]
+    columns: _Columns
     origin: str  # a file path or "hub NAME/split"; named in errors
     fingerprint: str
     line_offset: int | None  # data row i is on line i + offset (CSV/TSV/JSONL), None when rows have no lines
@@ -283,8 +303,7 @@ def _read_file(path: Path) -> _RawSplit:
         where = f"{path}:{line.group(1)}" if line and builder == "csv" else str(path)
         raise BertnasError(f"{where}: not a valid {kind[path.suffix]} file ({message})") from None
     offset = {"csv": 2, "json": 1}.get(builder)
-    columns = {name: list(dataset[name]) for name in dataset.column_names}
-    return _RawSplit(columns, str(path), f"sha256:{_file_sha256(path)}", offset)
+    return _RawSplit(_Columns(dataset), str(path), f"sha256:{_file_sha256(path)}", offset)
 
 
 def _dataset_dict_splits(dataset_dict: Any, origin: str) -> dict[str, _RawSplit]:
@@ -301,9 +320,10 @@ def _dataset_dict_splits(dataset_dict: Any, origin: str) -> dict[str, _RawSplit]
     for split, name in chosen.items():
         dataset = dataset_dict[name]
         fingerprint = getattr(dataset, "_fingerprint", None) or ""
-        columns = {column: list(dataset[column]) for column in dataset.column_names}
+        columns = _Columns(dataset)
         if not fingerprint:
-            fingerprint = hashlib.sha256(json.dumps(columns, default=str).encode()).hexdigest()
+            every = {column: columns[column] for column in columns}
+            fingerprint = hashlib.sha256(json.dumps(every, default=str).encode()).hexdigest()
         splits[split] = _RawSplit(columns, f"{origin} split {name}", f"datasets:{fingerprint}", None)
     return splits
 
@@ -360,7 +380,6 @@ def _pick_columns(spec: TaskSpec, raw: _RawSplit) -> tuple[tuple[str, ...], str]
         text = spec.text_columns
     else:
         groups = [group for group in TEXT_GROUPS if all(c in raw.columns for c in group)]
-        # a pair wins over the single columns it does not contain only when no single-text column is present too
         if not groups:
             raise BertnasError(
                 f"{raw.origin}: no text column found (columns: {listing}); name it with --text-columns A "

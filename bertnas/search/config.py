@@ -5,7 +5,7 @@ A study file (``studies/*.yaml``) holds the same settings as the flags::
     task: sst2
     space: unified
     devices: {pixel4: 60ms}      # device: budget, in order (the first is optimized)
-    sampler: nsga2               # nsga2 | tpe | random | evolution
+    sampler: surrogate           # surrogate (default) | nsga2 | tpe | random | evolution
     trials: 100                  # accuracy-evaluated trials to reach
     seed: 0
     # optional: backbone, teacher, preset, supernet, storage, study, out, seq_len, dev_subset,
@@ -43,7 +43,9 @@ class SearchConfig:
     train: bool = True  # fine-tune the teacher and train the supernet when missing (bertnas.pipeline)
     preset: str = "default"  # the training preset for what is missing: quick | default | full
     trials: int = 100
-    sampler: str = "nsga2"
+    # The surrogate sampler is the default: on SST-2 (default preset) its best subnet under half the
+    # full latency is 6 points above NSGA-II's, and on MRPC NSGA-II's unified front was degenerate.
+    sampler: str = "surrogate"
     seed: int = 0
     storage: str | None = None  # default: sqlite in the run directory
     study: str | None = None

@@ -55,12 +55,17 @@ class Recipe:
     label_weight: float = 0.0
     hidden_weight: float = 0.1
     distill_from: str = "teacher"  # teacher | largest
+    # The sandwich's top: the space's largest subnet ("largest"; in the unified space it has
+    # stacked FFNs, about 3x the backbone's MACs) or the backbone's own shape ("backbone").
+    top: str = "largest"
 
     def validate(self) -> None:
         if self.sampling not in ("union", "families"):
             raise BertnasError(f"recipe {self.name}: sampling={self.sampling!r} must be 'union' or 'families'")
         if self.distill_from not in ("teacher", "largest"):
             raise BertnasError(f"recipe {self.name}: distill_from={self.distill_from!r} must be 'teacher' or 'largest'")
+        if self.top not in ("largest", "backbone"):
+            raise BertnasError(f"recipe {self.name}: top={self.top!r} must be 'largest' or 'backbone'")
         if self.random_subnets < 0 or self.label_weight < 0 or self.hidden_weight < 0:
             raise BertnasError(f"recipe {self.name}: random_subnets and loss weights must be >= 0")
         starts = [stage.start for stage in self.stages]
@@ -122,6 +127,14 @@ RECIPES: dict[str, Recipe] = {
             stages=_SHRINK,
             label_weight=0.5,
         ),
+        Recipe(
+            "budget",
+            "The families recipe for a step budget: the sandwich's top is the backbone's own shape instead "
+            "of the space's largest subnet (a third of its cost), so the same time buys more steps.",
+            sampling="families",
+            label_weight=0.5,
+            top="backbone",
+        ),
     )
 }
 DEFAULT_RECIPE = "families"
@@ -163,7 +176,9 @@ class Sandwich(SubnetSampler):
     _smallest: ArchConfig = field(init=False)
 
     def __post_init__(self) -> None:
-        self._largest, self._smallest = self.space.largest(), self.space.smallest()
+        top = self.recipe.top if self.recipe is not None else "largest"
+        self._largest = self.space.full() if top == "backbone" else self.space.largest()
+        self._smallest = self.space.smallest()
 
     def subnets(self, step: int, total: int) -> list[ArchConfig]:
         rng = np.random.default_rng([self.seed, step])  # same subnets after a resume

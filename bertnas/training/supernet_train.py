@@ -115,21 +115,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         "epochs": 1.0,
         "train_subset": 2000,
         "dev_subset": None,
+        "recipe": "budget",
         "random_subnets": 1,
         "lr": 1e-4,
         "max_steps": None,
         "checkpoint_every": 50,
         "rewire_batches": 8,
     },
-    # six epochs capped at 460 steps (~15k examples): with the default teacher, under 20 minutes
-    # on 2 CPU cores for SST-2; a small task gets its epochs
+    # six epochs capped at 1000 steps (32k examples) of the budget recipe: with the default
+    # teacher, about 20 minutes on 2 CPU cores for SST-2; a small task gets its epochs
     "default": {
         "epochs": 6.0,
         "train_subset": None,
         "dev_subset": None,
+        "recipe": "budget",
         "random_subnets": 1,
         "lr": 1e-4,
-        "max_steps": 460,
+        "max_steps": 1000,
         "checkpoint_every": 100,
         "rewire_batches": 16,
     },
