@@ -71,6 +71,7 @@ def load_backbone(name_or_path: str, num_labels: int | None = None) -> tuple[Any
     a freshly initialised head.
     """
     from transformers import AutoTokenizer, BertForSequenceClassification, BertModel
+    from transformers.utils import logging as transformers_logging
 
     config = load_backbone_config(name_or_path)
     source = resolve_backbone(name_or_path)
@@ -80,7 +81,15 @@ def load_backbone(name_or_path: str, num_labels: int | None = None) -> tuple[Any
             kwargs: dict[str, Any] = {}
             if num_labels is not None and num_labels != config.num_labels:
                 kwargs = {"num_labels": num_labels, "ignore_mismatched_sizes": True}
-            model = BertForSequenceClassification.from_pretrained(source, **kwargs)
+            if has_head:
+                model = BertForSequenceClassification.from_pretrained(source, **kwargs)
+            else:  # a fresh head on a plain encoder: transformers' "missing weights" report is expected noise
+                verbosity = transformers_logging.get_verbosity()
+                transformers_logging.set_verbosity_error()
+                try:
+                    model = BertForSequenceClassification.from_pretrained(source, **kwargs)
+                finally:
+                    transformers_logging.set_verbosity(verbosity)
         else:
             model = BertModel.from_pretrained(source)
         tokenizer = AutoTokenizer.from_pretrained(source)
