@@ -56,8 +56,8 @@ class FinetuneConfig:
 
 
 # The same three names as supernet training (bertnas.training.presets). On 2 CPU cores with
-# MiniLM on SST-2 (benchmarks/results/train_step_sst2.json): quick ~1.5 min, default ~6 min,
-# full ~40 min.
+# MiniLM on SST-2: quick 1.3 min, default 4.9 min (measured, README), full ~43 min
+# (extrapolated, benchmarks/results/train_step_sst2.json).
 PRESETS: dict[str, dict[str, Any]] = {
     # for trying the commands and for tests: a train subset, one epoch; not a usable teacher
     "quick": {"epochs": 1.0, "train_subset": 4000, "dev_subset": None, "lr": 1e-4, "max_steps": None},
