@@ -80,7 +80,7 @@ def plan_search(config: SearchConfig, probe: bool = True) -> Plan:
     from bertnas.supernet.backbone import check_teacher
     from bertnas.training.finetune import PRESETS as TEACHER_PRESETS
     from bertnas.training.finetune import FinetuneConfig, checkpoint_dir, finetune
-    from bertnas.training.supernet_train import CHECKPOINT_DIR, SupernetTrainer, config_from
+    from bertnas.training.supernet_train import CHECKPOINT_DIR, SupernetTrainConfig, SupernetTrainer, config_from
 
     info = get_task(config.task)
     plan = Plan()
@@ -109,17 +109,20 @@ def plan_search(config: SearchConfig, probe: bool = True) -> Plan:
         task=config.task, backbone=config.backbone, glue_dir=config.glue_dir, **TEACHER_PRESETS[config.preset]
     )
     teacher_target = Path(teacher) if teacher is not None else teacher_dir(config.backbone, info.name)
-    probe_teacher = teacher or config.backbone  # the supernet probe's stand-in before the teacher exists
-    supernet_config = config_from(
-        info.ref, probe_teacher, config.preset, space=PIPELINE_SPACE, glue_dir=config.glue_dir
-    )
+
+    def supernet_config(teacher_path: str) -> SupernetTrainConfig:
+        return config_from(info.ref, teacher_path, config.preset, space=PIPELINE_SPACE, glue_dir=config.glue_dir)
+
     finetune_estimate = supernet_estimate = None
     if probe:
         from bertnas.training.probe import probe_finetune, probe_supernet
 
         if teacher is None:
             finetune_estimate = probe_finetune(finetune_config).total_seconds
-        timing = probe_supernet(supernet_config, backbone=None if teacher else config.backbone)
+        # before the teacher exists, the backbone stands in for it (the same shapes)
+        timing = probe_supernet(
+            supernet_config(teacher or config.backbone), backbone=None if teacher else config.backbone
+        )
         supernet_estimate = timing.total_seconds
         per_eval = timing.seconds_per_step / max(1, 1 + 3 * timing.backward_passes) * timing.dev_examples
         search_step.estimate_s = config.trials * 0.6 * per_eval / timing.batch_size  # subnets: ~60 % of the full
@@ -150,10 +153,7 @@ def plan_search(config: SearchConfig, probe: bool = True) -> Plan:
     def train_supernet() -> None:
         target = supernet_dir(str(teacher_target), info.name, PIPELINE_SPACE)
         print(f"[2/3] training the supernet ({config.preset} preset) into {target}", file=sys.stderr, flush=True)
-        train_config = config_from(
-            info.ref, str(teacher_target), config.preset, space=PIPELINE_SPACE, glue_dir=config.glue_dir
-        )
-        SupernetTrainer(train_config, target).train()
+        SupernetTrainer(supernet_config(str(teacher_target)), target).train()
         config.supernet = str(target)
 
     if teacher is not None:

@@ -41,6 +41,7 @@ from typing import Any
 
 from bertnas.data.glue import Example, GlueSplit, TaskInfo
 from bertnas.errors import BertnasError
+from bertnas.hashing import file_sha256
 
 CUSTOM_FORMAT_VERSION = 1
 """Bumped whenever reading or label mapping changes, so a task's identity (and caches) change too."""
@@ -254,14 +255,6 @@ def _read_files(directory: Path) -> dict[str, _RawSplit]:
     return {split: _read_file(_find_split_file(directory, split)) for split in SPLIT_STEMS}
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _deepest_message(error: BaseException) -> str:
     """The innermost cause's first line: ``datasets`` wraps the parser's own (useful) message."""
     seen = []
@@ -303,7 +296,7 @@ def _read_file(path: Path) -> _RawSplit:
         where = f"{path}:{line.group(1)}" if line and builder == "csv" else str(path)
         raise BertnasError(f"{where}: not a valid {kind[path.suffix]} file ({message})") from None
     offset = {"csv": 2, "json": 1}.get(builder)
-    return _RawSplit(_Columns(dataset), str(path), f"sha256:{_file_sha256(path)}", offset)
+    return _RawSplit(_Columns(dataset), str(path), f"sha256:{file_sha256(path)}", offset)
 
 
 def _dataset_dict_splits(dataset_dict: Any, origin: str) -> dict[str, _RawSplit]:

@@ -88,14 +88,12 @@ def task_spec(
     return compose_task(task, text_columns, label_column, metric, max_length)
 
 
-def data_identity(task: str | TaskInfo, glue_dir: str | os.PathLike[str] | None = None) -> dict[str, str]:
-    """What a run record notes about its data: the task, where each split came from and its content hash."""
-    info = get_task(task)
+def data_identity(info: TaskInfo, splits: dict[str, GlueSplit]) -> dict[str, str]:
+    """What a run record notes about its data: the task, where each loaded split came from and its content hash."""
     record = {"task": info.name, "spec": info.ref}
     if info.identity:
         record["identity"] = info.identity
-    for split in ("train", "dev"):
-        loaded = load_task(info, split, glue_dir)
-        record[f"{split}_source"] = loaded.source
-        record[f"{split}_fingerprint"] = loaded.fingerprint
+    for name, loaded in splits.items():
+        record[f"{name}_source"] = loaded.source
+        record[f"{name}_fingerprint"] = loaded.fingerprint
     return record

@@ -146,6 +146,8 @@ def teacher_fingerprint(name_or_path: str) -> str:
     """
     import hashlib
 
+    from bertnas.hashing import update_with_file
+
     source = Path(resolve_backbone(name_or_path))
     digest = hashlib.sha256()
     if source.is_dir():
@@ -156,9 +158,7 @@ def teacher_fingerprint(name_or_path: str) -> str:
             return _FINGERPRINTS[stamp]
         for path in files:
             digest.update(path.name.encode())
-            with open(path, "rb") as f:
-                for block in iter(lambda f=f: f.read(1 << 22), b""):
-                    digest.update(block)
+            update_with_file(digest, path)
         _FINGERPRINTS[stamp] = digest.hexdigest()[:12]
         return _FINGERPRINTS[stamp]
     else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,9 @@ from bertnas.arch import ArchConfig
 from bertnas.cost import count_macs, count_params
 from bertnas.data import compute_metrics, get_task, load_task, make_dataloader, tokenize_split
 from bertnas.data.glue import TaskInfo, TokenizedSplit
+from bertnas.data.tasks import data_identity
 from bertnas.errors import BertnasError
+from bertnas.hashing import file_sha256
 from bertnas.supernet.elastic import WEIGHTS_NAME, ElasticBert
 from bertnas.training.eval_cache import EvalCache
 
@@ -131,13 +132,33 @@ def subset_of(data: TokenizedSplit, size: int | None) -> TokenizedSplit:
     )
 
 
+@dataclass
+class TrainDev:
+    """A task's tokenized train and dev splits (each cut to its subset) and the record of their data."""
+
+    train: TokenizedSplit
+    dev: TokenizedSplit
+    data: dict[str, str]  # bertnas.data.tasks.data_identity of the splits as loaded
+
+
+def load_train_dev(
+    info: TaskInfo,
+    tokenizer: Any,
+    glue_dir: str | None = None,
+    max_length: int | None = None,
+    train_subset: int | None = None,
+    dev_subset: int | None = None,
+) -> TrainDev:
+    """Load, tokenize (cached) and cut both splits a training run needs, reading each once."""
+    splits = {name: load_task(info, name, glue_dir) for name in ("train", "dev")}
+    train = subset_of(tokenize_split(splits["train"], tokenizer, max_length), train_subset)
+    dev = subset_of(tokenize_split(splits["dev"], tokenizer, max_length), dev_subset)
+    return TrainDev(train, dev, data_identity(info, splits))
+
+
 def supernet_fingerprint(directory: str | Path) -> str:
     """sha256 of a saved supernet's weights: the cache key for "this supernet"."""
-    digest = hashlib.sha256()
-    with open(Path(directory) / WEIGHTS_NAME, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
+    return file_sha256(Path(directory) / WEIGHTS_NAME)[:16]
 
 
 @dataclass

@@ -23,13 +23,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bertnas.atomic import atomic_directory
-from bertnas.data import Collator, get_task, load_task, tokenize_split
+from bertnas.data import Collator, get_task
 from bertnas.data.batching import LengthBucketSampler
-from bertnas.data.tasks import data_identity
 from bertnas.errors import BertnasError
 from bertnas.supernet.backbone import DEFAULT_BACKBONE, load_backbone
 from bertnas.training.common import linear_schedule, make_optimizer, pick_device, run_record, set_seed, write_json
-from bertnas.training.evaluate import evaluate_model, subset_of
+from bertnas.training.evaluate import evaluate_model, load_train_dev
 
 
 @dataclass
@@ -97,13 +96,8 @@ def finetune(config: FinetuneConfig, out: str | Path, force: bool = False) -> di
     model.config.label2id = {label: i for i, label in model.config.id2label.items()}
     model.to(device)
 
-    train = subset_of(
-        tokenize_split(load_task(info, "train", config.glue_dir), tokenizer, config.max_length),
-        config.train_subset,
-    )
-    dev = subset_of(
-        tokenize_split(load_task(info, "dev", config.glue_dir), tokenizer, config.max_length), config.dev_subset
-    )
+    splits = load_train_dev(info, tokenizer, config.glue_dir, config.max_length, config.train_subset, config.dev_subset)
+    train, dev = splits.train, splits.dev
     sampler = LengthBucketSampler(train.lengths, config.batch_size, shuffle=True, seed=config.seed)
     collate = Collator(0)
     steps_per_epoch = len(sampler)
@@ -153,7 +147,7 @@ def finetune(config: FinetuneConfig, out: str | Path, force: bool = False) -> di
         "main_metric": info.main_metric,
         "score": metrics[info.main_metric],
         "train_examples": len(train),
-        "data": data_identity(info, config.glue_dir),
+        "data": splits.data,
         "steps": total,
         "train_seconds": train_seconds,
     }

@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from bertnas.data import Collator, get_task, load_task, tokenize_split
+from bertnas.data import Collator, get_task
 from bertnas.data.batching import LengthBucketSampler
 from bertnas.training.common import make_optimizer, pick_device, set_seed
-from bertnas.training.evaluate import subset_of
+from bertnas.training.evaluate import load_train_dev
 from bertnas.training.finetune import FinetuneConfig, loss_for
 from bertnas.training.supernet_train import SupernetTrainConfig
 
@@ -72,14 +72,8 @@ def probe_finetune(config: FinetuneConfig, steps: int = 3) -> StepTiming:
     device = pick_device(config.device)
     model, tokenizer = load_backbone(config.backbone, num_labels=info.num_labels)
     model.to(device).train()
-    train = subset_of(
-        tokenize_split(load_task(info, "train", config.glue_dir), tokenizer, config.max_length), config.train_subset
-    )
-    dev_examples = len(
-        subset_of(
-            tokenize_split(load_task(info, "dev", config.glue_dir), tokenizer, config.max_length), config.dev_subset
-        )
-    )
+    splits = load_train_dev(info, tokenizer, config.glue_dir, config.max_length, config.train_subset, config.dev_subset)
+    train, dev_examples = splits.train, len(splits.dev)
     batches, per_epoch = _batches(train, config.batch_size, config.seed, steps + 1, 0)
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
 
@@ -123,26 +117,21 @@ def probe_supernet(config: SupernetTrainConfig, steps: int = 3, backbone: str | 
     supernet.train()
     space = load_space(config.space).bind(supernet.limits, backbone=source)
     tokenizer = supernet.tokenizer
-    train = subset_of(
-        tokenize_split(load_task(info, "train", config.glue_dir), tokenizer, config.max_length), config.train_subset
-    )
-    dev_examples = len(
-        subset_of(
-            tokenize_split(load_task(info, "dev", config.glue_dir), tokenizer, config.max_length), config.dev_subset
-        )
-    )
+    splits = load_train_dev(info, tokenizer, config.glue_dir, config.max_length, config.train_subset, config.dev_subset)
+    train, dev_examples = splits.train, len(splits.dev)
     batches, per_epoch = _batches(train, config.batch_size, config.seed, steps + 1, supernet.config.pad_token_id)
     total = config.total_steps(per_epoch)
     recipe = config.resolved_recipe()
     strategy = make_sampler(space, recipe, config.seed, config.stages)
     trainer = SupernetTrainer(config, "/nonexistent-probe")  # only its step function is used
     optimizer = make_optimizer(supernet, config.lr, config.weight_decay)
-    counter = iter(range(10**9))
-    subnet_count = len(strategy.subnets(total // 2, total))
+    middle = total // 2  # a step past every progressive stage's start: the subnets of a typical step
+    subnets = strategy.subnets(middle, total)
+    subnet_count = len(subnets)
 
     def step(batch: dict[str, torch.Tensor]) -> None:
         batch = {key: value.to(device) for key, value in batch.items()}
-        trainer._step(supernet, teacher, recipe, batch, next(counter) + total // 2, strategy.subnets(total // 2, total))
+        trainer._step(supernet, teacher, recipe, batch, middle, subnets)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 

@@ -38,9 +38,8 @@ from tqdm.auto import tqdm
 
 from bertnas.arch import ArchConfig
 from bertnas.atomic import atomic_directory
-from bertnas.data import Collator, get_task, load_task, make_dataloader, tokenize_split
+from bertnas.data import Collator, get_task, make_dataloader
 from bertnas.data.batching import LengthBucketSampler
-from bertnas.data.tasks import data_identity
 from bertnas.errors import BertnasError
 from bertnas.model.compact import CompactBert
 from bertnas.space import SearchSpace, load_space
@@ -48,7 +47,7 @@ from bertnas.supernet.backbone import teacher_fingerprint
 from bertnas.supernet.elastic import CONFIG_NAME, WEIGHTS_NAME, ElasticBert
 from bertnas.training.common import linear_schedule, make_optimizer, pick_device, run_record, set_seed, write_json
 from bertnas.training.distill import hidden_loss, logit_loss
-from bertnas.training.evaluate import evaluate_model, subset_of
+from bertnas.training.evaluate import TrainDev, evaluate_model, load_train_dev
 from bertnas.training.strategies import DEFAULT_RECIPE, Recipe, get_recipe, make_sampler
 
 CHECKPOINT_DIR = "checkpoint"
@@ -216,14 +215,10 @@ class SupernetTrainer:
         supernet.to(self.device)
         space = load_space(config.space).bind(supernet.limits, backbone=config.teacher)
 
-        train = subset_of(
-            tokenize_split(load_task(info, "train", config.glue_dir), tokenizer, config.max_length),
-            config.train_subset,
+        splits = load_train_dev(
+            info, tokenizer, config.glue_dir, config.max_length, config.train_subset, config.dev_subset
         )
-        dev = subset_of(
-            tokenize_split(load_task(info, "dev", config.glue_dir), tokenizer, config.max_length),
-            config.dev_subset,
-        )
+        train = splits.train
         sampler = LengthBucketSampler(train.lengths, config.batch_size, shuffle=True, seed=config.seed)
         collate = Collator(supernet.config.pad_token_id)
         steps_per_epoch = len(sampler)
@@ -272,7 +267,7 @@ class SupernetTrainer:
                     self._save_checkpoint(supernet, optimizer, scheduler, step, record, seconds)
         progress.close()
         train_seconds = elapsed_before + time.perf_counter() - start_time
-        return self._finish(supernet, teacher, space, dev, record, total, train_seconds, train)
+        return self._finish(supernet, teacher, space, splits, record, total, train_seconds)
 
     def _rewire(self, supernet: ElasticBert, train: Any) -> None:
         from bertnas.supernet.rewire import rewire_supernet
@@ -351,12 +346,12 @@ class SupernetTrainer:
         supernet: ElasticBert,
         teacher: CompactBert,
         space: SearchSpace,
-        dev: Any,
+        splits: TrainDev,
         record: dict,
         total: int,
         train_seconds: float,
-        train: Any,
     ) -> dict[str, Any]:
+        dev = splits.dev
         supernet.eval()
         scores = {}
         for name, arch in (
@@ -375,8 +370,8 @@ class SupernetTrainer:
             "teacher": teacher_metrics,
             "subnets": scores,
             "steps": total,
-            "train_examples": len(train),
-            "data": data_identity(self.info, self.config.glue_dir),
+            "train_examples": len(splits.train),
+            "data": splits.data,
             "teacher_fingerprint": teacher_fingerprint(self.config.teacher),
             "dev_examples": len(dev),
             "train_seconds": train_seconds,
