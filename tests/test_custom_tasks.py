@@ -188,6 +188,21 @@ def test_bad_data_gives_one_line_errors(tmp_path, capsys):
     message = _error(capsys, ["finetune", "--task", "sst2", "--label-column", "y"])
     assert "--label-column describes your own data" in message
     assert "does not apply" in _error(capsys, _finetune(missing_named, "--metric", "spearman"))
+    assert "unknown setting 'colour=red'" in _error(capsys, _finetune(f"{missing_named}?colour=red"))
+    assert "must name one or two columns" in _error(capsys, _finetune(missing_named, "--text-columns", "a,b,c"))
+    two_trains = write_task(tmp_path / "two-trains", "csv", good_train, good_dev)
+    write_task(two_trains, "jsonl", good_train, good_dev)
+    assert "more than one train file (train.csv, train.jsonl)" in _error(capsys, _finetune(two_trains))
+
+    # an unfinished fine-tuning with other settings is refused, not silently resumed or overwritten
+    out = tmp_path / "teacher"
+    checkpoint = tmp_path / ".teacher.checkpoint"
+    checkpoint.mkdir()
+    state = {"step": 5, "train_seconds": 1.0, "record": {}, "config": {"task": str(missing_named), "epochs": 9.0}}
+    (checkpoint / "state.json").write_text(json.dumps(state))
+    args = ["finetune", "--task", str(missing_named), "--preset", "quick", "--out", str(out)]
+    assert "holds an unfinished fine-tuning with other settings" in _error(capsys, args)
+    assert (checkpoint / "state.json").is_file() and not out.exists()
 
 
 def test_hub_dataset_offline_is_one_line(capsys, monkeypatch):
