@@ -71,7 +71,7 @@ def _candidates(env, glue) -> list[Candidate]:
         ArchConfig(hidden_size=32, layers=_layers((4, 64, 1, None, 1.0), (3, 48, 2, 16, 0.6), (2, 32, 1, None, 0.3))),
         ArchConfig(hidden_size=32, layers=_layers((2, 32, 1, None, 0.5), (2, 32, 1, None, 0.5))),
     ]
-    evaluator = SubnetEvaluator.open(env / "supernet", task="sst2", glue_dir=str(glue), use_cache=False)
+    evaluator = SubnetEvaluator.open(env / "supernet", task="sst2", split="dev", glue_dir=str(glue), use_cache=False)
     return [
         Candidate(f"trial-{number}", arch, evaluator.evaluate(arch)["score"], trial=number)
         for number, arch in zip((3, 7), archs, strict=True)

@@ -21,7 +21,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from ray.cluster_utils import Cluster  # noqa: E402
-from toys import tiny_bert, write_toy_sst2  # noqa: E402
+from toys import record_search_split, tiny_bert, write_toy_sst2  # noqa: E402
 
 from bertnas.cli.main import main  # noqa: E402
 from bertnas.errors import BertnasError  # noqa: E402
@@ -53,6 +53,7 @@ def env(tmp_path_factory, minilm_hf):
         tiny_bert(tokenizer.vocab_size), "tiny-bert", tokenizer, max_ffn_stack=4, max_bottleneck=16, task="sst2"
     )
     supernet.save_pretrained(root / "supernet")
+    record_search_split(root / "supernet", glue, tokenizer)
     space = load_space("unified").bind(supernet.limits, backbone="tiny-bert")
     predictor = load_predictor(DEVICE)
     budget = (predictor.predict(space.smallest()) + predictor.predict(space.largest())) / 2

@@ -19,6 +19,7 @@ from bertnas.training.supernet_train import CHECKPOINT_DIR, STATE_NAME, Supernet
 
 GOOD = ["wonderful", "brilliant", "moving", "delightful", "superb", "charming", "gripping", "funny"]
 BAD = ["dull", "awful", "tedious", "boring", "clumsy", "lifeless", "painful", "silly"]
+SEARCH_SPLIT = "32"  # train examples held out for the search (the default would hold out a quarter of 256)
 FILLER = ["the film is", "a", "this movie feels", "an often", "the acting is", "its story is", "it 's"]
 
 
@@ -55,7 +56,13 @@ def tiny_backbone(tmp_path_factory, minilm_hf):
 def teacher(tmp_path_factory, tiny_backbone, glue_dir, monkeypatch_module):
     out = tmp_path_factory.mktemp("teacher") / "sst2"
     config = FinetuneConfig(
-        task="sst2", backbone=str(tiny_backbone), epochs=6, batch_size=16, lr=2e-3, glue_dir=str(glue_dir)
+        task="sst2",
+        backbone=str(tiny_backbone),
+        epochs=6,
+        batch_size=16,
+        lr=2e-3,
+        glue_dir=str(glue_dir),
+        search_split=SEARCH_SPLIT,
     )
     result = finetune(config, out)
     assert (out / "metrics.json").is_file() and (out / "run.json").is_file()
@@ -80,6 +87,7 @@ def _train_config(teacher, glue_dir, **overrides):
         space="unified",
         random_subnets=1,
         rewire_batches=2,
+        search_split=SEARCH_SPLIT,
     )
     values.update(overrides)
     return config_from("sst2", str(teacher), "quick", **values)
@@ -91,7 +99,9 @@ def test_finetune_refuses_to_overwrite(teacher, glue_dir):
 
 
 def test_supernet_training_lowers_the_loss(teacher, glue_dir, tmp_path):
-    trainer = SupernetTrainer(_train_config(teacher, glue_dir, epochs=6.0, lr=1e-2), tmp_path / "supernet")
+    # the whole toy train split (no search split): 48 steps, enough for the loss to halve
+    config = _train_config(teacher, glue_dir, epochs=6.0, lr=1e-2, search_split="none")
+    trainer = SupernetTrainer(config, tmp_path / "supernet")
     losses = []
     original = trainer._step
 
@@ -102,7 +112,7 @@ def test_supernet_training_lowers_the_loss(teacher, glue_dir, tmp_path):
 
     trainer._step = recording_step
     result = trainer.train()
-    assert len(losses) == 48  # 256 examples / batch 32 * 6 epochs
+    assert len(losses) == 48  # (256 - 32 held out for the search) / batch 32 * 6 epochs
     # The smallest subnet starts far from the teacher and must move towards it.
     assert sum(losses[-6:]) / 6 < 0.5 * sum(losses[:6]) / 6
     assert result["subnets"]["smallest"]["accuracy"] > 0.8
@@ -146,7 +156,7 @@ def test_training_resumes_from_the_last_checkpoint(teacher, glue_dir, tmp_path):
 
     resumed._step = recording_step
     resumed.train()
-    assert resumed_steps == list(range(4, 8))  # continues at the saved step, to the end
+    assert resumed_steps == list(range(4, 7))  # continues at the saved step, to the end (224 / 32 = 7 steps)
     # A checkpoint left by one configuration is not resumed with another.
     (out / "training.json").unlink()
     with pytest.raises(BertnasError, match="different run"):

@@ -34,3 +34,15 @@ def tiny_bert(vocab_size: int, num_layers: int = 2, num_labels: int = 2) -> Bert
         max_position_embeddings=128,
     )
     return BertForSequenceClassification(config)
+
+
+def record_search_split(supernet_dir: Path, glue_dir: str | Path, tokenizer, count: str = "8") -> None:
+    """Write what supernet training records for an untrained test supernet: the search split it held
+    out of the toy train split (``count`` examples), so searches over it score on that split."""
+    import json
+
+    from bertnas.data import get_task
+    from bertnas.training.evaluate import SEARCH_SPLIT_JSON, load_train_dev
+
+    splits = load_train_dev(get_task("sst2"), tokenizer, str(glue_dir), search_split=count)
+    (Path(supernet_dir) / SEARCH_SPLIT_JSON).write_text(json.dumps(splits.holdout.record))

@@ -24,31 +24,29 @@ def export_command(
     allow_degenerate: bool = typer.Option(
         False, "--allow-degenerate", help="Also export subnets whose predictions are constant (normally left out)."
     ),
+    weights: str = typer.Option(
+        "auto",
+        "--weights",
+        help="finetuned (RUN/finetuned, from `bertnas finetune-subnets`), supernet (the shared weights), or auto: "
+        "fine-tuned where they exist.",
+    ),
 ) -> None:
     """Export the selected subnets of RUN: weights, config, tokenizer, model.onnx, model card, manifest."""
     from bertnas.errors import BertnasError
     from bertnas.export.package import MEASURE_PROFILE, ExportOptions, export_models
-    from bertnas.export.selection import select_candidates
+    from bertnas.export.selection import select_candidates, with_finetuned_weights
     from bertnas.search.run import SearchRun
-    from bertnas.supernet.elastic import WEIGHTS_NAME
-    from bertnas.training.evaluate import supernet_fingerprint
 
     if out.exists() and not force:  # refuse before loading anything
         raise BertnasError(f"{out} already exists; choose another --out or pass --force to replace it")
     format_list = tuple(part.strip() for part in formats.split(",") if part.strip())
     search = SearchRun.open(run)
     info = search.info
+    if weights not in ("auto", "finetuned", "supernet"):
+        raise BertnasError(f"--weights {weights!r}: choose finetuned, supernet or auto")
     candidates = select_candidates(search, device, select, allow_degenerate=allow_degenerate)
-
-    supernet_dir = supernet or Path(info["supernet"])
-    if not (supernet_dir / WEIGHTS_NAME).is_file():
-        raise BertnasError(f"supernet {supernet_dir} (used by the search) is missing; pass --supernet DIR")
-    expected = (info.get("hashes") or {}).get("supernet_fingerprint")
-    if expected and supernet_fingerprint(supernet_dir) != expected:
-        raise BertnasError(
-            f"supernet {supernet_dir} is not the one the search evaluated (fingerprint "
-            f"{supernet_fingerprint(supernet_dir)}, run recorded {expected}); its metrics would not match"
-        )
+    candidates = [with_finetuned_weights(search, candidate, weights) for candidate in candidates]
+    supernet_dir = search.supernet_dir(supernet)
 
     from bertnas.hardware import load_predictor
 
@@ -58,7 +56,7 @@ def export_command(
     options = ExportOptions(
         task=info["task"],
         formats=format_list,
-        dev_subset=config.get("dev_subset"),
+        dev_subset=config.get("dev_subset") if search.split == "dev" else None,  # the report: all of dev
         glue_dir=glue_dir or config.get("glue_dir"),
         warmup=warmup,
         repeats=repeats,

@@ -35,6 +35,7 @@ def _register_commands() -> None:
         cost_command,
         export_command,
         extract_command,
+        finetune_commands,
         hardware_commands,
         search_commands,
         space_commands,

@@ -14,6 +14,7 @@ from bertnas.cli.task_options import (
     LABEL_COLUMN_OPTION,
     MAX_LENGTH_OPTION,
     METRIC_OPTION,
+    SPLIT_OPTION,
     TASK_HELP,
     TEXT_COLUMNS_OPTION,
     task_spec,
@@ -74,7 +75,10 @@ def search_command(
     study: str | None = typer.Option(None, "--study", help="Study name (default: from task, space, budgets, seed)."),
     out: Path | None = typer.Option(None, "--out", help="Run directory (default: runs/STUDY)."),
     seq_len: int | None = typer.Option(None, "--seq-len", help="Sequence length; must match the profiles'."),
-    dev_subset: int | None = typer.Option(None, "--dev-subset", help="Evaluate on the first N dev examples."),
+    split: str = SPLIT_OPTION,
+    dev_subset: int | None = typer.Option(
+        None, "--dev-subset", help="Score on the first N examples of --split only (faster, noisier)."
+    ),
     population: int | None = typer.Option(None, "--population", help="NSGA-II / evolution population (20)."),
     references: bool = typer.Option(True, "--references/--no-references", help="Plot full model + DynaBERT grid."),
     seed_references: bool = typer.Option(
@@ -115,6 +119,7 @@ def search_command(
         study=study,
         out=str(out) if out else None,
         seq_len=seq_len,
+        split=split,
         dev_subset=dev_subset,
         population=population,
         fidelity=multi_fidelity,

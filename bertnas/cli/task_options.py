@@ -23,3 +23,15 @@ METRIC_OPTION = typer.Option(
     "for float labels.",
 )
 MAX_LENGTH_OPTION = typer.Option(None, "--max-length", help="Your data: tokens per example (default 128).")
+SEARCH_SPLIT_OPTION = typer.Option(
+    "0.05",
+    "--search-split",
+    help="The slice of train held out for the search to score subnets on: a share (0.05, 5%; at least 500 and "
+    "at most 5,000 examples), a count (800) or none.",
+)
+SPLIT_OPTION = typer.Option(
+    "search",
+    "--split",
+    help="Where to score subnets: search (the slice of train the supernet held out; default) or dev "
+    "(the report split: selecting on it flatters what is reported).",
+)

@@ -12,6 +12,8 @@ from bertnas.cli.task_options import (
     LABEL_COLUMN_OPTION,
     MAX_LENGTH_OPTION,
     METRIC_OPTION,
+    SEARCH_SPLIT_OPTION,
+    SPLIT_OPTION,
     TASK_HELP,
     TEXT_COLUMNS_OPTION,
     task_spec,
@@ -37,6 +39,7 @@ def finetune_command(
     lr: float | None = typer.Option(None, "--lr", help="Override the preset's learning rate."),
     train_subset: int | None = typer.Option(None, "--train-subset", help="Use only the first N train examples."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Override the preset's step cap."),
+    search_split: str = SEARCH_SPLIT_OPTION,
     seed: int = typer.Option(42, "--seed"),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)."),
     glue_dir: str | None = typer.Option(None, "--glue-dir", help="GLUE data in the original TSV layout."),
@@ -53,7 +56,9 @@ def finetune_command(
     for key, value in (("epochs", epochs), ("lr", lr), ("train_subset", train_subset), ("max_steps", max_steps)):
         if value is not None:
             values[key] = value
-    config = FinetuneConfig(task=task, backbone=backbone, seed=seed, device=device, glue_dir=glue_dir, **values)
+    config = FinetuneConfig(
+        task=task, backbone=backbone, seed=seed, device=device, glue_dir=glue_dir, search_split=search_split, **values
+    )
     target = out or teacher_dir(backbone, get_task(task).name)
     result = finetune(config, target, force=force)
     typer.echo(f"teacher {target}: dev {result['main_metric']} = {result['score']:.4f} ({result['dev_examples']} ex.)")
@@ -90,6 +95,7 @@ def supernet_train_command(
     stages: str | None = typer.Option(None, "--stages", help="joint | width-depth (DynaBERT's two stages)."),
     no_rewire: bool = typer.Option(False, "--no-rewire", help="Skip DynaBERT rewiring."),
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
+    search_split: str = SEARCH_SPLIT_OPTION,
     seed: int = typer.Option(42, "--seed"),
     device: str | None = typer.Option(None, "--device"),
     glue_dir: str | None = typer.Option(None, "--glue-dir"),
@@ -125,6 +131,7 @@ def supernet_train_command(
         stages=stages,
         rewire=False if no_rewire else None,
         checkpoint_every=checkpoint_every,
+        search_split=search_split,
         seed=seed,
         device=device,
         glue_dir=glue_dir,
@@ -147,13 +154,14 @@ def eval_command(
     label_column: str | None = LABEL_COLUMN_OPTION,
     metric: str | None = METRIC_OPTION,
     max_length: int | None = MAX_LENGTH_OPTION,
-    subset: int | None = typer.Option(None, "--subset", help="Evaluate on the first N dev examples only."),
+    split: str = SPLIT_OPTION,
+    subset: int | None = typer.Option(None, "--subset", help="Evaluate on the first N examples of the split only."),
     device: str | None = typer.Option(None, "--device"),
     glue_dir: str | None = typer.Option(None, "--glue-dir"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Evaluate even if the result is cached."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Dev metric of a subnet by weight sharing, with its MACs and parameters (cached)."""
+    """A subnet's metric by weight sharing (on the search split by default), with its MACs and parameters (cached)."""
     from bertnas.arch import ArchConfig
     from bertnas.training.common import pick_device
     from bertnas.training.evaluate import SubnetEvaluator
@@ -162,6 +170,7 @@ def eval_command(
     evaluator = SubnetEvaluator.open(
         supernet,
         task=task_spec(task, text_columns, label_column, metric, max_length) if task else None,
+        split=split,
         subset=subset,
         glue_dir=glue_dir,
         device=str(pick_device(device)),

@@ -38,9 +38,9 @@ def render_card(entry: dict[str, Any]) -> str:
         "",
         "| | |",
         "|---|---|",
-        f"| dev {metric} (as the search reported) | {entry['metric_reported']:.4f} |"
-        if entry.get("metric_reported") is not None
-        else f"| dev {metric} (as the search reported) | n/a |",
+        f"| weights | {_weights(entry)} |",
+        f"| search-split {metric} (the search's score, shared weights) | {_number(entry.get('search_metric'))} |",
+        f"| dev {metric} (as reported for these weights) | {_number(entry.get('metric_reported'))} |",
         f"| dev {metric} (recomputed from this export, {entry['dev_examples']} examples) | {entry['metric']:.4f} |",
         f"| parameters | {entry['params'] / 1e6:.2f} M |",
         f"| MACs at sequence length {entry['macs_seq_len']} | {entry['macs'] / 1e6:.1f} M |",
@@ -77,7 +77,12 @@ def render_card(entry: dict[str, Any]) -> str:
         "## Parity",
         "",
         f"On {parity['examples']} real dev sentences (one padded batch), the largest absolute logit difference: "
-        f"compact PyTorch vs. supernet subnet {parity['compact_vs_supernet']:.2e}"
+        + (
+            f"compact PyTorch vs. supernet subnet {parity['compact_vs_supernet']:.2e}"
+            if "compact_vs_supernet" in parity
+            else f"compact PyTorch (the shipped files, read back) vs. fine-tuned model "
+            f"{parity['compact_vs_finetuned']:.2e}"
+        )
         + (f", ONNX vs. compact PyTorch {parity['onnx_vs_compact']:.2e}" if "onnx_vs_compact" in parity else "")
         + f" (tolerance {parity['tolerance']:g}).",
         "",
@@ -129,3 +134,13 @@ def render_card(entry: dict[str, Any]) -> str:
         lines += [f"Labels: {', '.join(f'{i} = {label}' for i, label in enumerate(labels))}.", ""]
     lines += ["## Files", "", *(f"- `{file}`" for file in sorted(files)), ""]
     return "\n".join(lines)
+
+
+def _weights(entry: dict[str, Any]) -> str:
+    if entry.get("weights") == "finetuned":
+        return "fine-tuned as a standalone model, distilled from the teacher (`bertnas finetune-subnets`)"
+    return "the supernet's shared weights, sliced (not trained further)"
+
+
+def _number(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

@@ -41,7 +41,7 @@ from bertnas.errors import BertnasError
 from bertnas.export.card import render_card
 from bertnas.export.extract import extract_subnet
 from bertnas.export.onnx import ONNX_NAME, OnnxModel, export_onnx
-from bertnas.model.compact import CONFIG_NAME
+from bertnas.model.compact import CONFIG_NAME, CompactBert
 
 FORMATS = ("hf", "onnx")
 PARITY_TOLERANCE = 1e-4
@@ -57,8 +57,12 @@ class Candidate:
 
     name: str  # directory name under ``out``
     arch: ArchConfig
-    metric: float | None  # the dev metric the search reported (None: nothing to check against)
+    metric: float | None  # the dev metric reported for these weights (None: nothing to check against)
     trial: int | None = None
+    search_metric: float | None = None  # what the search scored it (on its split), for the manifest
+    # A fine-tuned compact model directory (bertnas finetune-subnets) to ship instead of the
+    # supernet's shared weights; ``metric`` is then its dev metric.
+    weights: Path | None = None
 
 
 @dataclass
@@ -177,23 +181,36 @@ def _export_one(
     from bertnas.training.evaluate import evaluate_model
 
     directory = scratch / candidate.name
-    _, compact = extract_subnet(supernet, candidate.arch, directory)
+    if candidate.weights is None:
+        _, compact = extract_subnet(supernet, candidate.arch, directory)
+        source_model, source_name = None, "supernet subnet"
+    else:
+        supernet.set_active_subnet(candidate.arch)  # the architecture extraction would give it
+        expected = supernet.get_active_arch().hash()
+        compact, source_model = _copy_finetuned(candidate, expected, supernet.tokenizer, directory), None
+        source_name = "fine-tuned model"
     arch = compact.arch
     # The task's own label names and name, whatever the backbone's config called them.
     compact.config.task = data.task.name
     compact.config.id2label = dict(enumerate(labels)) if labels else compact.config.id2label
     (directory / CONFIG_NAME).write_text(json.dumps(compact.config.to_dict(), indent=2) + "\n")
-    if "hf" not in options.formats:
-        (directory / "model.safetensors").unlink()  # config and tokenizer stay: the ONNX model needs them
 
     parity: dict[str, Any] = {"examples": 0, "tolerance": PARITY_TOLERANCE}
     batch = _parity_batch(data, options.parity_examples, supernet.tokenizer.pad_token_id or 0)
     parity["examples"] = int(batch["input_ids"].shape[0])
     with torch.inference_mode():
-        supernet.set_active_subnet(arch)
-        reference = supernet(**batch).logits.numpy()
+        if candidate.weights is None:
+            supernet.set_active_subnet(arch)
+            reference = supernet(**batch).logits.numpy()
+        else:  # the shipped files, read back, against the fine-tuned model they were copied from
+            source_model = CompactBert.from_pretrained(candidate.weights)
+            reference = source_model(**batch).logits.numpy()
+            compact = CompactBert.from_pretrained(directory)
         mine = compact(**batch).logits.numpy()
-    parity["compact_vs_supernet"] = _check_close(mine, reference, candidate.name, "compact PyTorch", "supernet subnet")
+    key = "supernet" if candidate.weights is None else "finetuned"
+    parity[f"compact_vs_{key}"] = _check_close(mine, reference, candidate.name, "compact PyTorch", source_name)
+    if "hf" not in options.formats:
+        (directory / "model.safetensors").unlink()  # config and tokenizer stay: the ONNX model needs them
 
     main = data.task.main_metric
     metrics = evaluate_model(compact, data, options.batch_size)
@@ -205,7 +222,9 @@ def _export_one(
         "task": data.task.name,
         "labels": labels,
         "metric_name": main,
+        "weights": "supernet" if candidate.weights is None else "finetuned",
         "metric_reported": candidate.metric,
+        "search_metric": candidate.search_metric,
         "metric": metrics[main],
         "metrics": metrics,
         "dev_examples": len(data),
@@ -228,7 +247,7 @@ def _export_one(
         runner = OnnxModel(directory / ONNX_NAME, threads=options.threads)
         onnx_logits = runner.logits(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
         parity["onnx_vs_compact"] = _check_close(onnx_logits, mine, candidate.name, "ONNX", "compact PyTorch")
-        parity["onnx_vs_supernet"] = _check_close(onnx_logits, reference, candidate.name, "ONNX", "supernet subnet")
+        parity[f"onnx_vs_{key}"] = _check_close(onnx_logits, reference, candidate.name, "ONNX", source_name)
         # The ONNX graph's own dev metric, on the same batches the search used.
         all_logits, all_labels = [], []
         for dev_batch in make_dataloader(data, options.batch_size, shuffle=False, bucket=True):
@@ -273,13 +292,38 @@ def _check_close(got: np.ndarray, expected: np.ndarray, name: str, what: str, ag
     return difference
 
 
+def _copy_finetuned(candidate: Candidate, expected_hash: str, tokenizer: Any, directory: Path) -> CompactBert:
+    """Copy a fine-tuned compact model (finetune-subnets) into ``directory``, as extraction would write it."""
+    from bertnas import __version__
+
+    assert candidate.weights is not None
+    model = CompactBert.from_pretrained(candidate.weights)
+    if model.arch.hash() != expected_hash:
+        raise BertnasError(
+            f"{candidate.weights} holds another architecture than trial {candidate.trial} "
+            f"({model.arch.hash()} vs {expected_hash}); rerun `bertnas finetune-subnets`"
+        )
+    model.save_pretrained(directory, tokenizer=tokenizer)
+    model.arch.save(directory / "arch.json")
+    provenance = {
+        "weights": "finetuned",
+        "finetuned_from": candidate.weights.name,
+        "arch_hash": model.arch.hash(),
+        "params": sum(p.numel() for p in model.parameters()),
+        "versions": {"bertnas": __version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+    (directory / "bertnas.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    return model
+
+
 def _check_metric(value: float, candidate: Candidate, metric: str, what: str) -> None:
     if candidate.metric is None:
         return
     if abs(value - candidate.metric) > 1e-9:
         raise BertnasError(
-            f"{candidate.name}: dev {metric} of {what} is {value:.6f} but the search reported "
-            f"{candidate.metric:.6f}; the supernet or the dev data changed since the search "
+            f"{candidate.name}: dev {metric} of {what} is {value:.6f} but "
+            f"{'the search' if candidate.weights is None else 'finetune-subnets'} reported "
+            f"{candidate.metric:.6f}; the weights or the dev data changed since then "
             "(check --supernet and GLUE_DIR), nothing was written"
         )
 

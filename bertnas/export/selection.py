@@ -81,7 +81,7 @@ def select_candidates(run: Any, device: str, select: str, allow_degenerate: bool
         rows = done.sort_values(["metric", column], ascending=[False, True]).head(1)
     else:
         raise BertnasError(f"--select {select!r} is not understood; use {SELECT_HELP}")
-    return [_candidate(row) for _, row in rows.iterrows()]
+    return [_candidate(row, run) for _, row in rows.iterrows()]
 
 
 def _trial_number(select: str) -> int:
@@ -95,9 +95,36 @@ def _trial_number(select: str) -> int:
     return number
 
 
-def _candidate(row: pd.Series) -> Candidate:
+def _candidate(row: pd.Series, run: Any) -> Candidate:
+    """The trial of ``row`` as a candidate; its metric is the one on dev (what export recomputes):
+    the run's dev report, or the trial's own metric when the search scored on dev."""
     number = int(row["number"])
     if not isinstance(row.get("config"), str):
         raise BertnasError(f"trial {number} stores no architecture config; it cannot be exported")
     arch = ArchConfig.from_dict(json.loads(row["config"]), f"trial {number} config")
-    return Candidate(name=f"trial-{number:04d}", arch=arch, metric=float(row["metric"]), trial=number)
+    metric = run.dev_metric(str(row["arch_hash"]), float(row["metric"]))
+    return Candidate(
+        name=f"trial-{number:04d}", arch=arch, metric=metric, trial=number, search_metric=float(row["metric"])
+    )
+
+
+def with_finetuned_weights(run: Any, candidate: Candidate, weights: str = "auto") -> Candidate:
+    """``candidate`` shipping its fine-tuned weights (``RUN/finetuned/trial-NNNN``) when ``weights``
+    is ``finetuned`` (they must exist) or ``auto`` (where they exist); as is for ``supernet``."""
+    from dataclasses import replace
+
+    from bertnas.training.subnet_finetune import finetuned_dir, read_result
+
+    if weights == "supernet" or candidate.trial is None:
+        return candidate
+    directory = finetuned_dir(run.directory, candidate.trial)
+    result = read_result(directory)
+    if result is None or result.get("arch_hash") != candidate.arch.hash():
+        if weights == "finetuned":
+            raise BertnasError(
+                f"--weights finetuned: trial {candidate.trial} has no fine-tuned model in {directory.parent}; run "
+                f"`bertnas finetune-subnets {run.directory} --select trial:{candidate.trial}` first, or pass "
+                "--weights supernet"
+            )
+        return candidate
+    return replace(candidate, weights=directory, metric=float(result["finetuned"]["dev_metric"]))

@@ -123,6 +123,7 @@ class CompactBert(nn.Module):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        output_attentions: bool = False,
     ) -> BertOutput:
         return bert_forward(
             input_ids,
@@ -134,6 +135,7 @@ class CompactBert(nn.Module):
             (self.classifier.weight, self.classifier.bias) if self.classifier is not None else None,
             self.config.run_options(self.training),
             output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
         )
 
     # ------------------------------------------------------------------ persistence

@@ -84,6 +84,8 @@ class BertOutput:
     logits: torch.Tensor | None = None
     hidden_states: list[torch.Tensor] = field(default_factory=list)  # embeddings + each layer
     hidden_masks: list[torch.Tensor] = field(default_factory=list)  # the mask of each hidden state
+    # output_attentions: each layer's attention map averaged over its heads, (batch, tokens in, tokens in)
+    attentions: list[torch.Tensor] = field(default_factory=list)
 
 
 def _norm(x: torch.Tensor, weights: Affine, options: RunOptions) -> torch.Tensor:
@@ -137,11 +139,15 @@ def layer_forward(
     shape: LayerConfig,
     options: RunOptions,
     head_mask: torch.Tensor | None = None,
+    attentions: list[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One encoder layer; returns the new hidden states and their padding mask."""
+    """One encoder layer; returns the new hidden states and their padding mask (and appends its
+    head-averaged attention map to ``attentions`` when given)."""
     additive_mask = (~mask).to(x.dtype).mul(torch.finfo(x.dtype).min)[:, None, None, :]
     inner = F.linear(x, *weights.bottleneck_in) if weights.bottleneck_in is not None else x
     attended, probs = attention(inner, additive_mask, weights, shape, options, head_mask)
+    if attentions is not None:
+        attentions.append(probs.mean(dim=1))  # (batch, tokens, tokens): comparable across head counts
     inner = _norm(inner + _dropout(attended, options.hidden_dropout, options), weights.attention_norm, options)
 
     if shape.retention < 1.0:
@@ -196,6 +202,7 @@ def bert_forward(
     options: RunOptions,
     head_mask: Sequence[torch.Tensor] | None = None,
     output_hidden_states: bool = False,
+    output_attentions: bool = False,
 ) -> BertOutput:
     """The whole model: embeddings, encoder layers (with retention), pooler, classifier."""
     if attention_mask is None:
@@ -204,14 +211,19 @@ def bert_forward(
     lengths = mask.sum(dim=1)
     x = embed(input_ids, token_type_ids, embeddings, options)
     hidden_states, hidden_masks = ([x], [mask]) if output_hidden_states else ([], [])
+    attentions: list[torch.Tensor] | None = [] if output_attentions else None
     for position, (shape, weights) in enumerate(layers):
         layer_head_mask = head_mask[position] if head_mask is not None else None
-        x, mask = layer_forward(x, mask, lengths, weights, shape, options, layer_head_mask)
+        x, mask = layer_forward(x, mask, lengths, weights, shape, options, layer_head_mask, attentions)
         if output_hidden_states:
             hidden_states.append(x)
             hidden_masks.append(mask)
     output = BertOutput(
-        last_hidden_state=x, attention_mask=mask, hidden_states=hidden_states, hidden_masks=hidden_masks
+        last_hidden_state=x,
+        attention_mask=mask,
+        hidden_states=hidden_states,
+        hidden_masks=hidden_masks,
+        attentions=attentions or [],
     )
     if pooler is not None:
         # [CLS] is never dropped and order is kept, so position 0 is still [CLS].

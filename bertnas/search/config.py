@@ -8,7 +8,7 @@ A study file (``studies/*.yaml``) holds the same settings as the flags::
     sampler: surrogate           # surrogate (default) | nsga2 | tpe | random | evolution
     trials: 100                  # accuracy-evaluated trials to reach
     seed: 0
-    # optional: backbone, teacher, preset, supernet, storage, study, out, seq_len, dev_subset,
+    # optional: backbone, teacher, preset, supernet, storage, study, out, seq_len, split, dev_subset,
     # population; for your own data (task: a directory or hf:NAME) text_columns, label_column,
     # metric, max_length
 
@@ -51,7 +51,10 @@ class SearchConfig:
     study: str | None = None
     out: str | None = None
     seq_len: int | None = None
-    dev_subset: int | None = None  # evaluate on the first N dev examples (faster, noisier)
+    # Where trials are scored: "search" (the slice of train the supernet held out) or "dev" (the
+    # report split; selecting on it flatters every reported figure, and run.json says so).
+    split: str = "search"
+    dev_subset: int | None = None  # evaluate on the first N examples of the split (faster, noisier)
     population: int | None = None  # NSGA-II / evolution / surrogate population size
     # Multi-fidelity: score this share of the evaluation data first and finish only subnets that
     # could still reach the front (accuracy and F1 tasks; others are always evaluated in full).
@@ -70,6 +73,8 @@ class SearchConfig:
     def validate(self) -> None:
         if self.trials < 1:
             raise BertnasError(f"--trials {self.trials} must be at least 1")
+        if self.split not in ("search", "dev"):
+            raise BertnasError(f"--split {self.split!r}: score trials on search (the held-out slice) or dev")
         if self.sampler not in SAMPLERS:
             raise BertnasError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if not self.budgets_ms:

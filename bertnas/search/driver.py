@@ -46,6 +46,7 @@ from bertnas.search.run import (
     front_points,
     remove_temporaries,
     trials_frame,
+    write_dev_metrics,
     write_front_files,
     write_run_json,
     write_trials,
@@ -92,7 +93,12 @@ def prepare(config: SearchConfig) -> SearchContext:
             predictor.profile.check_request(seq_len=config.seq_len)  # the profile says why it cannot
     supernet_path = _supernet_path(config, task.name)
     evaluator = SubnetEvaluator.open(
-        supernet_path, task=task.ref, subset=config.dev_subset, glue_dir=config.glue_dir, device=config.eval_device
+        supernet_path,
+        task=task.ref,
+        split=config.split,
+        subset=config.dev_subset,
+        glue_dir=config.glue_dir,
+        device=config.eval_device,
     )
     supernet = evaluator.supernet
     space = spec.bind(supernet.limits, backbone=supernet.config.backbone)
@@ -123,6 +129,11 @@ def prepare(config: SearchConfig) -> SearchContext:
         "objectives": objectives.to_dict(),
         "seq_len": {d: config.seq_len or p.profile.seq_len for d, p in predictors.items()},
     }
+    if config.split == "dev":
+        identity["warnings"] = [
+            "trials are scored on the dev split and the front is reported on it: selection and report share data, "
+            "which flatters every figure (score on the held-out search split instead)"
+        ]
     trial_evaluator = TrialEvaluator(space, evaluator, predictors, objectives, config.seq_len, config.fidelity)
     study_name = config.study or config.default_study_name()
     return SearchContext(
@@ -331,11 +342,21 @@ def finalize(context: SearchContext, study: optuna.Study, wall_time_s: float | N
         atomic_write_text(run_dir / REFERENCES_JSON, json.dumps(references, indent=2) + "\n")
     baseline = context.evaluator.baseline()
     atomic_write_text(run_dir / BASELINE_JSON, json.dumps(baseline, indent=2) + "\n")
+    report = report_on_dev(context, trials, references)
+    write_dev_metrics(run_dir, report)
     fronts = {}
     for device, budget in objectives.budgets.items():
         provenance = _provenance(context.predictors[device])
         front = write_front_files(
-            run_dir, trials, device, budget, objectives.metric.name, references, provenance, baseline=baseline
+            run_dir,
+            trials,
+            device,
+            budget,
+            objectives.metric.name,
+            references,
+            provenance,
+            baseline=baseline,
+            dev=report,
         )
         fronts[device] = front
     write_trials(run_dir, trials)
@@ -368,6 +389,9 @@ def finalize(context: SearchContext, study: optuna.Study, wall_time_s: float | N
             "degenerate": int(degenerate_mask(trials).sum()),
         },
         "evaluation": context.identity["evaluation"],
+        "split": config.split,
+        "report": {"split": "dev", "examples": report["examples"], "points": len(report["points"])},
+        "warnings": context.identity.get("warnings", []),
         "baseline": baseline,
         "seq_len": context.identity["seq_len"],
         "seq_len_override": config.seq_len,
@@ -383,6 +407,36 @@ def finalize(context: SearchContext, study: optuna.Study, wall_time_s: float | N
     }
     write_run_json(run_dir, info)
     return summary(info, fronts, objectives, references)
+
+
+def report_on_dev(context: SearchContext, trials: Any, references: list[dict[str, Any]]) -> dict[str, Any]:
+    """The dev metric of every point on a front of any device (and of the references): evaluated
+    once each, after the search, on data it did not select on (unless it searched on dev)."""
+    from bertnas.search.pareto import pareto_front
+
+    evaluator = context.evaluator
+    if context.config.split != "dev":
+        evaluator = evaluator.on_split("dev", glue_dir=context.config.glue_dir)
+    configs: dict[str, str] = {}
+    for device, budget in context.objectives.budgets.items():
+        front = pareto_front(trials, device, budget)
+        configs.update(zip(front["arch_hash"], front["config"], strict=True))
+    for point in references:
+        configs.setdefault(ArchConfig.from_json(point["config"]).hash(), point["config"])
+    points = {}
+    for arch_hash, config in configs.items():
+        result = evaluator.evaluate(ArchConfig.from_json(config))
+        points[arch_hash] = {
+            "dev_metric": float(result["score"]),
+            "dev_metrics": result["metrics"],
+            "dev_degenerate": bool(result["degenerate"]),
+        }
+    return {
+        "split": evaluator.data.split,
+        "selection_split": context.config.split,
+        "examples": len(evaluator.data),
+        "points": points,
+    }
 
 
 def summary(

@@ -57,6 +57,17 @@ def plot_front(
     if not front.empty:
         ax.step(front[column], front["metric"], where="post", color="#d1495b", linewidth=1.2)
         ax.scatter(front[column], front["metric"], s=28, color="#d1495b", zorder=3, label="Pareto front")
+        if "dev_metric" in front and front["dev_metric"].notna().any():
+            ax.scatter(
+                front[column],
+                front["dev_metric"],
+                s=34,
+                facecolors="none",
+                edgecolors="#d1495b",
+                linewidth=1.0,
+                zorder=3,
+                label="front on dev (report)",
+            )
     for point in references or []:
         if device not in point["latency_ms"]:
             continue

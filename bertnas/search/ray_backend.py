@@ -91,14 +91,18 @@ class RayOptions:
 class SubnetWorker:
     """A Ray actor's state: one supernet, loaded once, evaluating the subnets it is sent."""
 
-    def __init__(self, supernet: str, task: str, subset: int | None, glue_dir: str | None, device: str) -> None:
+    def __init__(
+        self, supernet: str, task: str, split: str, subset: int | None, glue_dir: str | None, device: str
+    ) -> None:
         from bertnas.training.evaluate import SubnetEvaluator
 
         if not Path(supernet).is_dir():
             raise BertnasError(
                 f"supernet {supernet} is not on this worker's node; put it on a volume every node mounts at that path"
             )
-        self.evaluator = SubnetEvaluator.open(supernet, task=task, subset=subset, glue_dir=glue_dir, device=device)
+        self.evaluator = SubnetEvaluator.open(
+            supernet, task=task, split=split, subset=subset, glue_dir=glue_dir, device=device
+        )
         self.loaded_at = time.time()
         self.evaluations = 0
 
@@ -233,7 +237,8 @@ class RayTrialLoop:
         )
         return actor_class.remote(
             str(Path(self.context.supernet_path).resolve()),
-            self.context.identity["task"],
+            self.context.evaluator.data.task.ref,
+            config.split,
             config.dev_subset,
             glue_dir,
             device,

@@ -53,6 +53,8 @@ BASE_COLUMNS = [
     "duration_s",
 ]
 BASELINE_JSON = "baseline.json"
+#: The dev-split report of every front point (and reference): evaluated once each, after the search.
+DEV_METRICS_JSON = "dev_metrics.json"
 
 
 def trials_frame(study: optuna.Study, devices: Iterable[str]) -> pd.DataFrame:
@@ -97,14 +99,16 @@ def write_front_files(
     references: list[dict[str, Any]] | None,
     provenance: str | None = None,
     baseline: dict[str, Any] | None = None,
+    dev: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """``pareto_<device>.csv``, ``.json`` and ``.png`` under ``budget_ms``; returns the front.
 
     ``baseline`` (:func:`bertnas.training.evaluate.baseline_metrics`) is the score of a model
     that ignores its input; it goes into the JSON and the plot, and front points whose
-    predictions are constant are marked ``degenerate``.
+    predictions are constant are marked ``degenerate``. ``dev`` (``dev_metrics.json``) gives
+    each point its ``dev_metric``: the report, on data the search did not select on.
     """
-    front = pareto_front(trials, device, budget_ms)
+    front = with_dev_metric(pareto_front(trials, device, budget_ms), dev)
     _atomic_write_csv(front, directory / f"pareto_{device}.csv")
     latency_columns = [c for c in trials.columns if c.startswith("latency_ms.")]
     points = []
@@ -113,6 +117,7 @@ def write_front_files(
             {
                 "trial": int(row["number"]),
                 "metric": float(row["metric"]),
+                "dev_metric": _float(row["dev_metric"]),
                 "degenerate": is_flagged(row.get("degenerate")),
                 "latency_ms": {c.removeprefix("latency_ms."): _float(row[c]) for c in latency_columns},
                 "macs": _int(row["macs"]),
@@ -125,6 +130,8 @@ def write_front_files(
         "device": device,
         "budget_ms": budget_ms,
         "metric": metric_name,
+        "metric_split": None if dev is None else _selection_split(dev),
+        "dev_metric_split": None if dev is None else dev["split"],
         "latency_provenance": provenance,
         "baseline": baseline,
         "degenerate_points": sum(point["degenerate"] for point in points),
@@ -137,6 +144,23 @@ def write_front_files(
     return front
 
 
+def with_dev_metric(front: pd.DataFrame, dev: dict[str, Any] | None) -> pd.DataFrame:
+    """``front`` with a ``dev_metric`` column from a dev report (NaN where it has no entry)."""
+    front = front.copy()
+    points = (dev or {}).get("points", {})
+    front["dev_metric"] = [points.get(h, {}).get("dev_metric", float("nan")) for h in front["arch_hash"]]
+    front["dev_metric"] = pd.to_numeric(front["dev_metric"], errors="coerce")
+    return front
+
+
+def _selection_split(dev: dict[str, Any]) -> str:
+    return dev.get("selection_split", "search")
+
+
+def write_dev_metrics(directory: Path, report: dict[str, Any]) -> None:
+    atomic_write_text(directory / DEV_METRICS_JSON, json.dumps(report, indent=2) + "\n")
+
+
 def front_points(front: pd.DataFrame, device: str) -> list[dict[str, Any]]:
     """The points of a front (from :meth:`SearchRun.pareto`) as plain JSON-ready dicts."""
     column = latency_column(device)
@@ -144,6 +168,7 @@ def front_points(front: pd.DataFrame, device: str) -> list[dict[str, Any]]:
         {
             "trial": int(row["number"]),
             "metric": float(row["metric"]),
+            "dev_metric": _float(row["dev_metric"]) if "dev_metric" in row else None,
             "degenerate": is_flagged(row.get("degenerate")),
             "latency_ms": float(row[column]),
             "macs": int(row["macs"]),
@@ -199,6 +224,36 @@ class SearchRun:
         return dict(self.info["budgets_ms"])
 
     @property
+    def split(self) -> str:
+        """The split trials were scored on: ``search`` (held out of train) or ``dev`` (runs from
+        before the search split, or ``--split dev``)."""
+        return self.info.get("split", "dev")
+
+    def dev_metric(self, arch_hash: str, metric: float | None = None) -> float | None:
+        """A subnet's dev metric: the dev report's, or the trial's own ``metric`` when the search
+        scored on dev; None when it was never evaluated on dev."""
+        point = ((self.dev_report or {}).get("points") or {}).get(arch_hash)
+        if point is not None:
+            return float(point["dev_metric"])
+        return metric if self.split == "dev" else None
+
+    def supernet_dir(self, override: str | Path | None = None) -> Path:
+        """The supernet the search evaluated (or ``override``), checked by its weights' fingerprint."""
+        from bertnas.supernet.elastic import WEIGHTS_NAME
+        from bertnas.training.evaluate import supernet_fingerprint
+
+        directory = Path(override) if override else Path(self.info["supernet"])
+        if not (directory / WEIGHTS_NAME).is_file():
+            raise BertnasError(f"supernet {directory} (used by the search) is missing; pass --supernet DIR")
+        expected = (self.info.get("hashes") or {}).get("supernet_fingerprint")
+        if expected and supernet_fingerprint(directory) != expected:
+            raise BertnasError(
+                f"supernet {directory} is not the one the search evaluated (fingerprint "
+                f"{supernet_fingerprint(directory)}, run recorded {expected}); its metrics would not match"
+            )
+        return directory
+
+    @property
     def metric_name(self) -> str:
         return self.info.get("metric", "metric")
 
@@ -206,6 +261,12 @@ class SearchRun:
     def baseline(self) -> dict[str, Any] | None:
         """The input-ignoring score on the search's evaluation data (``baseline.json``), if recorded."""
         path = self.directory / BASELINE_JSON
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    @cached_property
+    def dev_report(self) -> dict[str, Any] | None:
+        """The dev metric of the front points (``dev_metrics.json``), if the search wrote one."""
+        path = self.directory / DEV_METRICS_JSON
         return json.loads(path.read_text()) if path.is_file() else None
 
     @cached_property
@@ -251,7 +312,7 @@ class SearchRun:
         """The front on ``device`` under ``budget_ms`` (default: the search's budget for it)."""
         if budget_ms is None:
             budget_ms = self.budgets_ms.get(device)
-        return pareto_front(self.with_device(device), device, budget_ms)
+        return with_dev_metric(pareto_front(self.with_device(device), device, budget_ms), self.dev_report)
 
     def write_front(self, device: str, budget_ms: float | None = None) -> pd.DataFrame:
         """Rebuild ``pareto_<device>.*`` from stored trials (no evaluation) and return the front."""
@@ -260,7 +321,14 @@ class SearchRun:
         trials = self.with_device(device)
         references = self._references_for(device)
         return write_front_files(
-            self.directory, trials, device, budget_ms, self.metric_name, references, baseline=self.baseline
+            self.directory,
+            trials,
+            device,
+            budget_ms,
+            self.metric_name,
+            references,
+            baseline=self.baseline,
+            dev=self.dev_report,
         )
 
     def _references_for(self, device: str) -> list[dict[str, Any]]:

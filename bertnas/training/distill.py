@@ -61,3 +61,28 @@ def hidden_loss(
     if not losses:
         return None
     return torch.stack(losses).mean()
+
+
+def attention_loss(
+    arch: ArchConfig,
+    student_maps: Sequence[torch.Tensor],
+    student_masks: Sequence[torch.Tensor],
+    teacher_maps: Sequence[torch.Tensor],
+) -> torch.Tensor | None:
+    """Mean MSE between head-averaged attention maps of the student's layers and of the teacher
+    layers they come from (``layer.index``), TinyBERT-style but on the mean over heads, so a
+    subnet with fewer heads still compares. Only layers whose input still has every token take
+    part (retention drops tokens after a layer's attention, so later layers stop lining up);
+    padded queries and keys are left out. ``student_masks``: the mask of each layer's input
+    (``hidden_masks[:-1]``). None when no layer lines up."""
+    losses = []
+    for layer, student, mask in zip(arch.layers, student_maps, student_masks, strict=False):
+        reference = teacher_maps[layer.index]
+        if student.shape[-1] != reference.shape[-1]:
+            break
+        valid = (mask[:, :, None] & mask[:, None, :]).to(student.dtype)
+        difference = (student.float() - reference.float()) ** 2 * valid.float()
+        losses.append(difference.sum() / valid.sum().clamp(min=1.0))
+    if not losses:
+        return None
+    return torch.stack(losses).mean()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from bertnas.arch import ArchConfig
 from bertnas.cost import count_macs, count_params
 from bertnas.data import compute_metrics, get_task, load_task, make_dataloader, tokenize_split
 from bertnas.data.glue import TaskInfo, TokenizedSplit
+from bertnas.data.holdout import SEARCH, Holdout, SearchSplitSpec, check_record, make_holdout
 from bertnas.data.tasks import data_identity
 from bertnas.errors import BertnasError
 from bertnas.hashing import file_sha256
@@ -23,6 +25,8 @@ from bertnas.supernet.elastic import WEIGHTS_NAME, ElasticBert
 from bertnas.training.eval_cache import EvalCache
 
 CACHE_NAME = "eval_cache.sqlite"
+#: The file a trained model directory keeps its held-out search split's record in.
+SEARCH_SPLIT_JSON = "search_split.json"
 
 
 def predict(model: nn.Module, loader: Any, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,12 +77,12 @@ def optimistic_score(
     return float(metrics[get_task(task).main_metric])
 
 
-def take(data: TokenizedSplit, indices: np.ndarray) -> TokenizedSplit:
-    """The examples of ``data`` at ``indices``, in that order."""
+def take(data: TokenizedSplit, indices: np.ndarray, split: str | None = None) -> TokenizedSplit:
+    """The examples of ``data`` at ``indices``, in that order (named ``split`` when given)."""
     picked = [int(i) for i in indices]
     return TokenizedSplit(
         data.task,
-        data.split,
+        split or data.split,
         [data.input_ids[i] for i in picked],
         [data.token_type_ids[i] for i in picked],
         data.labels[torch.tensor(picked, dtype=torch.long)] if data.labels is not None else None,
@@ -134,11 +138,15 @@ def subset_of(data: TokenizedSplit, size: int | None) -> TokenizedSplit:
 
 @dataclass
 class TrainDev:
-    """A task's tokenized train and dev splits (each cut to its subset) and the record of their data."""
+    """A task's tokenized train and dev splits (each cut to its subset), the held-out search
+    split (:mod:`bertnas.data.holdout`; None when none is held out) and the record of their data."""
 
     train: TokenizedSplit
     dev: TokenizedSplit
-    data: dict[str, str]  # bertnas.data.tasks.data_identity of the splits as loaded
+    data: dict[str, Any]  # bertnas.data.tasks.data_identity of the splits as loaded, plus the search split
+    search: TokenizedSplit | None = None
+    holdout: Holdout | None = None
+    train_ids: np.ndarray | None = None  # positions in the loaded train split of the examples trained on
 
 
 def load_train_dev(
@@ -148,12 +156,35 @@ def load_train_dev(
     max_length: int | None = None,
     train_subset: int | None = None,
     dev_subset: int | None = None,
+    search_split: SearchSplitSpec | str | None = "none",
 ) -> TrainDev:
-    """Load, tokenize (cached) and cut both splits a training run needs, reading each once."""
+    """Load, tokenize (cached) and cut the splits a training run needs, reading each once.
+
+    With a ``search_split``, its slice of train is taken out first (and returned as ``search``);
+    ``train_subset`` then cuts what remains.
+    """
     splits = {name: load_task(info, name, glue_dir) for name in ("train", "dev")}
-    train = subset_of(tokenize_split(splits["train"], tokenizer, max_length), train_subset)
+    train = tokenize_split(splits["train"], tokenizer, max_length)
+    data = data_identity(info, splits)
+    search = holdout = None
+    ids = np.arange(len(train))
+    spec = SearchSplitSpec.parse(search_split)
+    if spec.enabled:
+        holdout = search_holdout(train, spec, splits["train"].fingerprint)
+        search = take(train, holdout.indices, SEARCH)
+        ids = holdout.rest
+        train = take(train, ids)
+        data["search_split"] = holdout.record
+    train = subset_of(train, train_subset)
     dev = subset_of(tokenize_split(splits["dev"], tokenizer, max_length), dev_subset)
-    return TrainDev(train, dev, data_identity(info, splits))
+    return TrainDev(train, dev, data, search, holdout, ids[: len(train)])
+
+
+def search_holdout(train: TokenizedSplit, spec: SearchSplitSpec, fingerprint: str) -> Holdout:
+    """The search split of a tokenized train split (:func:`bertnas.data.holdout.make_holdout`)."""
+    if train.labels is None:
+        raise BertnasError(f"the train split of {train.task.name} has no labels to hold a search split out of")
+    return make_holdout(train.labels.numpy(), spec, fingerprint, train.task.is_regression)
 
 
 def supernet_fingerprint(directory: str | Path) -> str:
@@ -161,9 +192,43 @@ def supernet_fingerprint(directory: str | Path) -> str:
     return file_sha256(Path(directory) / WEIGHTS_NAME)[:16]
 
 
+def read_search_split(directory: str | Path) -> dict[str, Any] | None:
+    """The search-split record a trained supernet or teacher keeps (None if it held none out)."""
+    path = Path(directory) / SEARCH_SPLIT_JSON
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BertnasError(f"{path}: not valid JSON; retrain the supernet, or pass --split dev") from None
+    if not isinstance(record, dict) or "spec" not in record or "ids_sha256" not in record:
+        raise BertnasError(f"{path}: not a search-split record (no spec or ids_sha256); retrain, or pass --split dev")
+    return record
+
+
+def search_split_of(
+    directory: str | Path, info: TaskInfo, tokenizer: Any, glue_dir: str | None = None
+) -> tuple[TokenizedSplit, str]:
+    """The search split the model in ``directory`` held out of ``info``'s train split, recomputed
+    from its record and checked against it; ``(split, cache key)``."""
+    record = read_search_split(directory)
+    if record is None:
+        raise BertnasError(
+            f"the model in {directory} records no search split (trained before held-out search splits, or with "
+            f"--search-split none): retrain it with `bertnas supernet train --task {info.ref}` (it holds 5 % of "
+            "train out), or pass --split dev to score on dev (selection and report then share that data)"
+        )
+    loaded = load_task(info, "train", glue_dir)
+    train = tokenize_split(loaded, tokenizer)
+    holdout = search_holdout(train, SearchSplitSpec.from_dict(record["spec"]), loaded.fingerprint)
+    check_record(record, holdout, f"the model in {directory}")
+    return take(train, holdout.indices, SEARCH), f"{SEARCH}:{record['ids_sha256']}"
+
+
 @dataclass
 class SubnetEvaluator:
-    """Evaluates subnets of one saved supernet on one task's dev split, with a persistent cache."""
+    """Evaluates subnets of one saved supernet on one split of its task (by default the search
+    split it held out of train; ``dev`` to report), with a persistent cache."""
 
     supernet: ElasticBert
     data: TokenizedSplit
@@ -172,13 +237,14 @@ class SubnetEvaluator:
     subset: str
     batch_size: int = 64
     device: str = "cpu"
+    directory: Path | None = None  # the supernet's directory
 
     @classmethod
     def open(
         cls,
         directory: str | Path,
         task: str | None = None,
-        split: str = "dev",
+        split: str = SEARCH,
         subset: int | None = None,
         glue_dir: str | None = None,
         batch_size: int = 64,
@@ -203,11 +269,32 @@ class SubnetEvaluator:
                 f"the supernet in {directory} has {supernet.config.num_labels} outputs but task {info.name} "
                 f"needs {info.num_labels}; evaluate it on the task it was trained for ({supernet.config.task})"
             )
-        data = tokenize_split(load_task(info, split, glue_dir), supernet.tokenizer)
+        if split == SEARCH:
+            data, key = search_split_of(directory, info, supernet.tokenizer, glue_dir)
+        else:
+            data, key = tokenize_split(load_task(info, split, glue_dir), supernet.tokenizer), split
         data = subset_of(data, subset)
         cache = EvalCache(directory / CACHE_NAME) if use_cache else None
-        subset_key = f"{split}:first{len(data)}"
-        return cls(supernet, data, supernet_fingerprint(directory), cache, subset_key, batch_size, device)
+        subset_key = f"{key}:first{len(data)}"
+        return cls(supernet, data, supernet_fingerprint(directory), cache, subset_key, batch_size, device, directory)
+
+    def on_split(self, split: str, subset: int | None = None, glue_dir: str | None = None) -> SubnetEvaluator:
+        """An evaluator of the same loaded supernet (and cache) on another split of its task."""
+        if split == SEARCH:
+            data, key = search_split_of(self.directory, self.data.task, self.supernet.tokenizer, glue_dir)
+        else:
+            data, key = tokenize_split(load_task(self.data.task, split, glue_dir), self.supernet.tokenizer), split
+        data = subset_of(data, subset)
+        return SubnetEvaluator(
+            self.supernet,
+            data,
+            self.fingerprint,
+            self.cache,
+            f"{key}:first{len(data)}",
+            self.batch_size,
+            self.device,
+            self.directory,
+        )
 
     def baseline(self) -> dict[str, Any]:
         """The input-ignoring score on this evaluator's data (:func:`baseline_metrics`)."""

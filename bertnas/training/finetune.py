@@ -25,10 +25,11 @@ from tqdm.auto import tqdm
 from bertnas.atomic import atomic_directory
 from bertnas.data import Collator, get_task
 from bertnas.data.batching import LengthBucketSampler
+from bertnas.data.holdout import SearchSplitSpec
 from bertnas.errors import BertnasError
 from bertnas.supernet.backbone import DEFAULT_BACKBONE, load_backbone
 from bertnas.training.common import linear_schedule, make_optimizer, pick_device, run_record, set_seed, write_json
-from bertnas.training.evaluate import evaluate_model, load_train_dev
+from bertnas.training.evaluate import SEARCH_SPLIT_JSON, evaluate_model, load_train_dev
 
 
 @dataclass
@@ -44,6 +45,9 @@ class FinetuneConfig:
     train_subset: int | None = None
     dev_subset: int | None = None
     max_steps: int | None = None  # stop after this many steps even if epochs asks for more
+    # The slice of train held out for the search (bertnas.data.holdout.SearchSplitSpec.parse):
+    # 5 % of train, at least 500 and at most 5,000 examples; "none" trains on all of it.
+    search_split: str = "0.05"
     checkpoint_every: int = 200
     seed: int = 42
     device: str | None = None
@@ -66,7 +70,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 CHECKPOINT_STATE = "state.json"
 CHECKPOINT_OPTIMIZER = "optimizer.pt"
-_RESUME_KEYS = ("task", "backbone", "epochs", "batch_size", "lr", "train_subset", "max_steps", "seed")
+_RESUME_KEYS = ("task", "backbone", "epochs", "batch_size", "lr", "train_subset", "max_steps", "search_split", "seed")
 
 
 def checkpoint_dir(out: str | Path) -> Path:
@@ -86,6 +90,7 @@ def finetune(config: FinetuneConfig, out: str | Path, force: bool = False) -> di
     out = Path(out)
     if out.exists() and not force:
         raise BertnasError(f"{out} already exists; pass --force to retrain it, or use it as --teacher")
+    SearchSplitSpec.parse(config.search_split)
     info = get_task(config.task)
     set_seed(config.seed)
     device = pick_device(config.device)
@@ -96,7 +101,9 @@ def finetune(config: FinetuneConfig, out: str | Path, force: bool = False) -> di
     model.config.label2id = {label: i for i, label in model.config.id2label.items()}
     model.to(device)
 
-    splits = load_train_dev(info, tokenizer, config.glue_dir, config.max_length, config.train_subset, config.dev_subset)
+    splits = load_train_dev(
+        info, tokenizer, config.glue_dir, config.max_length, config.train_subset, config.dev_subset, config.search_split
+    )
     train, dev = splits.train, splits.dev
     sampler = LengthBucketSampler(train.lengths, config.batch_size, shuffle=True, seed=config.seed)
     collate = Collator(0)
@@ -147,6 +154,7 @@ def finetune(config: FinetuneConfig, out: str | Path, force: bool = False) -> di
         "main_metric": info.main_metric,
         "score": metrics[info.main_metric],
         "train_examples": len(train),
+        "search_examples": 0 if splits.search is None else len(splits.search),
         "data": splits.data,
         "steps": total,
         "train_seconds": train_seconds,
@@ -155,6 +163,8 @@ def finetune(config: FinetuneConfig, out: str | Path, force: bool = False) -> di
         model.cpu().save_pretrained(str(scratch))
         tokenizer.save_pretrained(str(scratch))
         write_json(scratch / "metrics.json", result)
+        if splits.holdout is not None:
+            write_json(scratch / SEARCH_SPLIT_JSON, splits.holdout.record)
         write_json(scratch / "run.json", {**record, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     shutil.rmtree(checkpoint, ignore_errors=True)
     return result

@@ -72,7 +72,9 @@ def probe_finetune(config: FinetuneConfig, steps: int = 3) -> StepTiming:
     device = pick_device(config.device)
     model, tokenizer = load_backbone(config.backbone, num_labels=info.num_labels)
     model.to(device).train()
-    splits = load_train_dev(info, tokenizer, config.glue_dir, config.max_length, config.train_subset, config.dev_subset)
+    splits = load_train_dev(
+        info, tokenizer, config.glue_dir, config.max_length, config.train_subset, config.dev_subset, config.search_split
+    )
     train, dev_examples = splits.train, len(splits.dev)
     batches, per_epoch = _batches(train, config.batch_size, config.seed, steps + 1, 0)
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
@@ -117,7 +119,9 @@ def probe_supernet(config: SupernetTrainConfig, steps: int = 3, backbone: str | 
     supernet.train()
     space = load_space(config.space).bind(supernet.limits, backbone=source)
     tokenizer = supernet.tokenizer
-    splits = load_train_dev(info, tokenizer, config.glue_dir, config.max_length, config.train_subset, config.dev_subset)
+    splits = load_train_dev(
+        info, tokenizer, config.glue_dir, config.max_length, config.train_subset, config.dev_subset, config.search_split
+    )
     train, dev_examples = splits.train, len(splits.dev)
     batches, per_epoch = _batches(train, config.batch_size, config.seed, steps + 1, supernet.config.pad_token_id)
     total = config.total_steps(per_epoch)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -40,6 +41,7 @@ from bertnas.arch import ArchConfig
 from bertnas.atomic import atomic_directory
 from bertnas.data import Collator, get_task, make_dataloader
 from bertnas.data.batching import LengthBucketSampler
+from bertnas.data.holdout import SearchSplitSpec
 from bertnas.errors import BertnasError
 from bertnas.model.compact import CompactBert
 from bertnas.space import SearchSpace, load_space
@@ -47,7 +49,7 @@ from bertnas.supernet.backbone import teacher_fingerprint
 from bertnas.supernet.elastic import CONFIG_NAME, WEIGHTS_NAME, ElasticBert
 from bertnas.training.common import linear_schedule, make_optimizer, pick_device, run_record, set_seed, write_json
 from bertnas.training.distill import hidden_loss, logit_loss
-from bertnas.training.evaluate import TrainDev, evaluate_model, load_train_dev
+from bertnas.training.evaluate import SEARCH_SPLIT_JSON, TrainDev, evaluate_model, load_train_dev, read_search_split
 from bertnas.training.strategies import DEFAULT_RECIPE, Recipe, get_recipe, make_sampler
 
 CHECKPOINT_DIR = "checkpoint"
@@ -79,6 +81,9 @@ class SupernetTrainConfig:
     train_subset: int | None = None
     dev_subset: int | None = None
     max_steps: int | None = None  # stop after this many steps even if epochs asks for more
+    # The slice of train held out for the search (bertnas.data.holdout.SearchSplitSpec.parse); a
+    # teacher fine-tuned by bertnas must have held out the same one.
+    search_split: str = "0.05"
     checkpoint_every: int = 200
     seed: int = 42
     device: str | None = None
@@ -90,6 +95,7 @@ class SupernetTrainConfig:
         if self.batch_size < 1 or self.epochs <= 0:
             raise BertnasError("batch_size must be >= 1 and epochs > 0")
         self.resolved_recipe().validate()
+        SearchSplitSpec.parse(self.search_split)
 
     def total_steps(self, steps_per_epoch: int) -> int:
         total = max(1, int(steps_per_epoch * self.epochs))
@@ -185,7 +191,8 @@ class SupernetTrainer:
             return None
         state = json.loads(path.read_text())
         saved = state["config"]
-        for key in ("task", "teacher", "space", "seed", "batch_size", "train_subset", "epochs", "max_steps", "recipe"):
+        keys = ("task", "teacher", "space", "seed", "batch_size", "train_subset", "epochs", "max_steps", "recipe")
+        for key in (*keys, "search_split"):
             if saved.get(key) != asdict(self.config).get(key):
                 raise BertnasError(
                     f"{self.out} holds a checkpoint of a different run ({key}={saved.get(key)!r}, now "
@@ -216,8 +223,15 @@ class SupernetTrainer:
         space = load_space(config.space).bind(supernet.limits, backbone=config.teacher)
 
         splits = load_train_dev(
-            info, tokenizer, config.glue_dir, config.max_length, config.train_subset, config.dev_subset
+            info,
+            tokenizer,
+            config.glue_dir,
+            config.max_length,
+            config.train_subset,
+            config.dev_subset,
+            config.search_split,
         )
+        self.teacher_holdout = self._check_teacher_holdout(splits)
         train = splits.train
         sampler = LengthBucketSampler(train.lengths, config.batch_size, shuffle=True, seed=config.seed)
         collate = Collator(supernet.config.pad_token_id)
@@ -268,6 +282,29 @@ class SupernetTrainer:
         progress.close()
         train_seconds = elapsed_before + time.perf_counter() - start_time
         return self._finish(supernet, teacher, space, splits, record, total, train_seconds)
+
+    def _check_teacher_holdout(self, splits: TrainDev) -> str:
+        """Whether the teacher kept the search split out of its training: ``held out`` (a teacher
+        fine-tuned by bertnas with the same slice), ``unknown`` (the user's own teacher; it may have
+        seen those examples) or ``none`` (no search split). A different slice is an error."""
+        if splits.holdout is None:
+            return "none"
+        teacher = Path(self.config.teacher).expanduser()
+        record = read_search_split(teacher) if teacher.is_dir() else None
+        if record is None:
+            print(
+                f"note: teacher {self.config.teacher} records no search split, so it may have been trained on the "
+                f"{splits.holdout.record['examples']} train examples the search scores subnets on",
+                file=sys.stderr,
+            )
+            return "unknown"
+        if record.get("ids_sha256") != splits.holdout.record["ids_sha256"]:
+            raise BertnasError(
+                f"teacher {self.config.teacher} held out another search split ({record['examples']} examples, "
+                f"spec {record['spec']}) than this training ({splits.holdout.record['examples']}); train the "
+                "supernet with the teacher's --search-split, or fine-tune the teacher again with this one"
+            )
+        return "held out"
 
     def _rewire(self, supernet: ElasticBert, train: Any) -> None:
         from bertnas.supernet.rewire import rewire_supernet
@@ -371,6 +408,8 @@ class SupernetTrainer:
             "subnets": scores,
             "steps": total,
             "train_examples": len(splits.train),
+            "search_examples": 0 if splits.search is None else len(splits.search),
+            "teacher_search_split": self.teacher_holdout,
             "data": splits.data,
             "teacher_fingerprint": teacher_fingerprint(self.config.teacher),
             "dev_examples": len(dev),
@@ -385,6 +424,8 @@ class SupernetTrainer:
             os.replace(path, self.out / path.name)
         scratch.rmdir()
         write_json(self.out / "metrics.json", result)
+        if splits.holdout is not None:
+            write_json(self.out / SEARCH_SPLIT_JSON, {**splits.holdout.record, "teacher": self.teacher_holdout})
         write_json(self.out / "run.json", {**record, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         write_json(
             self.out / "training.json",
