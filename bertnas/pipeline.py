@@ -124,9 +124,12 @@ def plan_search(config: SearchConfig, probe: bool = True) -> Plan:
             supernet_config(teacher or config.backbone), backbone=None if teacher else config.backbone
         )
         supernet_estimate = timing.total_seconds
-        per_eval = timing.seconds_per_step / max(1, 1 + 3 * timing.backward_passes) * timing.dev_examples
-        search_step.estimate_s = config.trials * 0.6 * per_eval / timing.batch_size  # subnets: ~60 % of the full
-        search_step.detail += " (estimate: mid-size subnets on the whole dev split)"
+        forward = timing.seconds_per_step / max(1, 1 + 3 * timing.backward_passes) / timing.batch_size
+        scored = timing.search_examples if config.split == "search" and timing.search_examples else timing.dev_examples
+        # trials (mid-size subnets: ~60 % of the full model's time), then ~20 front points reported on dev
+        search_step.estimate_s = 0.6 * forward * (config.trials * scored + 20 * timing.dev_examples)
+        split = "the search split" if scored == timing.search_examples else "the dev split"
+        search_step.detail += f" (estimate: mid-size subnets on {split}, {scored} examples)"
 
     if teacher is None:
         resumes = (checkpoint_dir(teacher_target) / "state.json").is_file()

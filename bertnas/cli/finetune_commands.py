@@ -134,10 +134,13 @@ def trust_command(
         typer.echo(json.dumps(report))
         return
     tau, rho, gain = report["kendall_tau"], report["spearman_rho"], report["gain"]
-    shown = lambda value: "undefined" if value is None else f"{value:.3f}"  # noqa: E731
     typer.echo(
-        f"{report['k']} subnets, dev split: Kendall tau {shown(tau)}, Spearman rho {shown(rho)}; fine-tuning gain "
+        f"{report['k']} subnets, dev split: Kendall tau {_shown(tau)}, Spearman rho {_shown(rho)}; fine-tuning gain "
         f"{gain['mean']:+.4f} +- {gain['std']:.4f} (range {gain['min']:+.4f} .. {gain['max']:+.4f}); "
         f"{report['front']['kept']} of {report['front']['of']} weight-shared front points stay on the fine-tuned front"
     )
     typer.echo(f"wrote {run / TRUST_JSON} and {run / TRUST_PNG}")
+
+
+def _shown(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.3f}"

@@ -35,6 +35,7 @@ class StepTiming:
     train_examples: int
     dev_examples: int
     extra_seconds: float  # estimated: rewiring and the final dev evaluations
+    search_examples: int = 0  # the held-out search split the search scores subnets on
 
     @property
     def examples_per_second(self) -> float:
@@ -123,6 +124,7 @@ def probe_supernet(config: SupernetTrainConfig, steps: int = 3, backbone: str | 
         info, tokenizer, config.glue_dir, config.max_length, config.train_subset, config.dev_subset, config.search_split
     )
     train, dev_examples = splits.train, len(splits.dev)
+    search_examples = 0 if splits.search is None else len(splits.search)
     batches, per_epoch = _batches(train, config.batch_size, config.seed, steps + 1, supernet.config.pad_token_id)
     total = config.total_steps(per_epoch)
     recipe = config.resolved_recipe()
@@ -146,5 +148,13 @@ def probe_supernet(config: SupernetTrainConfig, steps: int = 3, backbone: str | 
         dev_examples / config.batch_size
     )
     return StepTiming(
-        seconds, total, config.batch_size, 1 + subnet_count, subnet_count, len(train), dev_examples, extra
+        seconds,
+        total,
+        config.batch_size,
+        1 + subnet_count,
+        subnet_count,
+        len(train),
+        dev_examples,
+        extra,
+        search_examples,
     )
