@@ -1,15 +1,83 @@
-"""Writing outputs so that a crash never leaves a half-written one that looks complete."""
+"""Writing outputs so that a crash never leaves a half-written one that looks complete.
+
+The one writer of the project: every file and directory bertnas writes goes through a
+temporary sibling (same file system) and an atomic rename, so a reader, or a rerun after
+``kill -9``, sees either the previous complete output or the new complete one. Outputs get
+the usual modes under the user's umask (files ``0666 & ~umask``, directories ``0777 &
+~umask``: 0644 / 0755 by default), not the private 0600 / 0700 of ``mkstemp``/``mkdtemp``,
+so a shared model store or a container running as another user can read them.
+
+Temporaries are named ``.NAME.bertnas-tmp-XXXXXXXX`` (files) and
+``.NAME.bertnas-partial-XXXXXXXX`` (directories): :func:`is_temporary` recognizes exactly
+those, so cleaning up after a crash never touches a user's own hidden files.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from bertnas.errors import BertnasError
+
+TEMP_MARK = ".bertnas-tmp-"
+PARTIAL_MARK = ".bertnas-partial-"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a new file gets under the current umask (0644 by default)."""
+    return 0o666 & ~_umask()
+
+
+def dir_mode() -> int:
+    """The mode a new directory gets under the current umask (0755 by default)."""
+    return 0o777 & ~_umask()
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` is a temporary a bertnas write left behind (and nothing else)."""
+    return path.name.startswith(".") and (TEMP_MARK in path.name or PARTIAL_MARK in path.name)
+
+
+def temporary_file(path: Path, suffix: str = "") -> Path:
+    """A new empty temporary sibling of ``path`` (closed), for writers that need a file name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", suffix=suffix, dir=path.parent)
+    os.close(handle)
+    return Path(temporary)
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = "") -> None:
+    """Call ``write(temporary_path)``, then move the result onto ``path`` atomically.
+
+    ``suffix`` ends the temporary's name (for writers that choose a format by extension).
+    """
+    path = Path(path)
+    temporary = temporary_file(path, suffix)
+    try:
+        write(str(temporary))
+        os.chmod(temporary, file_mode())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    atomic_write(path, lambda target: Path(target).write_bytes(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda target: Path(target).write_text(text))
 
 
 @contextmanager
@@ -18,18 +86,20 @@ def atomic_directory(target: str | Path, force: bool = False) -> Iterator[Path]:
 
     The scratch directory sits next to ``target`` (same file system, so the final
     ``rename`` is atomic) under a hidden name. An existing ``target`` is refused unless
-    ``force``; with ``force`` it is replaced only after the new one is complete.
+    ``force``; with ``force`` it is replaced only after the new one is complete. The
+    directory and everything in it get the umask's modes.
     """
     target = Path(target)
     if target.exists() and not force:
         raise BertnasError(f"{target} already exists; choose another --out or pass --force to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}{PARTIAL_MARK}", dir=target.parent))
     try:
         yield scratch
+        _open_modes(scratch)
         if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}{PARTIAL_MARK}old-", dir=target.parent))
+            os.replace(target, old / target.name)
             os.replace(scratch, target)
             shutil.rmtree(old, ignore_errors=True)
         else:
@@ -39,15 +109,14 @@ def atomic_directory(target: str | Path, force: bool = False) -> Iterator[Path]:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a file through a temporary sibling and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def _open_modes(root: Path) -> None:
+    """Give ``root`` and everything under it the umask's modes (mkdtemp/mkstemp make them private)."""
+    files, dirs = file_mode(), dir_mode()
+    os.chmod(root, dirs)
+    for directory, subdirs, names in os.walk(root):
+        for name in subdirs:
+            os.chmod(os.path.join(directory, name), dirs)
+        for name in names:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                os.chmod(path, files)

@@ -164,7 +164,7 @@ def plot_trust(report: dict[str, Any], path: Path, metric_name: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bertnas.search.files import atomic_write_bytes
+    from bertnas.atomic import atomic_write_bytes
 
     points = report["points"]
     shared = [p["shared_dev_metric"] for p in points]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from safetensors.torch import load_file
 from scipy import stats
 from toys import tiny_bert, write_toy_sst2
 
+from bertnas.atomic import dir_mode, file_mode
 from bertnas.cli.main import main
 from bertnas.data import get_task
 from bertnas.data.holdout import SearchSplitSpec, holdout_indices
@@ -225,6 +227,9 @@ def test_export_ships_the_finetuned_weights_and_checks_them(world, tmp_path, cap
     assert main([*base, "--out", str(out)]) == 0
     capsys.readouterr()
     entry = json.loads((out / "manifest.json").read_text())["models"][0]
+    # a shared model store can read it: the umask's modes, not mkdtemp's private ones
+    assert stat.S_IMODE(out.stat().st_mode) == dir_mode()
+    assert stat.S_IMODE((out / entry["name"] / "model.onnx").stat().st_mode) == file_mode()
     result = json.loads((finetuned_dir(world["run"], trial) / "finetune.json").read_text())
     assert entry["weights"] == "finetuned"
     assert entry["metric"] == pytest.approx(result["finetuned"]["dev_metric"], abs=1e-12)

@@ -33,7 +33,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -45,6 +44,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from bertnas.atomic import file_mode, temporary_file
 from bertnas.errors import BertnasError
 
 HUB_DATASET = "nyu-mll/glue"
@@ -705,12 +705,12 @@ def _write_cache(path: Path, key: str, input_ids: list[list[int]], token_type_id
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write next to the target, then rename: readers never see a half-written file.
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
-            temp_name = f.name
+        temp_name = str(temporary_file(path, ".npz"))
+        with open(temp_name, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(temp_name, 0o644)  # NamedTemporaryFile makes it 0600; a shared cache must stay readable
+        os.chmod(temp_name, file_mode())  # a shared cache must stay readable
         os.replace(temp_name, path)
         temp_name = None
     except OSError as error:

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import statistics
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bertnas.atomic import file_mode, temporary_file
 from bertnas.errors import BertnasError
 from bertnas.model.compact import CompactBert
 
@@ -82,8 +82,7 @@ def export_onnx(model: CompactBert, path: str | Path) -> Path:
     model.eval()
     batch, seq = Dim("batch", min=1, max=4096), Dim("seq", min=1, max=model.arch.max_position_embeddings)
     shapes = {name: {0: batch, 1: seq} for name in INPUT_NAMES}
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)
-    os.close(handle)
+    temporary = str(temporary_file(path, ".onnx"))
     try:
         # The exporter narrates each step on stdout and warns about unrelated optional packages.
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), _quiet_torch_logs():
@@ -115,6 +114,7 @@ def export_onnx(model: CompactBert, path: str | Path) -> Path:
 
         onnx.checker.check_model(proto)
         onnx.save_model(proto, temporary)
+        os.chmod(temporary, file_mode())
         os.replace(temporary, path)
     finally:
         Path(temporary).unlink(missing_ok=True)

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from bertnas.arch import ArchConfig
+from bertnas.atomic import atomic_write_text
 from bertnas.errors import BertnasError
 from bertnas.search.budget import format_ms
 from bertnas.search.config import SearchConfig
@@ -34,7 +35,6 @@ from bertnas.search.evaluate import (
     reference_archs,
     reference_points,
 )
-from bertnas.search.files import atomic_write_text
 from bertnas.search.objectives import Objectives, latency_column
 from bertnas.search.pareto import degenerate_mask
 from bertnas.search.run import (

@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # files only; never a display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bertnas.search.files import atomic_write_bytes  # noqa: E402
+from bertnas.atomic import atomic_write_bytes  # noqa: E402
 from bertnas.search.objectives import latency_column  # noqa: E402
 from bertnas.search.pareto import degenerate_mask  # noqa: E402
 

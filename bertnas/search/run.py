@@ -28,9 +28,9 @@ import optuna
 import pandas as pd
 
 from bertnas.arch import ArchConfig
+from bertnas.atomic import atomic_write, atomic_write_text, is_temporary
 from bertnas.errors import BertnasError
 from bertnas.search.evaluate import CONFIG_ATTR, STATUS_ATTR
-from bertnas.search.files import atomic_write, atomic_write_text
 from bertnas.search.objectives import latency_column
 from bertnas.search.pareto import is_flagged, pareto_front
 from bertnas.search.plot import plot_front
@@ -185,9 +185,10 @@ def write_trials(directory: Path, trials: pd.DataFrame) -> None:
 
 
 def remove_temporaries(directory: Path) -> None:
-    """Delete temporaries an interrupted atomic write left behind (``.NAME.XXXX`` next to ``NAME``)."""
+    """Delete the temporary files an interrupted atomic write left behind (``.NAME.bertnas-tmp-*``,
+    :func:`bertnas.atomic.is_temporary`); nothing else, whatever its name."""
     for path in directory.glob(".*"):
-        if path.is_file() and path.name.count(".") >= 2 and not path.name.startswith(".study.db"):
+        if path.is_file() and is_temporary(path):
             path.unlink(missing_ok=True)
 
 

@@ -1,0 +1,63 @@
+"""The one atomic writer: outputs appear whole or not at all, with the umask's modes, and the
+crash cleanup removes its own temporaries and nothing else."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from bertnas.atomic import atomic_directory, atomic_write_text, is_temporary, temporary_file
+from bertnas.search.run import remove_temporaries
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_files_and_directories_get_the_umasks_modes(tmp_path, umask_022):
+    atomic_write_text(tmp_path / "run.json", "{}\n")
+    assert _mode(tmp_path / "run.json") == 0o644
+    with atomic_directory(tmp_path / "model") as scratch:
+        (scratch / "sub").mkdir(mode=0o700)
+        private = temporary_file(scratch / "sub" / "weights")  # mkstemp: 0600
+        private.rename(scratch / "sub" / "weights.bin")
+    assert _mode(tmp_path / "model") == 0o755 and _mode(tmp_path / "model" / "sub") == 0o755
+    assert _mode(tmp_path / "model" / "sub" / "weights.bin") == 0o644
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_failed_write_leaves_the_old_output_and_no_temporary(tmp_path):
+    atomic_write_text(tmp_path / "front.csv", "old\n")
+
+    def failing(target: str) -> None:
+        Path(target).write_text("half")
+        raise RuntimeError("killed")
+
+    from bertnas.atomic import atomic_write
+
+    with pytest.raises(RuntimeError):
+        atomic_write(tmp_path / "front.csv", failing)
+    with pytest.raises(RuntimeError), atomic_directory(tmp_path / "export"):
+        raise RuntimeError("killed")
+    assert (tmp_path / "front.csv").read_text() == "old\n" and not (tmp_path / "export").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["front.csv"]
+
+
+def test_crash_cleanup_removes_only_bertnas_temporaries(tmp_path):
+    mine = [tmp_path / ".trials.csv.bertnas-tmp-k2j3h4", tmp_path / ".run.json.bertnas-tmp-x"]
+    users = [tmp_path / name for name in (".env.local", ".bashrc.bak", ".study.db.journal", ".a.b.c", "notes.txt")]
+    for path in mine + users:
+        path.write_text("x")
+    assert all(is_temporary(path) for path in mine) and not any(is_temporary(path) for path in users)
+    remove_temporaries(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in users)
