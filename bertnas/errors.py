@@ -10,3 +10,13 @@ from __future__ import annotations
 
 class BertnasError(ValueError):
     """An error caused by user input; its message is shown to the user as is."""
+
+
+def check_range(flag: str, value: float | int | None, minimum: float, *, strict: bool = False) -> None:
+    """Refuse a numeric option below ``minimum`` (or equal to it with ``strict``), NaN included;
+    None (not given) passes. The message names the flag and the range."""
+    if value is None:
+        return
+    if isinstance(value, bool) or value != value or (value <= minimum if strict else value < minimum):
+        bound = f"more than {minimum:g}" if strict else f"at least {minimum:g}"
+        raise BertnasError(f"{flag} {value!r} must be {bound}")

@@ -275,6 +275,8 @@ def test_glue_dir_argument_comes_before_env_and_falls_through(tmp_path, monkeypa
     assert len(load_task("wnli", "dev", glue_dir=tmp_path)) == 1  # argument wins
     assert len(load_task("wnli", "dev")) == 2  # environment
     assert len(load_task("rte", "dev", glue_dir=tmp_path)) == 3  # not in the argument dir: from GLUE_DIR
+    with pytest.raises(BertnasError, match=r"--glue-dir .*nowhere is not a directory"):
+        load_task("wnli", "dev", glue_dir=tmp_path / "nowhere")  # a typo never falls back to GLUE_DIR
 
 
 def _fake_hub(monkeypatch, columns=None, error=None):

@@ -191,3 +191,39 @@ def test_evaluation_is_cached(teacher, glue_dir, tmp_path):
         assert calls == [1]
     finally:
         evaluate_module.evaluate_predictions = original
+
+
+SEARCH = ["search", "--task", "sst2", "--device", "pixel4", "--budget", "60ms"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["finetune", "--task", "sst2", "--train-subset", "0"], "--train-subset 0 must be at least 1"),
+        (["finetune", "--task", "sst2", "--epochs", "0"], "--epochs 0.0 must be more than 0"),
+        (["finetune", "--task", "sst2", "--epochs", "-1"], "--epochs -1.0 must be more than 0"),
+        (["finetune", "--task", "sst2", "--lr", "-1"], "--lr -1.0 must be more than 0"),
+        (["finetune", "--task", "sst2", "--seed", "-1"], "--seed -1 must be at least 0"),
+        (["finetune", "--task", "sst2", "--search-split", "0.9"], "--search-split '0.9'"),
+        (["supernet", "train", "--task", "sst2", "--teacher", "T", "--checkpoint-every", "0"], "--checkpoint-every 0"),
+        (["supernet", "train", "--task", "sst2", "--teacher", "T", "--max-steps", "0"], "--max-steps 0 must be"),
+        ([*SEARCH, "--dev-subset", "-5"], "--dev-subset -5"),
+        ([*SEARCH, "--dev-subset", "0"], "--dev-subset 0"),
+        ([*SEARCH, "--seed", "-1"], "--seed -1"),
+        ([*SEARCH, "--split", "test"], "--split 'test'"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_before_any_work(args, message, tmp_path, capsys, monkeypatch):
+    import time
+
+    from bertnas.cli.main import main
+
+    monkeypatch.setenv("BERTNAS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "T").mkdir()  # a teacher directory, never read: the numbers are checked first
+    start = time.perf_counter()
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and message in error and "Traceback" not in error
+    assert time.perf_counter() - start < 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["T"]  # nothing written

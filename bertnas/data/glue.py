@@ -393,7 +393,13 @@ def load_task(task: str, split: str = "dev", glue_dir: str | os.PathLike[str] | 
     tried: list[str] = []
     roots: list[tuple[str, Path]] = []
     if glue_dir is not None:
-        roots.append(("--glue-dir", Path(glue_dir).expanduser()))
+        root = Path(glue_dir).expanduser()
+        if not root.is_dir():  # a typo must not fall back to GLUE_DIR or the hub unseen
+            raise BertnasError(
+                f"--glue-dir {glue_dir} is not a directory; give the GLUE data directory (original layout: "
+                f"DIR/{info.dir_name}/{canonical}.tsv), or leave --glue-dir out to use GLUE_DIR or the hub"
+            )
+        roots.append(("--glue-dir", root))
     env_dir = os.environ.get("GLUE_DIR")
     if env_dir:
         roots.append(("GLUE_DIR", Path(env_dir).expanduser()))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from bertnas.errors import BertnasError
+from bertnas.errors import BertnasError, check_range
 from bertnas.search.budget import parse_budget
 from bertnas.search.study import SAMPLERS
 from bertnas.supernet.backbone import DEFAULT_BACKBONE
@@ -73,6 +73,9 @@ class SearchConfig:
     def validate(self) -> None:
         if self.trials < 1:
             raise BertnasError(f"--trials {self.trials} must be at least 1")
+        check_range("--dev-subset", self.dev_subset, 1)
+        check_range("--seed", self.seed, 0)
+        check_range("--seq-len", self.seq_len, 1)
         if self.split not in ("search", "dev"):
             raise BertnasError(f"--split {self.split!r}: score trials on search (the held-out slice) or dev")
         if self.sampler not in SAMPLERS:

@@ -26,7 +26,7 @@ from bertnas.atomic import atomic_directory
 from bertnas.data import Collator, get_task
 from bertnas.data.batching import LengthBucketSampler
 from bertnas.data.holdout import SearchSplitSpec
-from bertnas.errors import BertnasError
+from bertnas.errors import BertnasError, check_range
 from bertnas.supernet.backbone import DEFAULT_BACKBONE, load_backbone
 from bertnas.training.common import linear_schedule, make_optimizer, pick_device, run_record, set_seed, write_json
 from bertnas.training.evaluate import SEARCH_SPLIT_JSON, evaluate_model, load_train_dev
@@ -52,6 +52,22 @@ class FinetuneConfig:
     seed: int = 42
     device: str | None = None
     glue_dir: str | None = None
+
+    def validate(self) -> None:
+        """Every setting in range before any work starts (a 0-example subset used to loop forever)."""
+        check_range("--epochs", self.epochs, 0, strict=True)
+        check_range("--lr", self.lr, 0, strict=True)
+        check_range("--batch-size", self.batch_size, 1)
+        check_range("--train-subset", self.train_subset, 1)
+        check_range("--dev-subset", self.dev_subset, 1)
+        check_range("--max-steps", self.max_steps, 1)
+        check_range("--max-length", self.max_length, 8)
+        check_range("--checkpoint-every", self.checkpoint_every, 1)
+        check_range("--seed", self.seed, 0)
+        check_range("--weight-decay", self.weight_decay, 0)
+        if not 0 <= self.warmup_ratio < 1:
+            raise BertnasError(f"warmup ratio {self.warmup_ratio!r} must be in [0, 1)")
+        SearchSplitSpec.parse(self.search_split)
 
     def total_steps(self, steps_per_epoch: int) -> int:
         total = max(1, int(steps_per_epoch * self.epochs))
@@ -90,7 +106,7 @@ def finetune(config: FinetuneConfig, out: str | Path, force: bool = False) -> di
     out = Path(out)
     if out.exists() and not force:
         raise BertnasError(f"{out} already exists; pass --force to retrain it, or use it as --teacher")
-    SearchSplitSpec.parse(config.search_split)
+    config.validate()
     info = get_task(config.task)
     set_seed(config.seed)
     device = pick_device(config.device)

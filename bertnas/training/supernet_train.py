@@ -42,7 +42,7 @@ from bertnas.atomic import atomic_directory
 from bertnas.data import Collator, get_task, make_dataloader
 from bertnas.data.batching import LengthBucketSampler
 from bertnas.data.holdout import SearchSplitSpec
-from bertnas.errors import BertnasError
+from bertnas.errors import BertnasError, check_range
 from bertnas.model.compact import CompactBert
 from bertnas.space import SearchSpace, load_space
 from bertnas.supernet.backbone import teacher_fingerprint
@@ -92,8 +92,19 @@ class SupernetTrainConfig:
     def validate(self) -> None:
         if self.stages not in ("joint", "width-depth"):
             raise BertnasError(f"stages={self.stages!r} must be 'joint' or 'width-depth'")
-        if self.batch_size < 1 or self.epochs <= 0:
-            raise BertnasError("batch_size must be >= 1 and epochs > 0")
+        check_range("--epochs", self.epochs, 0, strict=True)
+        check_range("--lr", self.lr, 0, strict=True)
+        check_range("--batch-size", self.batch_size, 1)
+        check_range("--train-subset", self.train_subset, 1)
+        check_range("--dev-subset", self.dev_subset, 1)
+        check_range("--max-steps", self.max_steps, 1)
+        check_range("--max-length", self.max_length, 8)
+        check_range("--checkpoint-every", self.checkpoint_every, 1)
+        check_range("--rewire-batches", self.rewire_batches, 1)
+        check_range("--random-subnets", self.random_subnets, 0)
+        check_range("--seed", self.seed, 0)
+        if not 0 <= self.warmup_ratio < 1:
+            raise BertnasError(f"warmup ratio {self.warmup_ratio!r} must be in [0, 1)")
         self.resolved_recipe().validate()
         SearchSplitSpec.parse(self.search_split)
 
