@@ -127,6 +127,8 @@ class ArchConfig:
             _positive_int("num_labels", self.num_labels)
         if not self.layers:
             raise BertnasError("layers is empty: a subnet keeps at least one layer")
+        if len(self.layers) > MAX_LAYERS:
+            raise BertnasError(f"layers has {len(self.layers)} entries; no BERT backbone has more than {MAX_LAYERS}")
         previous_index, previous_retention = -1, 1.0
         for position, layer in enumerate(self.layers):
             where = f"layers[{position}]"
@@ -256,22 +258,20 @@ class ArchConfig:
 
     @classmethod
     def from_json(cls, text: str, source: str = "arch") -> ArchConfig:
+        from bertnas.readers import load_json
+
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise BertnasError(
-                f"{source}:{error.lineno}: not valid JSON ({error.msg}); an arch file is one JSON object"
-            ) from None
+            data = load_json(text, source)
+        except BertnasError as error:
+            raise BertnasError(f"{error}; an arch file is one JSON object") from None
         return cls.from_dict(data, source)
 
     @classmethod
     def load(cls, path: str | Path) -> ArchConfig:
+        from bertnas.readers import read_text
+
         path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as error:
-            raise BertnasError(f"cannot read arch file {path}: {error.strerror}") from None
-        return cls.from_json(text, str(path))
+        return cls.from_json(read_text(path, "arch file"), str(path))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json(indent=2) + "\n")
@@ -313,9 +313,17 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+#: Sanity bounds of any BERT (far above every real one), so a hostile or mistyped config is
+#: refused by every command alike before anything sized by it is computed or allocated.
+MAX_LAYERS = 128
+MAX_SIZE = 1 << 20
+
+
 def _positive_int(name: str, value: Any) -> None:
     if not _is_int(value) or value < 1:
         raise BertnasError(f"{name}={value!r} must be a positive integer")
+    if value > MAX_SIZE:
+        raise BertnasError(f"{name}={value} is larger than any BERT's ({MAX_SIZE}); check the config")
 
 
 def full_arch(limits: ArchLimits, **options: Any) -> ArchConfig:

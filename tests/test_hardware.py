@@ -100,7 +100,7 @@ def test_measure_tiny_grid_both_runtimes_round_trip(tiny_profiles, tmp_path):
 def test_malformed_yaml_names_file_and_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("name: bad\nruntime: torch\nthreads: [1\n")
-    with pytest.raises(BertnasError, match=rf"{path}:\d+: malformed YAML"):
+    with pytest.raises(BertnasError, match=rf"{path}:\d+: not valid YAML"):
         load_profile(path)
 
 

@@ -30,7 +30,31 @@ def extract(
         from bertnas.errors import BertnasError
 
         raise BertnasError(f"{out} already exists; choose another --out or pass --force to replace it")
+    _check_backbone_fits(config, supernet)
     model_source = supernet_for_arch(supernet, config)
     path, model = extract_subnet(model_source, config, out, force=force, source=supernet)
     params = sum(p.numel() for p in model.parameters())
     typer.echo(f"wrote {path} ({params / 1e6:.2f}M parameters, arch {model.arch.hash()})")
+
+
+def _check_backbone_fits(config, source: str) -> None:
+    """Refuse an architecture over the backbone's sizes from its config alone, before any weights
+    load (a trained supernet directory is checked when it loads)."""
+    from dataclasses import replace
+
+    from bertnas.errors import BertnasError
+    from bertnas.space.backbone_dims import backbone_limits
+    from bertnas.supernet.elastic import WEIGHTS_NAME
+
+    if (Path(source) / WEIGHTS_NAME).is_file() and (Path(source) / "training.json").is_file():
+        return
+    try:
+        limits = backbone_limits(source)
+    except BertnasError:
+        return  # a hub id whose sizes are unknown offline: checked once it loads
+    extras = replace(
+        limits,
+        max_ffn_stack=max(layer.ffn_stack for layer in config.layers),
+        max_bottleneck=max((layer.bottleneck or 0) for layer in config.layers),
+    )
+    config.check_fits(extras, source)

@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from scipy.optimize import nnls
 
 from bertnas.arch import ArchConfig
 from bertnas.errors import BertnasError
 from bertnas.hardware.kernels import FAMILIES, MATMUL_FAMILIES, reference_calls, work
 from bertnas.hardware.profile import AnalyticCost, Corrections, HardwareProfile, profiles_dir
+from bertnas.readers import read_yaml
 
 HEAVY_FAMILIES = ("layernorm", "gelu")
 LIGHT_FAMILIES = tuple(f for f in FAMILIES if f not in MATMUL_FAMILIES and f not in HEAVY_FAMILIES)
@@ -66,12 +66,9 @@ def reference_dir() -> Path:
 def load_points(spec_path: str | Path) -> tuple[dict[str, Any], list[PublishedPoint]]:
     """The calibration spec (device settings + published points); arch files resolve next to it."""
     spec_path = Path(spec_path)
-    try:
-        spec = yaml.safe_load(spec_path.read_text())
-    except OSError as error:
-        raise BertnasError(f"cannot read calibration spec {spec_path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise BertnasError(f"{spec_path}: malformed YAML ({error})") from None
+    spec, _, _ = read_yaml(spec_path, "calibration spec")
+    if not isinstance(spec, dict):
+        raise BertnasError(f"{spec_path}:1: a calibration spec is a mapping with a 'published' list")
     points = []
     for item in spec.get("published", []):
         arch = ArchConfig.load(spec_path.parent / item["arch"])

@@ -49,6 +49,7 @@ import yaml
 from bertnas.atomic import atomic_write_text
 from bertnas.errors import BertnasError
 from bertnas.hardware.kernels import FAMILIES
+from bertnas.readers import load_yaml, read_text
 
 FORMAT = "bertnas-hardware-profile"
 VERSION = 1
@@ -227,14 +228,7 @@ class _Lines:
 
 def parse_profile(text: str, source: str) -> HardwareProfile:
     """Parse and validate profile YAML; errors name ``source``, the line and the field."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise BertnasError(f"{where}: malformed YAML ({problem})") from None
+    data, node = load_yaml(text, source)
     lines = _Lines(node)
 
     def fail(message: str, *path: str) -> BertnasError:
@@ -370,11 +364,7 @@ def load_profile(
                 f"unknown device {text_name!r}; available profiles in {profiles_dir()}: {available} "
                 "(or pass a path to a profile .yaml)"
             )
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise BertnasError(f"cannot read profile {path}: {error.strerror}") from None
-    profile = parse_profile(text, str(path))
+    profile = parse_profile(read_text(path, "profile"), str(path))
     profile.check_request(seq_len=seq_len, runtime=runtime)
     return profile
 

@@ -23,6 +23,7 @@ from bertnas.arch import ArchConfig
 from bertnas.errors import BertnasError
 from bertnas.model.functional import BertOutput, RunOptions, bert_forward
 from bertnas.model.params import EmbeddingParams, LayerParams
+from bertnas.readers import read_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -87,6 +88,18 @@ class CompactConfig:
             task=data.get("task"),
             extra=dict(data.get("extra") or {}),
         )
+
+
+def load_weights(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; anything else (a pickle under that name, a truncated file) is a
+    one-line error, never unpickled."""
+    try:
+        return load_file(str(path), device=str(device))
+    except Exception as error:  # safetensors raises its own SafetensorError (and OSError for I/O)
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise BertnasError(
+            f"{path}: not a safetensors weights file ({first}); re-export the model, bertnas never unpickles weights"
+        ) from None
 
 
 class CompactBert(nn.Module):
@@ -158,12 +171,11 @@ class CompactBert(nn.Module):
         for path in (config_path, weights_path):
             if not path.is_file():
                 raise BertnasError(f"{directory} is not a compact model directory: {path.name} is missing")
-        try:
-            data = json.loads(config_path.read_text())
-        except json.JSONDecodeError as error:
-            raise BertnasError(f"{config_path}:{error.lineno}: not valid JSON ({error.msg})") from None
+        data = read_json(config_path, "model config")
+        if not isinstance(data, dict):
+            raise BertnasError(f"{config_path}:1: a model config is a JSON object")
         model = cls(CompactConfig.from_dict(data, str(config_path)))
-        state = load_file(str(weights_path), device=str(device))
+        state = load_weights(weights_path, device)
         try:
             missing, unexpected = model.load_state_dict(state, strict=False)
         except RuntimeError as error:  # a tensor whose shape disagrees with config.json

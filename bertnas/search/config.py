@@ -22,9 +22,8 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import yaml
-
 from bertnas.errors import BertnasError, check_range
+from bertnas.readers import read_yaml
 from bertnas.search.budget import parse_budget
 from bertnas.search.study import SAMPLERS
 from bertnas.supernet.backbone import DEFAULT_BACKBONE
@@ -125,17 +124,7 @@ _STUDY_KEYS = (
 def load_study_file(path: str | Path) -> SearchConfig:
     """A :class:`SearchConfig` from a study YAML file; relative paths in it are kept as written."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise BertnasError(f"cannot read study file {path}: {error.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        problem = getattr(error, "problem", None) or "malformed YAML"
-        raise BertnasError(f"{path}:{line}: {problem}") from None
+    data, _, text = read_yaml(path, "study file")
     if not isinstance(data, dict):
         raise BertnasError(f"{path}:1: a study file is a mapping (task: ..., devices: ...)")
 

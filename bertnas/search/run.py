@@ -30,6 +30,7 @@ import pandas as pd
 from bertnas.arch import ArchConfig
 from bertnas.atomic import atomic_write, atomic_write_text, is_temporary
 from bertnas.errors import BertnasError
+from bertnas.readers import read_json
 from bertnas.search.evaluate import CONFIG_ATTR, STATUS_ATTR
 from bertnas.search.objectives import latency_column
 from bertnas.search.pareto import is_flagged, pareto_front
@@ -209,10 +210,9 @@ class SearchRun:
         run_json = directory / RUN_JSON
         if not run_json.is_file():
             raise BertnasError(f"{directory} is not a search run directory (no {RUN_JSON}); run `bertnas search` first")
-        try:
-            info = json.loads(run_json.read_text())
-        except json.JSONDecodeError as error:
-            raise BertnasError(f"{run_json}:{error.lineno}: not valid JSON ({error.msg})") from None
+        info = read_json(run_json, "run record", max_bytes=64 * 1024 * 1024)
+        if not isinstance(info, dict) or "budgets_ms" not in info:
+            raise BertnasError(f"{run_json}:1: not a search run record (no budgets_ms); run `bertnas search` again")
         return cls(directory, info)
 
     @property

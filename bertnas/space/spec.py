@@ -57,6 +57,7 @@ import yaml
 
 from bertnas.arch import ACTIVATIONS, NORMS, ArchLimits
 from bertnas.errors import BertnasError
+from bertnas.readers import load_yaml, read_text
 
 if TYPE_CHECKING:
     from bertnas.space.space import SearchSpace
@@ -129,26 +130,15 @@ class SpaceSpec:
 def load_space_file(path: str | Path) -> SpaceSpec:
     """Parse the space file at ``path``."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise BertnasError(f"cannot read space file {path}: {error.strerror}") from None
-    return parse_space(text, str(path), default_name=path.stem)
+    return parse_space(read_text(path, "space file"), str(path), default_name=path.stem)
 
 
 def parse_space(text: str, source: str = "<space>", default_name: str | None = None) -> SpaceSpec:
     """Parse and validate the YAML ``text``; ``source`` names it in error messages."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise BertnasError(
-            f"{source}:{line}: not valid YAML ({problem}); "
-            "a space file is a YAML mapping, see search_spaces/unified.yaml"
-        ) from None
+        data, root = load_yaml(text, source)
+    except BertnasError as error:
+        raise BertnasError(f"{error}; a space file is a YAML mapping, see search_spaces/unified.yaml") from None
     return _Parser(source, root).parse(data, default_name or Path(source).stem)
 
 

@@ -8,6 +8,7 @@ same way through ``transformers``.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,11 @@ def load_backbone(name_or_path: str, num_labels: int | None = None) -> tuple[Any
         else:
             model = BertModel.from_pretrained(source)
         tokenizer = AutoTokenizer.from_pretrained(source)
+    except pickle.UnpicklingError:
+        raise BertnasError(
+            f"{name_or_path}: its weights are a pickle holding more than tensors, refused (loading it could run "
+            "code); save the model as safetensors: model.save_pretrained(DIR, safe_serialization=True)"
+        ) from None
     except (OSError, ValueError) as error:
         raise _load_failure(name_or_path, error) from None
     return model.eval(), tokenizer

@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from bertnas.arch import ArchConfig, ArchLimits, LayerConfig, full_arch
 from bertnas.errors import BertnasError
-from bertnas.model.compact import CompactBert, CompactConfig
+from bertnas.model.compact import CompactBert, CompactConfig, load_weights
 from bertnas.model.functional import (
     Affine,
     BertOutput,
@@ -438,11 +438,10 @@ class ElasticBert(nn.Module):
         path = Path(name_or_path)
         config_path = path / CONFIG_NAME
         if config_path.is_file():
-            try:
-                data = json.loads(config_path.read_text())
-            except json.JSONDecodeError as error:
-                raise BertnasError(f"{config_path}:{error.lineno}: not valid JSON ({error.msg})") from None
-            if data.get("model_type") == MODEL_TYPE:
+            from bertnas.readers import read_json
+
+            data = read_json(config_path, "model config")
+            if isinstance(data, dict) and data.get("model_type") == MODEL_TYPE:
                 return cls._load_saved(path, data)
         return cls.from_backbone(str(name_or_path), **backbone_options)
 
@@ -455,7 +454,7 @@ class ElasticBert(nn.Module):
         if not weights.is_file():
             raise BertnasError(f"supernet directory {path} has no {WEIGHTS_NAME}")
         try:
-            supernet.load_state_dict(load_file(str(weights)), strict=True)
+            supernet.load_state_dict(load_weights(weights), strict=True)
         except RuntimeError as error:
             first_line = str(error).splitlines()[0]
             raise BertnasError(f"{weights}: weights do not match {CONFIG_NAME} ({first_line})") from None

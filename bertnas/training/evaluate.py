@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from bertnas.data.holdout import SEARCH, Holdout, SearchSplitSpec, check_record,
 from bertnas.data.tasks import data_identity
 from bertnas.errors import BertnasError
 from bertnas.hashing import file_sha256
+from bertnas.readers import read_json
 from bertnas.supernet.elastic import WEIGHTS_NAME, ElasticBert
 from bertnas.training.eval_cache import EvalCache
 
@@ -197,10 +197,7 @@ def read_search_split(directory: str | Path) -> dict[str, Any] | None:
     path = Path(directory) / SEARCH_SPLIT_JSON
     if not path.is_file():
         return None
-    try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BertnasError(f"{path}: not valid JSON; retrain the supernet, or pass --split dev") from None
+    record = read_json(path, "search-split record")
     if not isinstance(record, dict) or "spec" not in record or "ids_sha256" not in record:
         raise BertnasError(f"{path}: not a search-split record (no spec or ids_sha256); retrain, or pass --split dev")
     return record
