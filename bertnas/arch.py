@@ -237,14 +237,16 @@ class ArchConfig:
         return json.dumps(self.to_dict(), indent=indent)
 
     def hash(self) -> str:
-        """Stable 16-hex-digit hash of the architecture (``extra`` and ``backbone`` excluded).
+        """Stable 16-hex-digit hash of the architecture (``extra``, ``backbone`` and ``num_labels``
+        excluded: the head's size comes from the task, not from the subnet).
 
         Two configs with the same shapes hash the same whichever file or tool wrote
-        them; caches key on (supernet, task, hash).
+        them (a search's trial and the model exported from it alike); caches key on
+        (supernet, task, hash).
         """
         data = self.to_dict()
-        data.pop("extra", None)
-        data.pop("backbone", None)
+        for name in ("extra", "backbone", "num_labels"):
+            data.pop(name, None)
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

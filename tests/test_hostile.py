@@ -148,3 +148,43 @@ def test_a_pickle_where_safetensors_weights_belong_is_refused(tmp_path, capsys, 
         CompactBert.from_pretrained(model)
     assert type(caught.value).__name__ == "BertnasError" and "\n" not in str(caught.value)
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_closed_stdout_pipe_ends_quietly():
+    import subprocess
+    import sys
+
+    bertnas = Path(sys.executable).parent / "bertnas"
+    script = f"'{bertnas}' space sample unified --n 3000 --seed 0 | head -1 > /dev/null; echo ${{PIPESTATUS[0]}}"
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "141" and done.stderr == ""  # the shell's SIGPIPE status, no traceback
+
+
+def test_every_command_a_message_names_exists():
+    """Hints such as "run `bertnas supernet train --task T`" must name commands that parse."""
+    import re
+
+    import click
+    import typer
+
+    from bertnas.cli.main import _register_commands, app
+
+    _register_commands()
+    root = typer.main.get_command(app)
+    named = set()
+    for path in (REPO / "bertnas").rglob("*.py"):
+        for match in re.finditer(r"`bertnas ((?:[a-z][a-z-]*)(?: [a-z][a-z-]*)*)", path.read_text()):
+            named.add((path.name, match.group(1)))
+    assert len(named) > 10
+    missing = []
+    for source, words in sorted(named):
+        group: click.Command = root
+        for word in words.split():
+            if not isinstance(group, click.Group):
+                break  # the rest are arguments (a task name, a directory)
+            sub = group.get_command(click.Context(group), word)
+            if sub is None:
+                missing.append(f"{source}: `bertnas {words}`")
+                break
+            group = sub
+    assert not missing, missing

@@ -7,7 +7,9 @@ exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import Any
 
 import click
 import typer
@@ -56,10 +58,63 @@ def _exception_classes(name: str) -> tuple[type[BaseException], ...]:
     return tuple(classes)
 
 
+class _PipeClosed(BaseException):
+    """stdout's reader went away (``bertnas space sample ... | head``): not an error of ours.
+    A BaseException, so that click's own handling of EPIPE (exit 1) never sees it."""
+
+
+class _PipeGuard:
+    """Wraps stdout: a write or flush into a closed pipe raises :class:`_PipeClosed`."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise _PipeClosed from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise _PipeClosed from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+#: Exit status of a command whose output pipe closed: what a shell reports for SIGPIPE (128 + 13).
+PIPE_CLOSED_EXIT = 141
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; return the exit code (0 ok, 2 user error, 130 interrupted)."""
+    """Run the CLI; return the exit code (0 ok, 2 user error, 130 interrupted, 141 output pipe closed)."""
     _register_commands()
     command = typer.main.get_command(app)
+    stdout = sys.stdout
+    sys.stdout = _PipeGuard(stdout)  # type: ignore[assignment]
+    try:
+        return _run(command, argv)
+    except _PipeClosed:
+        _silence_stdout()
+        return PIPE_CLOSED_EXIT
+    finally:
+        sys.stdout = stdout
+
+
+def _silence_stdout() -> None:
+    """Point the closed stdout at /dev/null, so the interpreter's last flush is quiet too."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.__stdout__.fileno() if sys.__stdout__ is not None else 1)
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def _run(command: Any, argv: list[str] | None) -> int:
     usage_errors = _exception_classes("ClickException")
     aborts = _exception_classes("Abort")
     try:

@@ -37,7 +37,7 @@ def format_ms(value: float) -> str:
 def pair_budgets(devices: list[str], budgets: list[str]) -> dict[str, float]:
     """Match budgets to devices: one budget for all devices, or one per device in order."""
     if not devices:
-        raise BertnasError("no device given; pass --device NAME (see `bertnas hardware list`)")
+        raise BertnasError("no device given; pass --device NAME (see `bertnas devices`)")
     if len(set(devices)) != len(devices):
         raise BertnasError(f"device listed twice in {devices}; give each --device once")
     if not budgets:
