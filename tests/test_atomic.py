@@ -61,3 +61,32 @@ def test_crash_cleanup_removes_only_bertnas_temporaries(tmp_path):
     assert all(is_temporary(path) for path in mine) and not any(is_temporary(path) for path in users)
     remove_temporaries(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in users)
+
+
+def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_one_releases(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from bertnas.errors import BertnasError
+    from bertnas.locks import exclusive
+
+    target = tmp_path / "run"
+    code = (
+        f"from bertnas.locks import exclusive\nimport time\nwith exclusive({str(target)!r}, 'x'):\n"
+        "    print('held', flush=True)\n    time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        refused = pytest.raises(BertnasError, match=rf"run directory .*run is in use by pid {holder.pid} ")
+        with refused, exclusive(target, "run directory"):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    start = time.perf_counter()
+    with exclusive(target, "run directory"):  # the kernel released the killed holder's lock
+        pass
+    assert time.perf_counter() - start < 1

@@ -507,3 +507,19 @@ def test_fronts_carry_the_baseline_and_degenerate_flags(two_device_run):
         kept = set()
     front = {p["trial"]: p["degenerate"] for p in written["points"]}
     assert kept == {t for t in exported if not front[t]}
+
+
+def test_a_moved_run_directory_opens_its_own_study(two_device_run, tmp_path):
+    out, _, _ = two_device_run
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved)
+    run = SearchRun.open(moved)
+    assert run.info["storage_file"] == "study.db"
+    assert run.storage_url.endswith(str(moved / "study.db"))
+    pd.testing.assert_frame_equal(run.trials, SearchRun.open(out).trials)
+    # its storage gone: the table it wrote, and no new empty database in its place
+    (moved / "study.db").unlink()
+    (moved / "trials.parquet").rename(tmp_path / "kept.parquet")
+    with pytest.raises(BertnasError, match="does not exist"):
+        SearchRun.open(moved).study()
+    assert not (moved / "study.db").exists()

@@ -41,6 +41,7 @@ from bertnas.errors import BertnasError
 from bertnas.export.card import render_card
 from bertnas.export.extract import extract_subnet
 from bertnas.export.onnx import ONNX_NAME, OnnxModel, export_onnx
+from bertnas.locks import exclusive
 from bertnas.model.compact import CONFIG_NAME, CompactBert
 
 FORMATS = ("hf", "onnx")
@@ -132,7 +133,7 @@ def export_models(
     }
 
     entries = []
-    with atomic_directory(out, force=force) as scratch:
+    with exclusive(out, "export directory"), atomic_directory(out, force=force) as scratch:
         for candidate in tqdm(candidates, desc="export", unit="model"):
             entry = _export_one(
                 candidate, supernet, data, scratch, options, predictors, measure, timing_seq_len, labels

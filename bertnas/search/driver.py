@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from bertnas.arch import ArchConfig
 from bertnas.atomic import atomic_write_text
 from bertnas.errors import BertnasError
+from bertnas.locks import exclusive
 from bertnas.search.budget import format_ms
 from bertnas.search.config import SearchConfig
 from bertnas.search.evaluate import (
@@ -118,6 +119,8 @@ def prepare(config: SearchConfig) -> SearchContext:
             )
     objectives = Objectives.build(task.main_metric, config.budgets_ms)
     run_dir = config.run_dir()
+    study_name = config.study or config.default_study_name()
+    _check_run_dir(run_dir, study_name)
     run_dir.mkdir(parents=True, exist_ok=True)
     storage_url = config.storage or sqlite_url(run_dir / STUDY_DB)
     identity = {
@@ -135,7 +138,6 @@ def prepare(config: SearchConfig) -> SearchContext:
             "which flatters every figure (score on the held-out search split instead)"
         ]
     trial_evaluator = TrialEvaluator(space, evaluator, predictors, objectives, config.seq_len, config.fidelity)
-    study_name = config.study or config.default_study_name()
     return SearchContext(
         config,
         space,
@@ -149,6 +151,22 @@ def prepare(config: SearchConfig) -> SearchContext:
         supernet_path,
         identity,
     )
+
+
+def _check_run_dir(run_dir: Path, study_name: str) -> None:
+    """Refuse a run directory that holds another study: its files would be overwritten and the
+    two studies' sessions mixed (the same study resumes)."""
+    if not (run_dir / RUN_JSON).is_file():
+        return
+    try:
+        recorded = SearchRun.open(run_dir).info.get("study")
+    except BertnasError:
+        return  # a damaged run.json: the search rewrites it
+    if recorded and recorded != study_name:
+        raise BertnasError(
+            f"{run_dir} holds study {recorded!r}, not {study_name!r}; give this search another --out, or pass "
+            f"--study {recorded} to resume that one"
+        )
 
 
 def _supernet_path(config: SearchConfig, task: str) -> Path:
@@ -368,6 +386,8 @@ def finalize(context: SearchContext, study: optuna.Study, wall_time_s: float | N
         "command": config.command or sys.argv,
         "study": context.study_name,
         "storage": context.storage_url,
+        # the default storage, relative to the run directory: a moved or copied run opens its own
+        "storage_file": STUDY_DB if context.config.storage is None else None,
         "task": context.identity["task"],
         "space": context.space.name,
         "backbone": context.identity["backbone"],
@@ -463,10 +483,11 @@ def summary(
 
 def run_search(config: SearchConfig, progress: bool = True) -> dict[str, Any]:
     """Prepare, run the local trial loop, write the run directory; the summary."""
-    context = prepare(config)
-    start = time.perf_counter()
-    study = run_local(context, progress=progress)
-    result = finalize(context, study, wall_time_s=time.perf_counter() - start)
+    with exclusive(config.run_dir(), "run directory"):
+        context = prepare(config)
+        start = time.perf_counter()
+        study = run_local(context, progress=progress)
+        result = finalize(context, study, wall_time_s=time.perf_counter() - start)
     result["run_dir"] = str(context.run_dir)
     return result
 

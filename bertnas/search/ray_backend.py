@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from bertnas.arch import ArchConfig
 from bertnas.errors import BertnasError
+from bertnas.locks import exclusive
 from bertnas.search.budget import format_ms
 from bertnas.search.config import SearchConfig
 from bertnas.search.driver import (
@@ -423,16 +424,17 @@ def run_search_ray(
     options.validate()
     if config.fidelity is not None:
         raise BertnasError("--multi-fidelity runs on the local backend only for now; drop it or use --backend local")
-    context = prepare(config)
-    started = connect(options)
-    try:
-        start = time.perf_counter()
-        study = RayTrialLoop(context, options, progress, on_trial).run()
-        wall = time.perf_counter() - start
-    finally:
-        if started:
-            ray.shutdown()
-    result = finalize(context, study, wall_time_s=wall)
+    with exclusive(config.run_dir(), "run directory"):
+        context = prepare(config)
+        started = connect(options)
+        try:
+            start = time.perf_counter()
+            study = RayTrialLoop(context, options, progress, on_trial).run()
+            wall = time.perf_counter() - start
+        finally:
+            if started:
+                ray.shutdown()
+        result = finalize(context, study, wall_time_s=wall)
     result["run_dir"] = str(context.run_dir)
     result["backend"] = {"name": "ray", **context.identity["sessions"][-1]}
     return result

@@ -275,10 +275,21 @@ class SearchRun:
         path = self.directory / REFERENCES_JSON
         return json.loads(path.read_text()) if path.is_file() else []
 
+    @property
+    def storage_url(self) -> str:
+        """The study's storage: the run directory's own ``study.db`` when the search used the default
+        (recorded relative, so a moved or copied run opens its own copy), else the URL recorded."""
+        from bertnas.search.study import sqlite_url
+
+        relative = self.info.get("storage_file")
+        if relative:
+            return sqlite_url(self.directory / relative)
+        return self.info["storage"]
+
     def study(self) -> optuna.Study:
         from bertnas.search.study import open_storage
 
-        storage = open_storage(self.info["storage"])
+        storage = open_storage(self.storage_url, must_exist=True)
         return optuna.load_study(study_name=self.info["study"], storage=storage)
 
     @cached_property

@@ -55,8 +55,13 @@ def sqlite_url(path: str | Path) -> str:
     return f"sqlite:///{Path(path).resolve()}"
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``url``, or a one-line error saying why it cannot be opened."""
+def open_storage(url: str, must_exist: bool = False) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``, or a one-line error saying why it cannot be opened.
+
+    ``must_exist``: reading a finished run; a missing SQLite file is an error, never a new empty
+    database."""
+    if must_exist and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise BertnasError(f"the study storage {url.removeprefix('sqlite:///')} does not exist")
     if url.startswith("sqlite:///"):
         target = Path(url.removeprefix("sqlite:///"))
         if target.is_dir():

@@ -27,6 +27,7 @@ from bertnas.data import Collator, get_task
 from bertnas.data.batching import LengthBucketSampler
 from bertnas.data.holdout import SearchSplitSpec
 from bertnas.errors import BertnasError, check_range
+from bertnas.locks import exclusive
 from bertnas.supernet.backbone import DEFAULT_BACKBONE, load_backbone
 from bertnas.training.common import linear_schedule, make_optimizer, pick_device, run_record, set_seed, write_json
 from bertnas.training.evaluate import SEARCH_SPLIT_JSON, evaluate_model, load_train_dev
@@ -102,8 +103,13 @@ def loss_for(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def finetune(config: FinetuneConfig, out: str | Path, force: bool = False) -> dict[str, Any]:
-    """Fine-tune ``config.backbone`` on ``config.task``; write the teacher directory ``out`` (resumable)."""
-    out = Path(out)
+    """Fine-tune ``config.backbone`` on ``config.task``; write the teacher directory ``out`` (resumable;
+    a second fine-tuning into ``out`` at the same time is refused)."""
+    with exclusive(out, "teacher directory"):
+        return _finetune(config, Path(out), force)
+
+
+def _finetune(config: FinetuneConfig, out: Path, force: bool) -> dict[str, Any]:
     if out.exists() and not force:
         raise BertnasError(f"{out} already exists; pass --force to retrain it, or use it as --teacher")
     config.validate()

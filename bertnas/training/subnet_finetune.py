@@ -39,6 +39,7 @@ from bertnas.data.batching import LengthBucketSampler, make_dataloader
 from bertnas.data.glue import TokenizedSplit
 from bertnas.data.holdout import SearchSplitSpec
 from bertnas.errors import BertnasError
+from bertnas.locks import exclusive
 from bertnas.model.compact import CompactBert
 from bertnas.training.common import linear_schedule, make_optimizer, pick_device, set_seed, versions
 from bertnas.training.distill import attention_loss, hidden_loss, logit_loss
@@ -308,9 +309,16 @@ def finetune_run(
 ) -> list[dict[str, Any]]:
     """Fine-tune each ``selected`` subnet of ``run`` (a :class:`~bertnas.search.run.SearchRun`)
     whose result is missing or stale; rewrite ``finetuned.csv``; the results of ``selected``."""
+    config.validate()
+    with exclusive(Path(run.directory) / FINETUNED_DIR, "fine-tuned models directory"):
+        return _finetune_run(run, selected, config, supernet_dir, progress)
+
+
+def _finetune_run(
+    run: Any, selected: list[Selected], config: SubnetFinetuneConfig, supernet_dir: Path, progress: bool
+) -> list[dict[str, Any]]:
     from bertnas.supernet.elastic import ElasticBert
 
-    config.validate()
     wanted = {key: value for key, value in asdict(config).items() if key in _RESULT_KEYS}
     todo = []
     for item in selected:

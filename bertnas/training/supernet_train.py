@@ -43,6 +43,7 @@ from bertnas.data import Collator, get_task, make_dataloader
 from bertnas.data.batching import LengthBucketSampler
 from bertnas.data.holdout import SearchSplitSpec
 from bertnas.errors import BertnasError, check_range
+from bertnas.locks import exclusive
 from bertnas.model.compact import CompactBert
 from bertnas.space import SearchSpace, load_space
 from bertnas.supernet.backbone import teacher_fingerprint
@@ -213,6 +214,11 @@ class SupernetTrainer:
 
     # ------------------------------------------------------------------ training
     def train(self) -> dict[str, Any]:
+        """Train (or resume) into ``out``, holding its lock (a second training there is refused)."""
+        with exclusive(self.out, "supernet directory"):
+            return self._train()
+
+    def _train(self) -> dict[str, Any]:
         config, info = self.config, self.info
         if (self.out / "training.json").is_file():
             raise BertnasError(f"{self.out} already holds a finished supernet; choose another --out")
