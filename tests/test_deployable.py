@@ -277,3 +277,14 @@ def test_trust_report_figures_recompute_from_finetuned_csv(world, capsys):
     # the report brings trials from the front and off it
     front = set(SearchRun.open(world["run"]).pareto(DEVICE)["number"])
     assert set(picked) & front and set(picked) - front
+
+
+def test_a_supernet_is_refused_on_a_task_it_was_not_trained_for(world, tmp_path, capsys):
+    arch = tmp_path / "arch.json"
+    arch.write_text(_trials(world).iloc[0]["config"])
+    args = ["eval", "--supernet", str(world["supernet"]), "--arch", str(arch), "--glue-dir", str(world["glue"])]
+    assert main([*args, "--task", "mrpc", "--split", "dev"]) == 2  # both 2-class tasks: the head fits
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "trained on sst2, not mrpc" in error
+    assert main([*args, "--json"]) == 0  # on its own task and split: fine
+    assert json.loads(capsys.readouterr().out)["split"] == "search"

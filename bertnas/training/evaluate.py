@@ -192,6 +192,16 @@ def supernet_fingerprint(directory: str | Path) -> str:
     return file_sha256(Path(directory) / WEIGHTS_NAME)[:16]
 
 
+def _task_name(task: str | None) -> str | None:
+    """The name of the task a supernet records (None when it records none, or its data is gone)."""
+    if task is None:
+        return None
+    try:
+        return get_task(task).name
+    except BertnasError:
+        return None
+
+
 def read_search_split(directory: str | Path) -> dict[str, Any] | None:
     """The search-split record a trained supernet or teacher keeps (None if it held none out)."""
     path = Path(directory) / SEARCH_SPLIT_JSON
@@ -261,6 +271,12 @@ class SubnetEvaluator:
         if supernet.tokenizer is None:
             raise BertnasError(f"the supernet in {directory} has no tokenizer files")
         info = get_task(task)
+        trained_on = _task_name(supernet.config.task)
+        if trained_on is not None and trained_on != info.name:
+            raise BertnasError(
+                f"the supernet in {directory} was trained on {trained_on}, not {info.name}: its scores there "
+                f"would mean nothing; evaluate it on its own task (drop --task) or train one for {info.name}"
+            )
         if supernet.config.num_labels != info.num_labels:
             raise BertnasError(
                 f"the supernet in {directory} has {supernet.config.num_labels} outputs but task {info.name} "
