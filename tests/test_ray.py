@@ -213,6 +213,7 @@ def test_a_killed_driver_resumes(env, cluster, tmp_path):
     assert result["counts"]["evaluated"] == killed_at + 2
     assert result["counts"]["failed"] == 0
     assert result["counts"]["running_or_interrupted"] <= 2  # at most the killed driver's in-flight trials
+    assert (SearchRun.open(out).trials["state"] == "RUNNING").sum() == 0  # closed by the rerun
     frame = SearchRun.open(out).trials
     assert (frame["state"] == "COMPLETE").sum() == killed_at + 2
     assert frame["number"].tolist() == list(range(len(frame)))

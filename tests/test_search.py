@@ -316,6 +316,8 @@ def test_kill_minus_nine_loses_nothing(env, budgets, tmp_path):
     result = run_search(config, progress=False)
     assert result["counts"]["evaluated"] == killed_at + 2
     assert result["counts"]["running_or_interrupted"] <= 1  # the trial the kill interrupted, if any
+    # ... closed by the rerun (it holds the run directory's lock): nothing is left RUNNING
+    assert (SearchRun.open(out).trials["state"] == "RUNNING").sum() == 0
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # temporaries cleaned up
 
 

@@ -55,6 +55,8 @@ from bertnas.search.run import (
 from bertnas.search.study import make_sampler, open_storage, open_study, sqlite_url
 from bertnas.space import SearchSpace
 
+#: Status of a trial a killed session left running, closed by the next session (state FAIL).
+INTERRUPTED = "interrupted"
 #: Give up when this many trials in a row were rejected (the budget is too tight for the sampler).
 MAX_REJECTIONS_IN_A_ROW = 2000
 #: Rewrite trials.csv/.parquet every this many evaluated trials while the search runs.
@@ -240,6 +242,25 @@ def best_feasible(study: optuna.Study, objectives: Objectives) -> tuple[float, f
     return best
 
 
+def close_interrupted(study: optuna.Study, context: SearchContext) -> int:
+    """Mark FAIL the trials a killed session left RUNNING; how many.
+
+    Only with the run directory's own storage: this process holds the directory's lock
+    (:mod:`bertnas.locks`), so no other process can be running them. A shared storage
+    (``--storage``, several machines) is left to Optuna's heartbeats instead.
+    """
+    if context.config.storage is not None:
+        return 0
+    closed = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(trial._trial_id, STATUS_ATTR, f"{INTERRUPTED}: its process died")
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        closed += 1
+    if closed:
+        print(f"closed {closed} trial(s) a killed session left running", file=sys.stderr)
+    return closed
+
+
 def seed_study(study: optuna.Study, context: SearchContext) -> int:
     """Enqueue a new study's first trials; how many.
 
@@ -281,6 +302,7 @@ def run_local(context: SearchContext, progress: bool = True) -> optuna.Study:
     sampler_seed = config.seed + before
     sampler = context_sampler(context, sampler_seed)
     study, resumed = open_study(storage, context.study_name, context.objectives, sampler, context.identity)
+    close_interrupted(study, context)
     if not resumed and (config.seed_references or config.seed_from):
         seed_study(study, context)
     context.identity["sessions"] = context.identity.get("sessions", []) + [
@@ -380,6 +402,7 @@ def finalize(context: SearchContext, study: optuna.Study, wall_time_s: float | N
     write_trials(run_dir, trials)
     counts = count_states(study)
     fidelity_stops = int((trials["status"] == PRUNED_FRONT).sum())
+    interrupted = int(trials["status"].astype(str).str.startswith(INTERRUPTED).sum())
     previous = SearchRun.open(run_dir).info if (run_dir / RUN_JSON).is_file() else {}
     wall = previous.get("wall_time_s", 0.0) + (wall_time_s or 0.0)
     info = {
@@ -403,8 +426,8 @@ def finalize(context: SearchContext, study: optuna.Study, wall_time_s: float | N
             "evaluated": counts["COMPLETE"],
             "rejected": counts["PRUNED"] - fidelity_stops,
             "pruned_multi_fidelity": fidelity_stops,
-            "failed": counts["FAIL"],
-            "running_or_interrupted": counts["RUNNING"],
+            "failed": counts["FAIL"] - interrupted,
+            "running_or_interrupted": counts["RUNNING"] + interrupted,
             "distinct_configs_evaluated": int(trials.loc[trials["state"] == "COMPLETE", "arch_hash"].nunique()),
             "degenerate": int(degenerate_mask(trials).sum()),
         },

@@ -49,6 +49,7 @@ from bertnas.search.driver import (
     MAX_REJECTIONS_IN_A_ROW,
     SearchContext,
     _existing_trials,
+    close_interrupted,
     context_sampler,
     count_states,
     finalize,
@@ -275,6 +276,7 @@ class RayTrialLoop:
         sampler_seed = config.seed + before  # as the local backend: a resumed study draws new numbers
         sampler = context_sampler(context, sampler_seed)
         study, resumed = open_study(storage, context.study_name, context.objectives, sampler, context.identity)
+        close_interrupted(study, context)
         if not resumed and (config.seed_references or config.seed_from):
             seed_study(study, context)
         workers = _worker_count(self.options)
