@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -448,6 +449,8 @@ class SupernetTrainer:
             self.out / "training.json",
             {"complete": True, "steps": total, "recipe": self.config.resolved_recipe().to_dict()},
         )
+        # the finished supernet replaces its last checkpoint (hundreds of MB of weights and optimizer state)
+        shutil.rmtree(self.out / CHECKPOINT_DIR, ignore_errors=True)
         return result
 
 
