@@ -1,7 +1,7 @@
 """Deployable accuracy on SST-2: a search scored on the held-out search split, its picks fine-tuned, the trust report.
 
     python benchmarks/bench_deployable.py [--preset default] [--trials 100] [--steps 300] [--trust-n 12]
-                                          [--cache DIR]
+                                          [--lr 5e-5] [--cache DIR] [--tag NAME --no-trust]
 
 1. What ``bertnas search --task sst2 --device pixel4 --budget 120ms`` runs from an empty cache
    (teacher and supernet with the preset, both holding 5 % of train out as the search split;
@@ -18,7 +18,9 @@
 
 Every figure says its split. Resumable: rerun with the same ``--cache`` and finished steps are
 skipped (cached teacher and supernet, the study, fine-tuned models). Timings are wall-clock on
-this machine with nothing else running. Writes benchmarks/results/deployable_sst2_<preset>.json.
+this machine with nothing else running. Writes benchmarks/results/deployable_sst2_<preset>.json;
+``--tag long --steps 1500 --no-trust`` fine-tunes the same search's picks longer, in a copy of
+its run directory, into deployable_sst2_<preset>_long.json.
 """
 
 from __future__ import annotations
@@ -45,11 +47,23 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--steps", type=int, default=300, help="fine-tuning steps per subnet (at most)")
     parser.add_argument("--trust-n", type=int, default=12)
+    parser.add_argument("--lr", type=float, default=5e-5, help="fine-tuning learning rate")
+    parser.add_argument("--no-trust", action="store_true", help="fine-tune the picks only")
+    parser.add_argument(
+        "--tag", default="", help="a variant (other fine-tuning settings): its own copy of the run, results _TAG"
+    )
     parser.add_argument("--cache", default="/tmp/bench-deployable")
     parser.add_argument("--glue-dir", default=None)
     args = parser.parse_args()
     root = Path(args.cache)
     os.environ["BERTNAS_CACHE"] = str(root / "cache")
+    run_dir = root / ("run" if not args.tag else f"run-{args.tag}")
+    if args.tag and not run_dir.exists() and (root / "run").exists():
+        # the same search, fine-tuned with other settings: a copy without the first variant's models
+        import shutil
+
+        ignore = shutil.ignore_patterns("finetuned", "finetuned.csv", "trust.json", "trust.png")
+        shutil.copytree(root / "run", run_dir, ignore=ignore)
 
     from bertnas.hardware import load_predictor
     from bertnas.pipeline import plan_search
@@ -66,7 +80,7 @@ def main() -> None:
         budgets_ms={"pixel4": BUDGET_MS},
         preset=args.preset,
         trials=args.trials,
-        out=str(root / "run"),
+        out=str(run_dir),
         glue_dir=args.glue_dir,
     )
     timings = []
@@ -80,7 +94,7 @@ def main() -> None:
     run_search(config, progress=True)
     timings.append({"step": "search", "seconds": time.perf_counter() - began})
 
-    run = SearchRun.open(root / "run")
+    run = SearchRun.open(run_dir)
     supernet_dir = run.supernet_dir()
     supernet_metrics = json.loads((supernet_dir / "metrics.json").read_text())
     teacher = json.loads((supernet_dir / "run.json").read_text())["config"]["teacher"]
@@ -106,7 +120,7 @@ def main() -> None:
             "dev_metric": float(best["dev_metric"]),
             "dev_selected_dev_metric": float(feasible["dev_metric"].max()),  # choosing on dev: flattering
         }
-    finetune = SubnetFinetuneConfig(max_steps=args.steps, glue_dir=args.glue_dir)
+    finetune = SubnetFinetuneConfig(max_steps=args.steps, lr=args.lr, glue_dir=args.glue_dir)
     trials = run.trials.set_index("number")
     selected = [Selected(trial, _arch(trials, trial)) for trial in dict.fromkeys(picks.values())]
     began = time.perf_counter()
@@ -122,9 +136,11 @@ def main() -> None:
             "loss_vs_teacher_points": round(100 * (teacher_dev - dev), 2),
             "shared_dev_metric": float(table.loc[trial, "shared_dev_metric"]),
         }
-    began = time.perf_counter()
-    trust = trust_report(run, "pixel4", args.trust_n, finetune, supernet_dir)
-    timings.append({"step": f"trust ({args.trust_n} subnets)", "seconds": time.perf_counter() - began})
+    trust = None
+    if not args.no_trust:
+        began = time.perf_counter()
+        trust = trust_report(run, "pixel4", args.trust_n, finetune, supernet_dir)
+        timings.append({"step": f"trust ({args.trust_n} subnets)", "seconds": time.perf_counter() - began})
     table = finetuned_table(run.directory)
     per_model = {
         "mean_seconds": float(table["seconds"].mean()),
@@ -137,6 +153,7 @@ def main() -> None:
         "preset": args.preset,
         "trials": args.trials,
         "finetune_max_steps": args.steps,
+        "finetune_lr": args.lr,
         "host": host(),
         "splits": {
             "search": "5 % of SST-2 train held out (seeded, stratified): trials, picks, early stopping",
@@ -150,12 +167,14 @@ def main() -> None:
         "weight_shared_front": shared,
         "dev_selected_before": DEV_SELECTED_BEFORE,
         "finetuned": finetuned,
-        "trust": {key: trust[key] for key in ("k", "split", "kendall_tau", "spearman_rho", "gain", "front")},
-        "trust_search_split": trust["search_split"],
-        "trust_points": trust["points"],
+        "trust": None
+        if trust is None
+        else {key: trust[key] for key in ("k", "split", "kendall_tau", "spearman_rho", "gain", "front")},
+        "trust_search_split": None if trust is None else trust["search_split"],
+        "trust_points": None if trust is None else trust["points"],
         "time_per_finetuned_subnet": per_model,
     }
-    write_results(f"deployable_sst2_{args.preset}", results)
+    write_results(f"deployable_sst2_{args.preset}" + (f"_{args.tag}" if args.tag else ""), results)
     print(json.dumps({k: results[k] for k in ("teacher_dev_accuracy", "weight_shared_front", "finetuned")}, indent=2))
     print(json.dumps(results["trust"], indent=2))
     print(json.dumps(per_model, indent=2))
