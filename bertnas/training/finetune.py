@@ -105,6 +105,7 @@ def loss_for(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def finetune(config: FinetuneConfig, out: str | Path, force: bool = False) -> dict[str, Any]:
     """Fine-tune ``config.backbone`` on ``config.task``; write the teacher directory ``out`` (resumable;
     a second fine-tuning into ``out`` at the same time is refused)."""
+    config.validate()  # before anything is created, the lock's directory included
     with exclusive(out, "teacher directory"):
         return _finetune(config, Path(out), force)
 
