@@ -9,7 +9,10 @@ so a shared model store or a container running as another user can read them.
 
 Temporaries are named ``.NAME.bertnas-tmp-XXXXXXXX`` (files) and
 ``.NAME.bertnas-partial-XXXXXXXX`` (directories): :func:`is_temporary` recognizes exactly
-those, so cleaning up after a crash never touches a user's own hidden files.
+those, so cleaning up after a crash never touches a user's own hidden files. Replacing a
+directory moves the old one aside into ``.NAME.bertnas-partial-old-XXXXXXXX/NAME`` first; a
+kill between the two renames leaves it there, and :func:`settle` (which every command that
+owns an output calls once it holds the output's lock) puts it back and removes the rest.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bertnas import killpoints
 from bertnas.errors import BertnasError
 
 TEMP_MARK = ".bertnas-tmp-"
 PARTIAL_MARK = ".bertnas-partial-"
+_OLD_MARK = f"{PARTIAL_MARK}old-"
 
 
 def _umask() -> int:
@@ -100,6 +105,7 @@ def atomic_directory(target: str | Path, force: bool = False) -> Iterator[Path]:
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}{PARTIAL_MARK}old-", dir=target.parent))
             os.replace(target, old / target.name)
+            killpoints.reached("directory-swap")
             os.replace(scratch, target)
             shutil.rmtree(old, ignore_errors=True)
         else:
@@ -107,6 +113,39 @@ def atomic_directory(target: str | Path, force: bool = False) -> Iterator[Path]:
     finally:
         if scratch.exists():
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def settle(target: str | Path) -> None:
+    """Undo what a killed writer of ``target`` left: put back a directory it had moved aside
+    and not yet replaced, then delete its temporaries (beside ``target`` and, for a
+    directory, directly inside it). Call it only while holding ``target``'s lock."""
+    target = Path(target)
+    if target.parent.is_dir():
+        _settle_in(target.parent, target.name)
+    if target.is_dir():
+        _settle_in(target, None)
+
+
+def remove_temporaries(directory: Path) -> None:
+    """Delete the temporaries that interrupted writes left directly in ``directory`` (and put
+    back any directory moved aside by an interrupted replace); nothing else, whatever its name."""
+    _settle_in(Path(directory), None)
+
+
+def _settle_in(directory: Path, name: str | None) -> None:
+    """Settle the temporaries in ``directory`` (of the output ``name`` only, when given)."""
+    for path in directory.glob(".*"):
+        if not is_temporary(path) or (name is not None and not path.name.startswith(f".{name}.bertnas-")):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            if _OLD_MARK in path.name:  # .NAME.bertnas-partial-old-XXXX/NAME: the previous complete NAME
+                original = path.name[1 : path.name.index(_OLD_MARK)]
+                kept = path / original
+                if kept.exists() and not (directory / original).exists():
+                    os.replace(kept, directory / original)
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _open_modes(root: Path) -> None:

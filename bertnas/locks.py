@@ -6,7 +6,8 @@ exports into one target would overwrite each other's files. Each such command ho
 with a one-line error naming the holder (its pid, command and start time). The lock is an
 ``flock`` on a small file, so the kernel releases it when the holder exits, however it
 exits (``kill -9`` included): a stale lock never blocks a rerun. A holder that ends normally
-removes the file.
+removes the file. Whoever takes the lock first settles what a killed holder left
+(:func:`bertnas.atomic.settle`): a directory moved aside is put back, temporaries go.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bertnas.atomic import settle
 from bertnas.errors import BertnasError
 
 LOCK_SUFFIX = ".bertnas-lock"
@@ -56,6 +58,7 @@ def exclusive(target: str | Path, what: str) -> Iterator[None]:
         os.ftruncate(handle, 0)
         record = {"pid": os.getpid(), "command": " ".join(sys.argv[:4]), "since": time.strftime("%H:%M:%S")}
         os.write(handle, json.dumps(record).encode())
+        settle(target)
         yield
     finally:
         # Remove the file while still holding the lock, then release: a process that opened the old

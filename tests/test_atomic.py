@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from bertnas.atomic import atomic_directory, atomic_write_text, is_temporary, temporary_file
-from bertnas.search.run import remove_temporaries
+from bertnas.atomic import (
+    atomic_directory,
+    atomic_write_text,
+    is_temporary,
+    remove_temporaries,
+    settle,
+    temporary_file,
+)
 
 
 @pytest.fixture
@@ -90,3 +96,22 @@ def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_one_releases(
     with exclusive(target, "run directory"):  # the kernel released the killed holder's lock
         pass
     assert time.perf_counter() - start < 1
+
+
+def test_settle_puts_back_a_directory_moved_aside_and_removes_the_scratch(tmp_path):
+    """A kill between the two renames of a directory replace leaves the old directory aside and
+    the new one in scratch: settling restores the old (complete) one and deletes the rest."""
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "weights").write_text("old")
+    aside = tmp_path / ".model.bertnas-partial-old-abc123"
+    aside.mkdir()
+    os.replace(target, aside / "model")
+    scratch = tmp_path / ".model.bertnas-partial-xyz"
+    scratch.mkdir()
+    (scratch / "weights").write_text("new, unfinished")
+    (tmp_path / ".other.bertnas-tmp-1").write_text("another output's temporary")
+    (tmp_path / ".modelx").write_text("a user's file")
+    settle(target)
+    assert (target / "weights").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".modelx", ".other.bertnas-tmp-1", "model"]

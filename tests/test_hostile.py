@@ -188,3 +188,18 @@ def test_every_command_a_message_names_exists():
                 break
             group = sub
     assert not missing, missing
+
+
+def test_without_network_a_missing_task_fails_in_seconds(tmp_path):
+    """No GLUE_DIR, no offline setting, a hub endpoint that refuses connections: the hub client's
+    retries (about 25 s) are skipped and the usual error comes at once."""
+    import subprocess
+    import sys
+
+    environment = {k: v for k, v in os.environ.items() if k not in ("GLUE_DIR", "HF_HUB_OFFLINE")}
+    environment.update(HF_ENDPOINT="http://127.0.0.1:9", BERTNAS_CACHE=str(tmp_path / "cache"))
+    code = "from bertnas.data.glue import load_task; load_task('rte', 'dev')"
+    done = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "cannot find GLUE rte split dev" in done.stderr
+    assert "offline: 127.0.0.1:9 unreachable" in done.stderr
+    assert "Retrying" not in done.stderr  # the hub client went straight to its offline answer

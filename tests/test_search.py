@@ -387,15 +387,30 @@ def test_rejected_subnets_are_never_evaluated(env, budgets, tmp_path, monkeypatc
         return original(self, arch)
 
     monkeypatch.setattr(SubnetEvaluator, "evaluate", recording)
-    # A tight budget (a quarter of the way from the smallest subnet to the midpoint): many rejections.
+    # A tight budget (a quarter of the way from the smallest subnet to the midpoint): NSGA-II, which
+    # learns the budget from rejected trials, has many.
     low, mid = budgets[DEVICE_A]
-    config = _config(env, tmp_path / "run", {DEVICE_A: low + (mid - low) / 4}, trials=4, sampler="random")
+    config = _config(env, tmp_path / "run", {DEVICE_A: low + (mid - low) / 4}, trials=4, sampler="nsga2")
     config.references = False
     result = run_search(config, progress=False)
     trials = SearchRun.open(tmp_path / "run").trials
     assert result["counts"]["rejected"] > 0
     assert sorted(evaluated) == sorted(trials.loc[trials["state"] == "COMPLETE", "arch_hash"])
     assert reported and set(reported) <= set(evaluated)  # the dev report: front points only, after the search
+
+
+@pytest.mark.parametrize("sampler", ["random", "evolution"])
+def test_screening_samplers_reject_in_memory_not_in_the_study(env, budgets, tmp_path, sampler):
+    """Random search and evolution draw configs over every budget again in memory: the same tight
+    budget gives no rejected trial at all, and every evaluated subnet meets it."""
+    low, mid = budgets[DEVICE_A]
+    budget = low + (mid - low) / 4
+    config = _config(env, tmp_path / "run", {DEVICE_A: budget}, trials=6, sampler=sampler, population=3)
+    config.references = False
+    result = run_search(config, progress=False)
+    trials = SearchRun.open(tmp_path / "run").trials
+    assert result["counts"]["rejected"] == 0 and result["counts"]["evaluated"] == 6
+    assert (trials[latency_column(DEVICE_A)] <= budget).all()
 
 
 def test_study_seeded_from_another_runs_front(env, budgets, tmp_path):

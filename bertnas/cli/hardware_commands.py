@@ -81,10 +81,11 @@ def measure_command(
     force: bool = typer.Option(False, "--force", help="Replace an existing profile."),
 ) -> None:
     """Measure the kernel set on this machine (warm-up, repeats, medians) and write a profile."""
-    from bertnas.hardware.measure import GRIDS, Timing, measure_profile
+    from bertnas.hardware.measure import GRIDS
     from bertnas.hardware.profile import profiles_dir
     from bertnas.hardware.runtimes import RUNTIMES
     from bertnas.hardware.validate import CALIBRATION_SEED, sample_subnets
+    from bertnas.locks import exclusive
 
     if runtime not in RUNTIMES:
         raise BertnasError(
@@ -105,6 +106,28 @@ def measure_command(
         raise BertnasError(f"{target} exists; pass --force to replace it or choose another --name")
     archs = sample_subnets(calibration, CALIBRATION_SEED, backbone) if calibration else []
     label = f"{calibration} random unified-space subnets of {'+'.join(backbone)}, seed {CALIBRATION_SEED}"
+    with exclusive(target, "profile"):
+        _measure_into(target, name, runtime, threads, seq_len, batch, cuda, GRIDS[grid](seq_len), archs, label, rounds)
+
+
+def _measure_into(
+    target: Path,
+    name: str,
+    runtime: str,
+    threads: int,
+    seq_len: int,
+    batch: int,
+    cuda: bool,
+    grid: object,
+    archs: list,
+    label: str,
+    rounds: int,
+) -> None:
+    """Measure into ``target``; the kernel families finished so far wait in a hidden checkpoint
+    beside it, so a rerun after a kill times only the rest (removed once the profile is written)."""
+    from bertnas.hardware.measure import Timing, measure_profile
+
+    checkpoint = target.with_name(f".{target.name}.measure-checkpoint.json")
     profile = measure_profile(
         name,
         runtime,
@@ -112,12 +135,14 @@ def measure_command(
         seq_len=seq_len,
         batch=batch,
         cuda=cuda,
-        grid=GRIDS[grid](seq_len),
+        grid=grid,
         calibration=archs,
-        calibration_label=label if calibration else "",
+        calibration_label=label if archs else "",
         timing=Timing(rounds=rounds),
+        checkpoint=checkpoint,
     )
     profile.save(target)
+    checkpoint.unlink(missing_ok=True)
     typer.echo(f"wrote {target}")
     if "calibration" in profile.evidence:
         typer.echo(f"calibration: {json.dumps(profile.evidence['calibration'])}")

@@ -39,6 +39,7 @@ def finetune_command(
     lr: float | None = typer.Option(None, "--lr", help="Override the preset's learning rate."),
     train_subset: int | None = typer.Option(None, "--train-subset", help="Use only the first N train examples."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Override the preset's step cap."),
+    checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
     search_split: str = SEARCH_SPLIT_OPTION,
     seed: int = typer.Option(42, "--seed"),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)."),
@@ -53,7 +54,14 @@ def finetune_command(
 
     task = task_spec(task, text_columns, label_column, metric, max_length)
     values = dict(PRESETS[check_preset(preset)])
-    for key, value in (("epochs", epochs), ("lr", lr), ("train_subset", train_subset), ("max_steps", max_steps)):
+    overrides = (
+        ("epochs", epochs),
+        ("lr", lr),
+        ("train_subset", train_subset),
+        ("max_steps", max_steps),
+        ("checkpoint_every", checkpoint_every),
+    )
+    for key, value in overrides:
         if value is not None:
             values[key] = value
     config = FinetuneConfig(

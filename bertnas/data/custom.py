@@ -343,11 +343,15 @@ def _read_hub(source: str) -> dict[str, _RawSplit]:
     name, _, config = source[len(HUB_PREFIX) :].partition(":")
     if not name:
         raise BertnasError(f"--task {source}: give the hub dataset as hf:NAME or hf:NAME:CONFIG")
+    from bertnas.hub import ensure_reachable_or_offline
+
+    offline = ensure_reachable_or_offline()
     try:
         dataset_dict = datasets.load_dataset(name, config or None)
     except Exception as error:  # offline, unknown name, gated: datasets raises many types
+        why = _deepest_message(error) + (f"; offline: {offline}" if offline else "")
         raise BertnasError(
-            f"cannot load hub dataset {name}{':' + config if config else ''} ({_deepest_message(error)}); "
+            f"cannot load hub dataset {name}{':' + config if config else ''} ({why}); "
             "check the name and the network (offline, only datasets already in the Hugging Face cache load), "
             "or save it to a directory and pass that"
         ) from None

@@ -511,10 +511,13 @@ def _load_from_hub(info: TaskInfo, split: str) -> GlueSplit | str:
         import datasets
     except ImportError:
         return "the datasets package is not installed"
+    from bertnas.hub import ensure_reachable_or_offline
+
+    offline = ensure_reachable_or_offline()
     try:
         dataset = datasets.load_dataset(HUB_DATASET, info.hub_config, split=hub_split)
     except Exception as error:  # datasets raises many unrelated types; all mean "not available"
-        return _one_line(error)
+        return f"{_one_line(error)}; offline: {offline}" if offline else _one_line(error)
     try:
         texts = [list(dataset[column]) for column in info.hub_text_columns]
         raw_labels = list(dataset["label"])

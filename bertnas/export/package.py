@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from bertnas import killpoints
 from bertnas.arch import ArchConfig
 from bertnas.atomic import atomic_directory
 from bertnas.cost import count_macs, count_params
@@ -143,6 +144,7 @@ def export_models(
             (scratch / candidate.name / "README.md").write_text(render_card(entry))
             entry["files"] = _file_digests(scratch / candidate.name)
             entries.append(entry)
+            killpoints.reached("model-exported")
         manifest = {
             "task": task.name,
             "metric": task.main_metric,

@@ -23,16 +23,19 @@ A measured profile is built in two steps (``bertnas profile measure``):
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from bertnas import killpoints
 from bertnas.arch import ArchConfig
 from bertnas.errors import BertnasError
 from bertnas.hardware.kernels import FAMILIES
@@ -137,20 +140,69 @@ def harness_ms(runtime: Runtime, timing: Timing = Timing()) -> float:
 
 
 def measure_kernels(
-    runtime: Runtime, grid: Grid, timing: Timing = Timing(), progress: bool = True, harness: float = 0.0
+    runtime: Runtime,
+    grid: Grid,
+    timing: Timing = Timing(),
+    progress: bool = True,
+    harness: float = 0.0,
+    checkpoint: Path | None = None,
 ) -> dict:
-    """Time every family over its grid, minus ``harness`` ms per call; returns ``{family: KernelTable}``."""
-    tables: dict[str, KernelTable] = {}
+    """Time every family over its grid, minus ``harness`` ms per call; returns ``{family: KernelTable}``.
+
+    With ``checkpoint`` (a JSON file), each finished family is saved there, and the families a
+    killed earlier run of the same measurement (same runtime, grid, timing and host) finished
+    are read back instead of timed again."""
+    key = {
+        "runtime": runtime.describe(),
+        "grid": {family: [list(map(int, axis)) for axis in grid.axes(family)] for family in FAMILIES},
+        "timing": timing.__dict__,
+        "harness_ms": None,  # the harness is re-timed each run; the tables do not depend on it
+        "host": host_description(),
+    }
+    tables = _read_checkpoint(checkpoint, key)
     with tqdm(total=grid.points(), desc=f"kernels ({runtime.name})", unit="pt", disable=not progress) as bar:
         for family in FAMILIES:
             axes = grid.axes(family)
+            if family in tables:
+                bar.update(int(np.prod([len(axis) for axis in axes])))
+                continue
             ms = np.zeros([len(axis) for axis in axes])
             for index in np.ndindex(*ms.shape):
                 shape = tuple(int(axis[i]) for axis, i in zip(axes, index, strict=True))
                 ms[index] = max(time_runner(runtime.kernel(family, shape), timing) - harness, 0.0)
                 bar.update()
             tables[family] = KernelTable(axes=tuple(np.asarray(a, dtype=np.float64) for a in axes), ms=ms)
+            if checkpoint is not None:
+                _write_checkpoint(checkpoint, key, tables)
+            killpoints.reached("family-measured")
     return tables
+
+
+def _read_checkpoint(path: Path | None, key: dict) -> dict[str, KernelTable]:
+    from bertnas.readers import read_json
+
+    if path is None or not path.is_file():
+        return {}
+    try:
+        saved = read_json(path, "measurement checkpoint")
+    except BertnasError:
+        return {}  # unreadable: measure again
+    if not isinstance(saved, dict) or saved.get("key") != json.loads(json.dumps(key)):
+        return {}  # another measurement's: measure again
+    return {
+        family: KernelTable(
+            axes=tuple(np.asarray(a, dtype=np.float64) for a in entry["axes"]), ms=np.asarray(entry["ms"])
+        )
+        for family, entry in saved.get("families", {}).items()
+        if family in FAMILIES
+    }
+
+
+def _write_checkpoint(path: Path, key: dict, tables: dict[str, KernelTable]) -> None:
+    from bertnas.atomic import atomic_write_text
+
+    families = {f: {"axes": [a.astype(int).tolist() for a in t.axes], "ms": t.ms.tolist()} for f, t in tables.items()}
+    atomic_write_text(path, json.dumps({"key": key, "families": families}))
 
 
 def measure_models(
@@ -218,8 +270,11 @@ def measure_profile(
     calibration_label: str = "",
     timing: Timing = Timing(),
     progress: bool = True,
+    checkpoint: Path | None = None,
 ) -> HardwareProfile:
-    """Measure kernels (and fit corrections on ``calibration`` subnets) into a ``measured`` profile."""
+    """Measure kernels (and fit corrections on ``calibration`` subnets) into a ``measured`` profile.
+
+    ``checkpoint``: see :func:`measure_kernels` (a rerun after a kill keeps the timed families)."""
     from bertnas.hardware.predictor import LatencyPredictor
 
     grid = grid or default_grid(seq_len)
@@ -228,7 +283,7 @@ def measure_profile(
     runtime = open_runtime(runtime_name, threads, batch, seq_len, cuda)
     started = time.perf_counter()
     harness = harness_ms(runtime, timing)
-    tables = measure_kernels(runtime, grid, timing, progress, harness)
+    tables = measure_kernels(runtime, grid, timing, progress, harness, checkpoint)
     kernel_seconds = time.perf_counter() - started
     host = {**host_description(), **runtime.describe()}
     device = f"{host['cpu']} ({threads} thread{'s' if threads > 1 else ''})" if not cuda else host.get("device", "cuda")

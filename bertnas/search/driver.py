@@ -22,6 +22,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from bertnas import killpoints
 from bertnas.arch import ArchConfig
 from bertnas.atomic import atomic_write_text
 from bertnas.errors import BertnasError
@@ -38,6 +39,7 @@ from bertnas.search.evaluate import (
 )
 from bertnas.search.objectives import Objectives, latency_column
 from bertnas.search.pareto import degenerate_mask
+from bertnas.search.planned import SCREEN_DRAWS, PlannedSampler
 from bertnas.search.run import (
     BASELINE_JSON,
     REFERENCES_JSON,
@@ -45,7 +47,6 @@ from bertnas.search.run import (
     STUDY_DB,
     SearchRun,
     front_points,
-    remove_temporaries,
     trials_frame,
     write_dev_metrics,
     write_front_files,
@@ -59,6 +60,11 @@ from bertnas.space import SearchSpace
 INTERRUPTED = "interrupted"
 #: Give up when this many trials in a row were rejected (the budget is too tight for the sampler).
 MAX_REJECTIONS_IN_A_ROW = 2000
+#: The same for a sampler that screens its suggestions in memory: each rejected trial already
+#: stands for ``SCREEN_DRAWS`` infeasible draws.
+MAX_SCREENED_REJECTIONS_IN_A_ROW = 5
+#: Study user attribute listing every session that worked on the study (killed ones included).
+SESSIONS_ATTR = "sessions"
 #: Rewrite trials.csv/.parquet every this many evaluated trials while the search runs.
 TABLE_EVERY = 10
 
@@ -197,17 +203,32 @@ def context_sampler(context: SearchContext, sampler_seed: int) -> optuna.sampler
     """The search's sampler. The surrogate sampler seeds each trial by (seed, trial number) and
     keeps its state in the study, so it keeps the search's own seed when a study is resumed."""
     config = context.config
-    if config.sampler != "surrogate":
-        return make_sampler(config.sampler, sampler_seed, context.space, config.population)
-    references = reference_archs(context.space, context.space.full()).values()
+    surrogate = config.sampler == "surrogate"
+    references = reference_archs(context.space, context.space.full()).values() if surrogate else ()
     return make_sampler(
-        "surrogate",
-        config.seed,
+        config.sampler,
+        config.seed if surrogate else sampler_seed,
         context.space,
         config.population,
         latency_ms=context.trial_evaluator.latencies,
         budgets=context.objectives.budgets,
         references=list(references),
+    )
+
+
+def rejection_limit(sampler: optuna.samplers.BaseSampler) -> int:
+    """Rejected trials in a row after which the search gives up (:func:`too_tight`)."""
+    screens = isinstance(sampler, PlannedSampler) and sampler.feasible is not None
+    return MAX_SCREENED_REJECTIONS_IN_A_ROW if screens else MAX_REJECTIONS_IN_A_ROW
+
+
+def too_tight(config: SearchConfig, sampler: optuna.samplers.BaseSampler) -> BertnasError:
+    """The error of a search whose sampler keeps suggesting subnets over every budget."""
+    draws = rejection_limit(sampler) * (SCREEN_DRAWS if rejection_limit(sampler) != MAX_REJECTIONS_IN_A_ROW else 1)
+    return BertnasError(
+        f"{draws} suggestions in a row were over every budget; the budgets "
+        f"{', '.join(f'{d} {format_ms(b)}' for d, b in config.budgets_ms.items())} are too tight for sampler "
+        f"{config.sampler!r}; raise them or try --sampler evolution (the study so far is kept; rerun to resume)"
     )
 
 
@@ -293,6 +314,21 @@ def seed_study(study: optuna.Study, context: SearchContext) -> int:
     return queued
 
 
+def start_session(study: optuna.Study, context: SearchContext, entry: dict[str, Any]) -> None:
+    """Record this session in the study itself, so a session killed before it wrote run.json is
+    still listed there later, and in ``context`` (run.json's ``sessions``)."""
+    recorded = study.user_attrs.get(SESSIONS_ATTR)
+    if recorded is None:  # a study from before sessions were kept in it: run.json's list
+        previous = SearchRun.open(context.run_dir).info if (context.run_dir / RUN_JSON).is_file() else {}
+        recorded = previous.get("sessions", [])
+    context.identity["sessions"] = [*recorded, entry]
+    save_sessions(study, context)
+
+
+def save_sessions(study: optuna.Study, context: SearchContext) -> None:
+    study.set_user_attr(SESSIONS_ATTR, context.identity["sessions"])
+
+
 def run_local(context: SearchContext, progress: bool = True) -> optuna.Study:
     """Run trials in this process until the study holds ``config.trials`` evaluated ones."""
     config = context.config
@@ -305,9 +341,11 @@ def run_local(context: SearchContext, progress: bool = True) -> optuna.Study:
     close_interrupted(study, context)
     if not resumed and (config.seed_references or config.seed_from):
         seed_study(study, context)
-    context.identity["sessions"] = context.identity.get("sessions", []) + [
-        {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "trials_before": before, "sampler_seed": sampler_seed}
-    ]
+    start_session(
+        study,
+        context,
+        {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "trials_before": before, "sampler_seed": sampler_seed},
+    )
     done = evaluation_units(study)
     if done >= config.trials:
         return study
@@ -315,13 +353,14 @@ def run_local(context: SearchContext, progress: bool = True) -> optuna.Study:
         total=config.trials, initial=done, desc=f"search {context.study_name}", unit="trial", disable=not progress
     )
     state = {"rejected_in_a_row": 0, "gave_up": False, "last_table": done}
+    limit = rejection_limit(sampler)
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         # A multi-fidelity stop is no budget rejection: it counts as the share of an evaluation it cost.
         fidelity_stop = trial.user_attrs.get(STATUS_ATTR) == PRUNED_FRONT
         if trial.state == TrialState.PRUNED and not fidelity_stop:
             state["rejected_in_a_row"] += 1
-            if state["rejected_in_a_row"] >= MAX_REJECTIONS_IN_A_ROW:
+            if state["rejected_in_a_row"] >= limit:
                 state["gave_up"] = True
                 study.stop()
             return
@@ -336,11 +375,7 @@ def run_local(context: SearchContext, progress: bool = True) -> optuna.Study:
     finally:
         bar.close()
     if state["gave_up"]:
-        raise BertnasError(
-            f"{MAX_REJECTIONS_IN_A_ROW} suggestions in a row were over every budget; the budgets "
-            f"{', '.join(f'{d} {format_ms(b)}' for d, b in config.budgets_ms.items())} are too tight for sampler "
-            f"{config.sampler!r}; raise them or try --sampler evolution (the study so far is kept; rerun to resume)"
-        )
+        raise too_tight(config, sampler)
     return study
 
 
@@ -373,7 +408,6 @@ def finalize(context: SearchContext, study: optuna.Study, wall_time_s: float | N
     import json
 
     config, run_dir, objectives = context.config, context.run_dir, context.objectives
-    remove_temporaries(run_dir)
     trials = trials_frame(study, objectives.devices)
     references: list[dict[str, Any]] = []
     if config.references:
@@ -399,6 +433,7 @@ def finalize(context: SearchContext, study: optuna.Study, wall_time_s: float | N
             dev=report,
         )
         fronts[device] = front
+        killpoints.reached("front-written")
     write_trials(run_dir, trials)
     counts = count_states(study)
     fidelity_stops = int((trials["status"] == PRUNED_FRONT).sum())
@@ -420,7 +455,7 @@ def finalize(context: SearchContext, study: optuna.Study, wall_time_s: float | N
         "optimized": [o.column for o in objectives.optimized],
         "sampler": config.sampler,
         "seed": config.seed,
-        "sessions": previous.get("sessions", []) + context.identity.get("sessions", []),
+        "sessions": context.identity.get("sessions", []),
         "trials_requested": config.trials,
         "counts": {
             "evaluated": counts["COMPLETE"],

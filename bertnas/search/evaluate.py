@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import optuna
 
+from bertnas import killpoints
 from bertnas.arch import ArchConfig
 from bertnas.errors import BertnasError
 from bertnas.search.budget import format_ms
@@ -158,7 +159,9 @@ class TrialEvaluator:
         """Objective values for ``trial``; raises :class:`optuna.TrialPruned` when rejected."""
         candidate = self.begin(trial)
         if self.fidelity is None:
-            return self.finish(trial, candidate, self.measure(candidate))
+            record = self.measure(candidate)
+            killpoints.reached("trial-evaluated")
+            return self.finish(trial, candidate, record)
 
         def could_reach(bound: float) -> bool:
             trial.set_user_attr(BOUND_ATTR, bound)

@@ -14,6 +14,7 @@ first ``population_size`` trials are random.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,8 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from bertnas.search.planned import PlannedSampler
+from bertnas.arch import ArchConfig
+from bertnas.search.planned import SCREEN_DRAWS, PlannedSampler
 from bertnas.space import SearchSpace
 
 
@@ -35,8 +37,9 @@ class EvolutionSampler(PlannedSampler):
         sample_size: int = 5,
         crossover_prob: float = 0.5,
         seed: int | None = None,
+        feasible: Callable[[ArchConfig], bool] | None = None,
     ) -> None:
-        super().__init__(space, seed)
+        super().__init__(space, seed, feasible)
         self.population_size = population_size
         self.sample_size = sample_size
         self.crossover_prob = crossover_prob
@@ -48,7 +51,17 @@ class EvolutionSampler(PlannedSampler):
             return {}
         # Seeded per trial number, so a resumed study makes the same choices.
         rng = np.random.default_rng(None if self.seed is None else (self.seed, number))
-        directions = study.directions
+        child = self._child(population, study.directions, rng)
+        # a child over every budget is bred again in memory (microseconds), not rejected as a trial
+        for _ in range(SCREEN_DRAWS if self.feasible is not None else 0):
+            if self.feasible(child):
+                break
+            child = self._child(population, study.directions, rng)
+        return self.space.to_values(child)
+
+    def _child(
+        self, population: list[FrozenTrial], directions: list[StudyDirection], rng: np.random.Generator
+    ) -> ArchConfig:
         parent = self._tournament(population, directions, rng)
         arch = self.space.from_values(parent.params)
         if rng.random() < self.crossover_prob:
@@ -59,7 +72,7 @@ class EvolutionSampler(PlannedSampler):
             if child != arch:
                 break
             child = self.space.mutate(arch, rng, prob=1.0 / max(1, len(self.space.dimensions)))
-        return self.space.to_values(child)
+        return child
 
     def _population(self, study: optuna.Study) -> list[FrozenTrial]:
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

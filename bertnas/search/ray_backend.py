@@ -43,10 +43,8 @@ from tqdm.auto import tqdm
 from bertnas.arch import ArchConfig
 from bertnas.errors import BertnasError
 from bertnas.locks import exclusive
-from bertnas.search.budget import format_ms
 from bertnas.search.config import SearchConfig
 from bertnas.search.driver import (
-    MAX_REJECTIONS_IN_A_ROW,
     SearchContext,
     _existing_trials,
     close_interrupted,
@@ -54,8 +52,12 @@ from bertnas.search.driver import (
     count_states,
     finalize,
     prepare,
+    rejection_limit,
     report_progress,
+    save_sessions,
     seed_study,
+    start_session,
+    too_tight,
 )
 from bertnas.search.evaluate import Candidate, measurement
 from bertnas.search.study import open_storage, open_study
@@ -280,7 +282,9 @@ class RayTrialLoop:
         if not resumed and (config.seed_references or config.seed_from):
             seed_study(study, context)
         workers = _worker_count(self.options)
-        context.identity["sessions"] = context.identity.get("sessions", []) + [
+        start_session(
+            study,
+            context,
             {
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "trials_before": before,
@@ -288,8 +292,8 @@ class RayTrialLoop:
                 "backend": "ray",
                 "workers": workers,
                 "address": self.options.address or "embedded",
-            }
-        ]
+            },
+        )
         # Trials a killed driver left RUNNING past the grace period become FAIL (optimize() does the same);
         # the heartbeats below are recorded by hand, which Optuna warns about outside optimize().
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
@@ -309,6 +313,7 @@ class RayTrialLoop:
                 ray.kill(actor, no_restart=True)
             raise BertnasError(f"a Ray worker could not start: {_reason(error)}") from None
         context.identity["sessions"][-1]["worker_startup_s"] = round(time.perf_counter() - started, 2)
+        save_sessions(study, context)
         bar = tqdm(
             total=config.trials,
             initial=done,
@@ -333,8 +338,8 @@ class RayTrialLoop:
                             self._dispatch(slot, trial, candidate)
                             break
                         rejected_in_a_row += 1
-                        if rejected_in_a_row >= MAX_REJECTIONS_IN_A_ROW:
-                            self._give_up()
+                        if rejected_in_a_row >= rejection_limit(study.sampler):
+                            raise too_tight(config, study.sampler)
                 if pending_notify:
                     self._notify(study, pending_notify)
                     pending_notify = []
@@ -403,14 +408,6 @@ class RayTrialLoop:
             study.tell(trial, state=TrialState.FAIL)  # not counted: the study still reaches its trials
             return
         self._dispatch(slot, trial, candidate)
-
-    def _give_up(self) -> None:
-        config = self.context.config
-        raise BertnasError(
-            f"{MAX_REJECTIONS_IN_A_ROW} suggestions in a row were over every budget; the budgets "
-            f"{', '.join(f'{d} {format_ms(b)}' for d, b in config.budgets_ms.items())} are too tight for sampler "
-            f"{config.sampler!r}; raise them or try --sampler evolution (the study so far is kept; rerun to resume)"
-        )
 
 
 def run_search_ray(

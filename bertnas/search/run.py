@@ -28,7 +28,7 @@ import optuna
 import pandas as pd
 
 from bertnas.arch import ArchConfig
-from bertnas.atomic import atomic_write, atomic_write_text, is_temporary
+from bertnas.atomic import atomic_write, atomic_write_text
 from bertnas.errors import BertnasError
 from bertnas.readers import read_json
 from bertnas.search.evaluate import CONFIG_ATTR, STATUS_ATTR
@@ -183,14 +183,6 @@ def write_trials(directory: Path, trials: pd.DataFrame) -> None:
     """``trials.csv`` and ``trials.parquet``, each replaced atomically."""
     _atomic_write_csv(trials, directory / TRIALS_CSV)
     atomic_write(directory / TRIALS_PARQUET, lambda path: trials.to_parquet(path, index=False))
-
-
-def remove_temporaries(directory: Path) -> None:
-    """Delete the temporary files an interrupted atomic write left behind (``.NAME.bertnas-tmp-*``,
-    :func:`bertnas.atomic.is_temporary`); nothing else, whatever its name."""
-    for path in directory.glob(".*"):
-        if path.is_file() and is_temporary(path):
-            path.unlink(missing_ok=True)
 
 
 def write_run_json(directory: Path, info: dict[str, Any]) -> None:

@@ -90,9 +90,8 @@ class SurrogateSampler(PlannedSampler):
         kappa: float = 1.0,
         seed: int | None = None,
     ) -> None:
-        super().__init__(space, seed)
+        super().__init__(space, seed, feasible)
         self.latency = latency
-        self.feasible = feasible
         self.references = list(references)
         self.families = list(families)
         self.population_size = population_size

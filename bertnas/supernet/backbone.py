@@ -52,6 +52,10 @@ def load_backbone_config(name_or_path: str) -> Any:
     from transformers import AutoConfig
 
     source = resolve_backbone(name_or_path)
+    if not Path(source).expanduser().exists():  # a hub id: fail in seconds when the hub is out of reach
+        from bertnas.hub import ensure_reachable_or_offline
+
+        ensure_reachable_or_offline()
     try:
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as error:

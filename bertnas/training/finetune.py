@@ -22,14 +22,24 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from bertnas.atomic import atomic_directory
+from bertnas import killpoints
+from bertnas.atomic import atomic_directory, settle
 from bertnas.data import Collator, get_task
 from bertnas.data.batching import LengthBucketSampler
 from bertnas.data.holdout import SearchSplitSpec
 from bertnas.errors import BertnasError, check_range
 from bertnas.locks import exclusive
 from bertnas.supernet.backbone import DEFAULT_BACKBONE, load_backbone
-from bertnas.training.common import linear_schedule, make_optimizer, pick_device, run_record, set_seed, write_json
+from bertnas.training.common import (
+    linear_schedule,
+    make_optimizer,
+    pick_device,
+    rng_state,
+    run_record,
+    set_rng_state,
+    set_seed,
+    write_json,
+)
 from bertnas.training.evaluate import SEARCH_SPLIT_JSON, evaluate_model, load_train_dev
 
 
@@ -118,6 +128,7 @@ def _finetune(config: FinetuneConfig, out: Path, force: bool) -> dict[str, Any]:
     set_seed(config.seed)
     device = pick_device(config.device)
     checkpoint = checkpoint_dir(out)
+    settle(checkpoint)  # what a killed run left beside its checkpoint (``out`` itself: settled by the lock)
     resume = _checkpoint_state(checkpoint, config, force)
     model, tokenizer = load_backbone(str(checkpoint) if resume else config.backbone, num_labels=info.num_labels)
     model.config.id2label = dict(enumerate(info.labels)) if info.labels else {0: "score"}
@@ -142,6 +153,8 @@ def _finetune(config: FinetuneConfig, out: Path, force: bool) -> dict[str, Any]:
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         step, elapsed_before, record = int(resume["step"]), float(resume["train_seconds"]), resume["record"]
+        if "rng" in saved:
+            set_rng_state(saved["rng"])  # dropout continues where it was: the result is bit-identical
     start = time.perf_counter()
     model.train()
     progress = tqdm(total=total, initial=step, desc=f"finetune {info.name}", unit="step", dynamic_ncols=True)
@@ -165,6 +178,7 @@ def _finetune(config: FinetuneConfig, out: Path, force: bool) -> dict[str, Any]:
             if step % config.checkpoint_every == 0 and step < total:
                 seconds = elapsed_before + time.perf_counter() - start
                 _save_checkpoint(checkpoint, model, tokenizer, optimizer, scheduler, config, step, record, seconds)
+            killpoints.reached("train-step")
     progress.close()
     train_seconds = elapsed_before + time.perf_counter() - start
 
@@ -227,9 +241,11 @@ def _save_checkpoint(
         model.save_pretrained(str(scratch))
         tokenizer.save_pretrained(str(scratch))
         torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, scratch / CHECKPOINT_OPTIMIZER
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
+            scratch / CHECKPOINT_OPTIMIZER,
         )
         write_json(
             scratch / CHECKPOINT_STATE,
             {"step": step, "config": asdict(config), "record": record, "train_seconds": seconds},
         )
+        killpoints.reached("checkpoint-written")

@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -38,8 +39,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from bertnas import killpoints
 from bertnas.arch import ArchConfig
-from bertnas.atomic import atomic_directory
+from bertnas.atomic import PARTIAL_MARK, atomic_directory, file_mode
 from bertnas.data import Collator, get_task, make_dataloader
 from bertnas.data.batching import LengthBucketSampler
 from bertnas.data.holdout import SearchSplitSpec
@@ -49,7 +51,16 @@ from bertnas.model.compact import CompactBert
 from bertnas.space import SearchSpace, load_space
 from bertnas.supernet.backbone import teacher_fingerprint
 from bertnas.supernet.elastic import CONFIG_NAME, WEIGHTS_NAME, ElasticBert
-from bertnas.training.common import linear_schedule, make_optimizer, pick_device, run_record, set_seed, write_json
+from bertnas.training.common import (
+    linear_schedule,
+    make_optimizer,
+    pick_device,
+    rng_state,
+    run_record,
+    set_rng_state,
+    set_seed,
+    write_json,
+)
 from bertnas.training.distill import hidden_loss, logit_loss
 from bertnas.training.evaluate import SEARCH_SPLIT_JSON, TrainDev, evaluate_model, load_train_dev, read_search_split
 from bertnas.training.strategies import DEFAULT_RECIPE, Recipe, get_recipe, make_sampler
@@ -222,6 +233,8 @@ class SupernetTrainer:
     def _train(self) -> dict[str, Any]:
         config, info = self.config, self.info
         if (self.out / "training.json").is_file():
+            # a run killed after its completion marker, while it removed its checkpoint
+            shutil.rmtree(self.out / CHECKPOINT_DIR, ignore_errors=True)
             raise BertnasError(f"{self.out} already holds a finished supernet; choose another --out")
         set_seed(config.seed)
         teacher, tokenizer = self._load_teacher()
@@ -271,6 +284,8 @@ class SupernetTrainer:
             record = resume.get("record", record)
 
         strategy = make_sampler(space, recipe, config.seed, config.stages)
+        if resume is not None and "rng" in saved:
+            set_rng_state(saved["rng"])  # dropout continues where it was: the result is bit-identical
         start_time = time.perf_counter()
         elapsed_before = float(resume.get("train_seconds", 0.0)) if resume else 0.0
         progress = tqdm(
@@ -297,6 +312,7 @@ class SupernetTrainer:
                 if step % config.checkpoint_every == 0 and step < total:
                     seconds = elapsed_before + time.perf_counter() - start_time
                     self._save_checkpoint(supernet, optimizer, scheduler, step, record, seconds)
+                killpoints.reached("train-step")
         progress.close()
         train_seconds = elapsed_before + time.perf_counter() - start_time
         return self._finish(supernet, teacher, space, splits, record, total, train_seconds)
@@ -389,12 +405,14 @@ class SupernetTrainer:
         with atomic_directory(self.out / CHECKPOINT_DIR, force=True) as scratch:
             supernet.save_pretrained(scratch)
             torch.save(
-                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, scratch / OPTIMIZER_NAME
+                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
+                scratch / OPTIMIZER_NAME,
             )
             write_json(
                 scratch / STATE_NAME,
                 {"step": step, "config": asdict(self.config), "record": record, "train_seconds": seconds},
             )
+            killpoints.reached("checkpoint-written")
 
     def _finish(
         self,
@@ -435,12 +453,16 @@ class SupernetTrainer:
             "recipe": self.config.resolved_recipe().to_dict(),
         }
         supernet.cpu()
-        # Final files: each written beside its target and renamed, then training.json marks completion.
-        scratch = self.out / ".final"
+        # Final files: each written into a scratch directory and renamed into place, then
+        # training.json marks completion (a kill before it leaves a resumable, unfinished run).
+        self.out.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".final{PARTIAL_MARK}", dir=self.out))
         supernet.save_pretrained(scratch)
         for path in scratch.iterdir():
+            os.chmod(path, file_mode())
             os.replace(path, self.out / path.name)
         scratch.rmdir()
+        killpoints.reached("final-weights")
         write_json(self.out / "metrics.json", result)
         if splits.holdout is not None:
             write_json(self.out / SEARCH_SPLIT_JSON, {**splits.holdout.record, "teacher": self.teacher_holdout})
