@@ -39,3 +39,25 @@ def teacher_key(teacher: str) -> str:
 def supernet_dir(teacher: str, task: str, space: str) -> Path:
     """The cached supernet trained from ``teacher`` (a directory or hub id) on task ``task`` for ``space``."""
     return cache_root() / "supernets" / f"{teacher_key(teacher)}--{_slug(task)}--{_slug(space)}"
+
+
+CACHE_PREFIX = "cache:"
+
+
+def portable(path: str | Path, base: str | Path) -> str:
+    """``path`` as a run record keeps it, so the record's directory can move: ``cache:REL`` when
+    it lies in the bertnas cache (reopened under the reading machine's cache), else relative to
+    ``base``, the directory holding the record."""
+    path, base = Path(path).expanduser().resolve(), Path(base).expanduser().resolve()
+    try:
+        return CACHE_PREFIX + path.relative_to(cache_root().expanduser().resolve()).as_posix()
+    except ValueError:
+        return Path(os.path.relpath(path, base)).as_posix()
+
+
+def from_portable(recorded: str, base: str | Path) -> Path:
+    """The path :func:`portable` recorded, for a record in ``base`` (an absolute path from an older
+    record stays as it is)."""
+    if recorded.startswith(CACHE_PREFIX):
+        return cache_root() / recorded[len(CACHE_PREFIX) :]
+    return Path(base) / recorded

@@ -101,7 +101,7 @@ def _check_run(out: Path, trials: int) -> tuple:
     assert set(frame["state"]) <= {"COMPLETE", "PRUNED"}, frame["state"].value_counts()
     assert (frame["state"] == "COMPLETE").sum() == trials == run.info["counts"]["evaluated"]
     assert run.info["counts"]["failed"] == 0 and run.info["counts"]["running_or_interrupted"] == 0
-    stored = optuna.load_study(study_name=run.info["study"], storage=open_storage(run.info["storage"])).trials
+    stored = optuna.load_study(study_name=run.info["study"], storage=open_storage(run.storage_url)).trials
     assert [t.number for t in stored] == list(range(len(stored))) == sorted(frame["number"].tolist())
     done = frame[frame["state"] == "COMPLETE"]
     assert done["metric"].between(0, 1).all()

@@ -540,3 +540,60 @@ def test_a_moved_run_directory_opens_its_own_study(two_device_run, tmp_path):
     with pytest.raises(BertnasError, match="does not exist"):
         SearchRun.open(moved).study()
     assert not (moved / "study.db").exists()
+
+
+def test_a_run_moved_with_its_supernet_finds_it_by_relative_path(two_device_run, env, tmp_path):
+    """run.json records the supernet relative to the run directory (and its fingerprint), so the
+    two moved together still belong together; the study storage is the run's own file."""
+    out, _, _ = two_device_run
+    info = SearchRun.open(out).info
+    recorded = info["supernet"]
+    assert not Path(recorded).is_absolute() and info["storage"] is None
+    ups = Path(recorded).parts.count("..")
+    new_run = tmp_path.joinpath(*["d"] * ups, "run")
+    new_supernet = (new_run / recorded).resolve()
+    assert tmp_path in new_supernet.parents
+    shutil.copytree(out, new_run)
+    shutil.copytree(env["supernet"], new_supernet)
+    assert SearchRun.open(new_run).supernet_dir().resolve() == new_supernet
+    shutil.rmtree(new_supernet)
+    with pytest.raises(BertnasError, match="is missing; pass --supernet"):
+        SearchRun.open(new_run).supernet_dir()
+
+
+def test_two_searches_at_once_share_a_study_safely_and_never_one_directory(env, budgets, tmp_path):
+    """Two real search processes: a second one into the same --out is refused at once, naming the
+    holder; one into another directory on the same study storage cooperates through Optuna's
+    storage (no corrupt table, nothing left RUNNING, the requested count reached)."""
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    budget = f"{budgets[DEVICE_A][1]}ms"
+
+    def command(out: Path) -> list[str]:
+        return [
+            sys.executable, "-c", CLI, "search", "--device", DEVICE_A, "--budget", budget, "--supernet",
+            env["supernet"], "--glue-dir", env["glue"], "--trials", "40", "--sampler", "random", "--out", str(out),
+            "--storage", storage, "--study", "shared", "--no-references",
+        ]  # fmt: skip
+
+    environment = {**os.environ, "BERTNAS_CACHE": str(env["root"] / "cache-concurrent")}
+    first = subprocess.Popen(command(tmp_path / "a"), cwd=REPO, env=environment, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and _completed(tmp_path / "shared.db") < 1:
+            assert first.poll() is None, first.stderr.read().decode()[-2000:]
+            time.sleep(0.2)
+        refused = subprocess.run(command(tmp_path / "a"), cwd=REPO, env=environment, capture_output=True, text=True)
+        assert refused.returncode == 2
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"is in use by pid {first.pid}" in lines[0], refused.stderr
+        second = subprocess.run(command(tmp_path / "b"), cwd=REPO, env=environment, capture_output=True, text=True)
+        assert second.returncode == 0, second.stderr[-2000:]
+    finally:
+        first.wait(timeout=300)
+    assert first.returncode == 0
+    with sqlite3.connect(tmp_path / "shared.db") as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        states = dict(connection.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
+    assert 40 <= states["COMPLETE"] <= 41 and "RUNNING" not in states  # each stops at the count it sees
+    for out in (tmp_path / "a", tmp_path / "b"):
+        assert SearchRun.open(out).info["study"] == "shared"

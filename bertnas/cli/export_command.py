@@ -53,6 +53,8 @@ def export_command(
     devices = list(dict.fromkeys([*search.devices, device]))
     predictors = {name: load_predictor(name) for name in devices}
     config = info.get("config") or {}
+    from bertnas.paths import portable
+
     options = ExportOptions(
         task=info["task"],
         formats=format_list,
@@ -63,7 +65,7 @@ def export_command(
         seq_len=_run_seq_len(info, device),
         predict_seq_len=info.get("seq_len_override"),
         source={
-            "run": str(run),
+            "run": portable(run, out),  # relative to the export directory
             "study": info.get("study"),
             "device": device,
             "budget_ms": search.budgets_ms.get(device),

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from bertnas.cli.main import app
-from bertnas.supernet.backbone import DEFAULT_BACKBONE
+from bertnas.space.backbone_dims import DEFAULT_BACKBONE
 
 
 @app.command("extract")

@@ -19,7 +19,7 @@ from bertnas.cli.task_options import (
     TEXT_COLUMNS_OPTION,
     task_spec,
 )
-from bertnas.supernet.backbone import DEFAULT_BACKBONE
+from bertnas.space.backbone_dims import DEFAULT_BACKBONE
 from bertnas.training.presets import DEFAULT_PRESET, PRESET_HELP
 
 study_app = typer.Typer(help="Searches described by study files (studies/*.yaml).", no_args_is_help=True)

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
-from bertnas.data.tasks import task_spec
-
 __all__ = ["task_spec"]
+
+
+def task_spec(*args: Any) -> str:
+    """:func:`bertnas.data.tasks.task_spec` (imported when a command runs: the data stack is heavy)."""
+    from bertnas.data.tasks import task_spec as spec
+
+    return spec(*args)
+
 
 TASK_HELP = (
     "GLUE task (sst2, mrpc, ...), or your own data: a directory with train and dev files "

@@ -18,7 +18,7 @@ from bertnas.cli.task_options import (
     TEXT_COLUMNS_OPTION,
     task_spec,
 )
-from bertnas.supernet.backbone import DEFAULT_BACKBONE
+from bertnas.space.backbone_dims import DEFAULT_BACKBONE
 from bertnas.training.presets import DEFAULT_PRESET, PRESET_HELP
 
 supernet_app = typer.Typer(help="Train weight-sharing supernets.", no_args_is_help=True)

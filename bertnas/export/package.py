@@ -44,6 +44,7 @@ from bertnas.export.extract import extract_subnet
 from bertnas.export.onnx import ONNX_NAME, OnnxModel, export_onnx
 from bertnas.locks import exclusive
 from bertnas.model.compact import CONFIG_NAME, CompactBert
+from bertnas.paths import portable
 
 FORMATS = ("hf", "onnx")
 PARITY_TOLERANCE = 1e-4
@@ -129,7 +130,7 @@ def export_models(
     labels = list(task.labels)
     source = {
         **options.source,
-        "supernet": str(supernet_dir),
+        "supernet": portable(supernet_dir, out),  # relative to the export (or cache:...)
         "supernet_fingerprint": supernet_fingerprint(supernet_dir),
     }
 

@@ -27,6 +27,7 @@ from bertnas.arch import ArchConfig
 from bertnas.atomic import atomic_write_text
 from bertnas.errors import BertnasError
 from bertnas.locks import exclusive
+from bertnas.paths import portable
 from bertnas.search.budget import format_ms
 from bertnas.search.config import SearchConfig
 from bertnas.search.evaluate import (
@@ -443,13 +444,13 @@ def finalize(context: SearchContext, study: optuna.Study, wall_time_s: float | N
     info = {
         "command": config.command or sys.argv,
         "study": context.study_name,
-        "storage": context.storage_url,
+        "storage": context.config.storage,  # the user's URL; None: the run directory's own study.db
         # the default storage, relative to the run directory: a moved or copied run opens its own
         "storage_file": STUDY_DB if context.config.storage is None else None,
         "task": context.identity["task"],
         "space": context.space.name,
         "backbone": context.identity["backbone"],
-        "supernet": str(context.supernet_path),
+        "supernet": portable(context.supernet_path, run_dir),  # checked against hashes.supernet_fingerprint
         "metric": objectives.metric.name,
         "budgets_ms": objectives.budgets,
         "optimized": [o.column for o in objectives.optimized],
@@ -524,7 +525,7 @@ def summary(
     out: dict[str, Any] = {
         "run_dir": None,
         "study": info["study"],
-        "storage": info["storage"],
+        "storage": info["storage"] or info.get("storage_file"),
         "metric": info["metric"],
         "baseline": info.get("baseline"),
         "counts": info["counts"],

@@ -232,12 +232,16 @@ class SearchRun:
 
     def supernet_dir(self, override: str | Path | None = None) -> Path:
         """The supernet the search evaluated (or ``override``), checked by its weights' fingerprint."""
+        from bertnas.paths import from_portable
         from bertnas.supernet.elastic import WEIGHTS_NAME
         from bertnas.training.evaluate import supernet_fingerprint
 
-        directory = Path(override) if override else Path(self.info["supernet"])
+        directory = Path(override) if override else from_portable(self.info["supernet"], self.directory)
         if not (directory / WEIGHTS_NAME).is_file():
-            raise BertnasError(f"supernet {directory} (used by the search) is missing; pass --supernet DIR")
+            raise BertnasError(
+                f"supernet {directory} (used by the search, recorded as {self.info['supernet']!r} from the run "
+                "directory) is missing; pass --supernet DIR"
+            )
         expected = (self.info.get("hashes") or {}).get("supernet_fingerprint")
         if expected and supernet_fingerprint(directory) != expected:
             raise BertnasError(
@@ -276,6 +280,8 @@ class SearchRun:
         relative = self.info.get("storage_file")
         if relative:
             return sqlite_url(self.directory / relative)
+        if not self.info.get("storage"):
+            raise BertnasError(f"{self.directory / RUN_JSON} records no study storage; rerun the search")
         return self.info["storage"]
 
     def study(self) -> optuna.Study:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from bertnas.errors import BertnasError
+from bertnas.space.backbone_dims import DEFAULT_BACKBONE
 
-DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
 _MINILM_ALIASES = {"all-minilm-l6-v2", "minilm", "sentence-transformers/all-minilm-l6-v2"}
 
 
