@@ -49,7 +49,7 @@ def make_sampler(
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=population_size or 20)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, warn_independent_sampling=False)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
     if name == "random":
         if feasible is not None:
             return ScreenedRandomSampler(space, seed=seed, feasible=feasible)
