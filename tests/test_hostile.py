@@ -196,7 +196,8 @@ def test_without_network_a_missing_task_fails_in_seconds(tmp_path):
     import subprocess
     import sys
 
-    environment = {k: v for k, v in os.environ.items() if k not in ("GLUE_DIR", "HF_HUB_OFFLINE")}
+    unset = ("GLUE_DIR", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")  # (tests before may set them)
+    environment = {k: v for k, v in os.environ.items() if k not in unset and "PROXY" not in k.upper()}
     environment.update(HF_ENDPOINT="http://127.0.0.1:9", BERTNAS_CACHE=str(tmp_path / "cache"))
     code = "from bertnas.data.glue import load_task; load_task('rte', 'dev')"
     done = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=60)

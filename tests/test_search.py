@@ -597,3 +597,28 @@ def test_two_searches_at_once_share_a_study_safely_and_never_one_directory(env, 
     assert 40 <= states["COMPLETE"] <= 41 and "RUNNING" not in states  # each stops at the count it sees
     for out in (tmp_path / "a", tmp_path / "b"):
         assert SearchRun.open(out).info["study"] == "shared"
+
+
+def test_a_reference_point_exports_like_a_trial(two_device_run, tmp_path, capsys):
+    from bertnas.arch import ArchConfig
+    from bertnas.cli.main import main
+    from bertnas.export.selection import reference_name
+
+    out, _, _ = two_device_run
+    references = SearchRun.open(out).references
+    label = next(point["label"] for point in references if point["label"].startswith("dynabert"))
+    name = reference_name(label)
+    assert name.startswith("dynabert-") and " " not in name
+    args = ["export", str(out), "--device", DEVICE_A, "--format", "hf", "--allow-degenerate"]
+    assert main([*args, "--select", f"reference:{name}", "--out", str(tmp_path / "e")]) == 0
+    (entry,) = json.loads((tmp_path / "e" / "manifest.json").read_text())["models"]
+    expected = next(point for point in references if point["label"] == label)
+    assert entry["name"] == f"reference-{name}" and entry["trial"] is None
+    supernet = SearchRun.open(out).supernet_dir()
+    from bertnas.supernet import ElasticBert
+
+    elastic = ElasticBert.from_pretrained(supernet)
+    elastic.set_active_subnet(ArchConfig.from_json(expected["config"]))
+    assert entry["arch_hash"] == elastic.get_active_arch().hash()  # the reference's subnet, as extracted
+    assert main([*args, "--select", "reference:nope", "--out", str(tmp_path / "f")]) == 2
+    assert "no reference point 'nope'; choose one of full, dynabert-" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""Which trials of a search run to export: ``pareto``, ``trial:N`` or ``best-under:40ms``."""
+"""Which subnets of a search run to export: ``pareto``, ``trial:N``, ``best-under:40ms`` or
+``reference:NAME`` (a reference point of the plot: ``full``, ``dynabert-0.5-1.0``, ...)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from bertnas.errors import BertnasError
 from bertnas.export.package import Candidate
 from bertnas.search.pareto import degenerate_mask
 
-SELECT_HELP = "pareto (the device's front under its budget), trial:N, or best-under:40ms"
+SELECT_HELP = (
+    "pareto (the device's front under its budget), trial:N, best-under:40ms, or reference:NAME "
+    "(a reference point: full, dynabert-0.5-1.0, ...)"
+)
 
 
 def select_candidates(run: Any, device: str, select: str, allow_degenerate: bool = False) -> list[Candidate]:
@@ -32,6 +36,8 @@ def select_candidates(run: Any, device: str, select: str, allow_degenerate: bool
 
     select = select.strip()
     column = latency_column(device)
+    if select.startswith("reference:"):
+        return [_reference_candidate(run, select, allow_degenerate)]
     if select == "pareto":
         rows = run.pareto(device)
         if not allow_degenerate and not rows.empty:
@@ -82,6 +88,36 @@ def select_candidates(run: Any, device: str, select: str, allow_degenerate: bool
     else:
         raise BertnasError(f"--select {select!r} is not understood; use {SELECT_HELP}")
     return [_candidate(row, run) for _, row in rows.iterrows()]
+
+
+def reference_name(label: str) -> str:
+    """The ``--select reference:NAME`` name of a reference point: ``dynabert w0.5 d1.0`` ->
+    ``dynabert-0.5-1.0``, ``full`` -> ``full``."""
+    return label.replace(" w", "-").replace(" d", "-").replace(" ", "-")
+
+
+def _reference_candidate(run: Any, select: str, allow_degenerate: bool) -> Candidate:
+    wanted = select.removeprefix("reference:").strip()
+    references = {reference_name(point["label"]): point for point in run.references}
+    if not references:
+        raise BertnasError(
+            f"--select {select}: {run.directory} has no reference points (the search ran with --no-references)"
+        )
+    point = references.get(wanted) or next((p for p in references.values() if p["label"] == wanted), None)
+    if point is None:
+        raise BertnasError(f"--select {select}: no reference point {wanted!r}; choose one of {', '.join(references)}")
+    if point.get("degenerate") and not allow_degenerate:
+        raise BertnasError(
+            f"--select {select}: the reference point is degenerate (one constant prediction for every example); "
+            "pass --allow-degenerate to export it anyway"
+        )
+    arch = ArchConfig.from_dict(json.loads(point["config"]), f"reference {wanted} config")
+    return Candidate(
+        name=f"reference-{reference_name(point['label'])}",
+        arch=arch,
+        metric=run.dev_metric(arch.hash(), float(point["metric"])),
+        search_metric=float(point["metric"]),
+    )
 
 
 def _trial_number(select: str) -> int:
