@@ -36,14 +36,14 @@ from tqdm.auto import tqdm
 
 from bertnas import killpoints
 from bertnas.arch import ArchConfig
-from bertnas.atomic import atomic_directory
+from bertnas.atomic import atomic_directory, atomic_write_text
 from bertnas.cost import count_macs, count_params
 from bertnas.errors import BertnasError
 from bertnas.export.card import render_card
 from bertnas.export.extract import extract_subnet
 from bertnas.export.onnx import ONNX_NAME, OnnxModel, export_onnx
 from bertnas.locks import exclusive
-from bertnas.model.compact import CONFIG_NAME, CompactBert
+from bertnas.model.compact import CONFIG_NAME, CompactBert, config_json
 from bertnas.paths import portable
 
 FORMATS = ("hf", "onnx")
@@ -196,8 +196,10 @@ def _export_one(
     arch = compact.arch
     # The task's own label names and name, whatever the backbone's config called them.
     compact.config.task = data.task.name
-    compact.config.id2label = dict(enumerate(labels)) if labels else compact.config.id2label
-    (directory / CONFIG_NAME).write_text(json.dumps(compact.config.to_dict(), indent=2) + "\n")
+    if labels:
+        compact.config.id2label = dict(enumerate(labels))
+        compact.config.label2id = {label: index for index, label in enumerate(labels)}
+    atomic_write_text(directory / CONFIG_NAME, config_json(compact.config))
 
     parity: dict[str, Any] = {"examples": 0, "tolerance": PARITY_TOLERANCE}
     batch = _parity_batch(data, options.parity_examples, supernet.tokenizer.pad_token_id or 0)

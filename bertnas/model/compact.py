@@ -1,10 +1,12 @@
 """The compact model: a subnet as a standalone model with physically smaller tensors.
 
 This is what extraction produces and what deployment teams load. It needs neither the
-supernet nor its weights: a directory with ``config.json``, ``model.safetensors`` and
-the tokenizer files::
+supernet nor its weights: a directory with ``config.json``, ``model.safetensors``, the
+tokenizer files and the modeling code (``modeling_bertnas.py`` and the modules it
+imports), so it also loads in transformers without bertnas::
 
-    model = CompactBert.from_pretrained("exported/subnet-1234")
+    model = CompactBert.from_pretrained("exported/subnet-1234")    # bertnas: safetensors only
+    model = AutoModelForSequenceClassification.from_pretrained("exported/subnet-1234", trust_remote_code=True)
     logits = model(**tokenizer(texts, return_tensors="pt", padding=True)).logits
 """
 
@@ -17,22 +19,30 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from bertnas.arch import ArchConfig
+from bertnas.atomic import atomic_write, atomic_write_text
 from bertnas.errors import BertnasError
-from bertnas.model.functional import BertOutput, RunOptions, bert_forward
-from bertnas.model.params import EmbeddingParams, LayerParams
+from bertnas.model.bundle import write_bundle
+from bertnas.model.hf import (
+    AUTO_MAP,
+    MODEL_TYPE,
+    CompactBertConfig,
+    CompactBertForSequenceClassification,
+)
 from bertnas.readers import read_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-MODEL_TYPE = "bertnas-compact"
 
 
 @dataclass
 class CompactConfig:
-    """Everything needed to rebuild a compact model: its architecture and run options."""
+    """Everything needed to build a compact model: its architecture and run options.
+
+    bertnas' side of :class:`~bertnas.model.hf.CompactBertConfig` (which it becomes
+    through :meth:`to_hf`): the architecture as a validated :class:`ArchConfig`.
+    """
 
     arch: ArchConfig
     layer_norm_eps: float = 1e-12
@@ -43,32 +53,24 @@ class CompactConfig:
     task: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def run_options(self, training: bool) -> RunOptions:
-        return RunOptions(
-            hidden_act=self.arch.hidden_act,
-            norm=self.arch.norm,
+    def to_hf(self) -> CompactBertConfig:
+        from bertnas import __version__
+
+        labels = {}
+        if self.id2label:
+            labels = {"id2label": dict(self.id2label), "label2id": {v: k for k, v in self.id2label.items()}}
+        return CompactBertConfig(
+            arch=self.arch.to_dict(),
+            arch_hash=self.arch.hash(),
             layer_norm_eps=self.layer_norm_eps,
             hidden_dropout=self.hidden_dropout,
             attention_dropout=self.attention_dropout,
-            training=training,
+            pad_token_id=self.pad_token_id,
+            task=self.task,
+            bertnas_version=__version__,
+            extra=self.extra,
+            **labels,
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        from bertnas import __version__
-
-        return {
-            "model_type": MODEL_TYPE,
-            "bertnas_version": __version__,
-            "arch": self.arch.to_dict(),
-            "arch_hash": self.arch.hash(),
-            "layer_norm_eps": self.layer_norm_eps,
-            "hidden_dropout": self.hidden_dropout,
-            "attention_dropout": self.attention_dropout,
-            "pad_token_id": self.pad_token_id,
-            "id2label": {str(k): v for k, v in self.id2label.items()} if self.id2label else None,
-            "task": self.task,
-            "extra": self.extra,
-        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = CONFIG_NAME) -> CompactConfig:
@@ -78,16 +80,31 @@ class CompactConfig:
                 "this is not a bertnas compact model directory"
             )
         id2label = data.get("id2label")
-        return cls(
-            arch=ArchConfig.from_dict(data["arch"], f"{source}: arch"),
-            layer_norm_eps=float(data.get("layer_norm_eps", 1e-12)),
-            hidden_dropout=float(data.get("hidden_dropout", 0.1)),
-            attention_dropout=float(data.get("attention_dropout", 0.1)),
-            pad_token_id=int(data.get("pad_token_id", 0)),
-            id2label={int(k): v for k, v in id2label.items()} if id2label else None,
-            task=data.get("task"),
-            extra=dict(data.get("extra") or {}),
-        )
+        if id2label is not None and not isinstance(id2label, dict):
+            raise BertnasError(f"{source}: id2label must be an object of label names")
+        try:
+            return cls(
+                arch=ArchConfig.from_dict(data.get("arch"), f"{source}: arch"),
+                layer_norm_eps=float(data.get("layer_norm_eps", 1e-12)),
+                hidden_dropout=float(data.get("hidden_dropout", 0.1)),
+                attention_dropout=float(data.get("attention_dropout", 0.1)),
+                pad_token_id=int(data.get("pad_token_id") or 0),
+                id2label={int(k): str(v) for k, v in id2label.items()} if id2label else None,
+                task=data.get("task"),
+                extra=dict(data.get("extra") or {}),
+            )
+        except (TypeError, ValueError) as error:
+            raise BertnasError(f"{source}: {error}; re-export the model") from None
+
+
+def config_json(config: CompactBertConfig) -> str:
+    """``config.json`` of a compact model directory: the config plus what the Auto classes need."""
+    data = config.to_dict()
+    data["architectures"] = [CompactBertForSequenceClassification.__name__]
+    data["auto_map"] = dict(AUTO_MAP)
+    for key in ("_name_or_path", "name_or_path", "transformers_version"):
+        data.pop(key, None)  # no absolute paths; the version is recorded in bertnas.json
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
 def load_weights(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -102,70 +119,35 @@ def load_weights(path: Path, device: str | torch.device = "cpu") -> dict[str, to
         ) from None
 
 
-class CompactBert(nn.Module):
-    """A BERT whose every layer may have its own shape, bottleneck and token retention."""
+class CompactBert(CompactBertForSequenceClassification):
+    """The Hugging Face compact model with bertnas' :class:`ArchConfig` and safe persistence."""
 
-    def __init__(self, config: CompactConfig) -> None:
-        super().__init__()
-        self.config = config
-        arch = config.arch
-        h = arch.hidden_size
-        self.embeddings = EmbeddingParams(arch.vocab_size, arch.max_position_embeddings, arch.type_vocab_size, h)
-        self.layers = nn.ModuleList(
-            LayerParams(
-                hidden_size=h,
-                width=layer.inner_width(h),
-                qk_size=layer.heads * layer.qk_dim,
-                v_size=layer.heads * layer.v_dim,
-                ffn_dim=layer.ffn_dim,
-                extra_ffns=layer.ffn_stack - 1,
-                bottleneck=layer.bottleneck or 0,
-            )
-            for layer in arch.layers
-        )
-        self.pooler = nn.Linear(h, h) if arch.pooler else None
-        self.classifier = nn.Linear(h, arch.num_labels) if arch.num_labels else None
+    def __init__(self, config: CompactConfig | CompactBertConfig) -> None:
+        if isinstance(config, CompactConfig):
+            config = config.to_hf()
+        super().__init__(config)
+        self._arch = ArchConfig.from_dict(config.arch, "config: arch")
 
     @property
     def arch(self) -> ArchConfig:
-        return self.config.arch
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
-    ) -> BertOutput:
-        return bert_forward(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            self.embeddings.weights(),
-            [(shape, params.weights()) for shape, params in zip(self.arch.layers, self.layers, strict=True)],
-            (self.pooler.weight, self.pooler.bias) if self.pooler is not None else None,
-            (self.classifier.weight, self.classifier.bias) if self.classifier is not None else None,
-            self.config.run_options(self.training),
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-        )
+        return self._arch
 
     # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, directory: str | Path, tokenizer: Any = None) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and (if given) the tokenizer."""
+    def save_pretrained(self, directory: str | Path, tokenizer: Any = None, **_: Any) -> Path:  # type: ignore[override]
+        """Write ``config.json``, ``model.safetensors``, the modeling code and (if given) the tokenizer."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {name: tensor.detach().contiguous().cpu() for name, tensor in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
-        (directory / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(state, path, metadata={"format": "pt"}))
+        atomic_write_text(directory / CONFIG_NAME, config_json(self.config))
+        write_bundle(directory)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(directory))
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> CompactBert:
-        """Load a compact model directory (weights through safetensors only)."""
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> CompactBert:  # type: ignore[override]
+        """Load a compact model directory (weights through safetensors only, never pickle)."""
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         for path in (config_path, weights_path):

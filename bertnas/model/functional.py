@@ -23,12 +23,26 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-from bertnas.arch import LayerConfig
 from bertnas.model.retention import gather_tokens, kept_counts, select_tokens, token_significance
+from bertnas.retention_rule import kept_tokens
+
+# This module, retention.py, params.py, hf.py and bertnas/retention_rule.py are copied into
+# every exported Hugging Face model directory (bertnas/export/hf.py): they import nothing
+# else from bertnas.
+
+
+class LayerShape(Protocol):
+    """What the forward pass reads of a layer's shape (:class:`bertnas.arch.LayerConfig` has it)."""
+
+    heads: int
+    qk_dim: int
+    v_dim: int
+    retention: float
 
 Affine = tuple[torch.Tensor, torch.Tensor]  # (weight, bias)
 
@@ -74,6 +88,10 @@ class RunOptions:
     hidden_dropout: float = 0.0
     attention_dropout: float = 0.0
     training: bool = False
+    # Fixed-shape graphs (TFLite) cannot size a tensor from the data: token selection then
+    # keeps as many slots as an input of the full sequence length would, the extra slots
+    # masked, which leaves the logits unchanged.
+    static_tokens: bool = False
 
 
 @dataclass
@@ -112,7 +130,7 @@ def attention(
     x: torch.Tensor,
     additive_mask: torch.Tensor,
     weights: LayerWeights,
-    shape: LayerConfig,
+    shape: LayerShape,
     options: RunOptions,
     head_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,12 +154,13 @@ def layer_forward(
     mask: torch.Tensor,
     lengths: torch.Tensor,
     weights: LayerWeights,
-    shape: LayerConfig,
+    shape: LayerShape,
     options: RunOptions,
     head_mask: torch.Tensor | None = None,
     attentions: list[torch.Tensor] | None = None,
+    seq_len: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One encoder layer; returns the new hidden states and their padding mask (and appends its
+    """One encoder layer (``seq_len``: the input's padded length, for ``static_tokens``); returns the new hidden states and their padding mask (and appends its
     head-averaged attention map to ``attentions`` when given)."""
     additive_mask = (~mask).to(x.dtype).mul(torch.finfo(x.dtype).min)[:, None, None, :]
     inner = F.linear(x, *weights.bottleneck_in) if weights.bottleneck_in is not None else x
@@ -154,7 +173,13 @@ def layer_forward(
         counts = kept_counts(shape.retention, lengths, mask.sum(dim=1))
         # The skip is a data-dependent branch; an exported graph (ONNX) always selects, which
         # gives the same logits: when nothing is dropped only masked padding slots go.
-        if torch.compiler.is_exporting() or bool((counts < mask.sum(dim=1)).any()):
+        if options.static_tokens:  # (batch, tokens) -> (batch, kept_tokens(r, full length)) slots
+            width = min(kept_tokens(shape.retention, seq_len), mask.shape[1])
+            index, mask = select_tokens(token_significance(probs, mask), mask, counts, width)
+            inner = gather_tokens(inner, index)
+            if weights.bottleneck_in is not None:
+                x = gather_tokens(x, index)
+        elif torch.compiler.is_exporting() or bool((counts < mask.sum(dim=1)).any()):
             index, mask = select_tokens(token_significance(probs, mask), mask, counts)
             inner = gather_tokens(inner, index)
             if weights.bottleneck_in is not None:
@@ -196,7 +221,7 @@ def bert_forward(
     attention_mask: torch.Tensor | None,
     token_type_ids: torch.Tensor | None,
     embeddings: EmbeddingWeights,
-    layers: Sequence[tuple[LayerConfig, LayerWeights]],
+    layers: Sequence[tuple[LayerShape, LayerWeights]],
     pooler: Affine | None,
     classifier: Affine | None,
     options: RunOptions,
@@ -214,7 +239,9 @@ def bert_forward(
     attentions: list[torch.Tensor] | None = [] if output_attentions else None
     for position, (shape, weights) in enumerate(layers):
         layer_head_mask = head_mask[position] if head_mask is not None else None
-        x, mask = layer_forward(x, mask, lengths, weights, shape, options, layer_head_mask, attentions)
+        x, mask = layer_forward(
+            x, mask, lengths, weights, shape, options, layer_head_mask, attentions, seq_len=input_ids.shape[1]
+        )
         if output_hidden_states:
             hidden_states.append(x)
             hidden_masks.append(mask)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from bertnas.arch import RETENTION_SCALE, retention_units
+from bertnas.retention_rule import RETENTION_SCALE, retention_units
 
 
 def token_significance(probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -54,12 +54,15 @@ def kept_counts(retention: float, lengths: torch.Tensor, current: torch.Tensor) 
 
 
 def select_tokens(
-    significance: torch.Tensor, mask: torch.Tensor, counts: torch.Tensor
+    significance: torch.Tensor, mask: torch.Tensor, counts: torch.Tensor, width: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of the tokens to keep, in original order, and the new padding mask.
 
-    Returns ``index (batch, K)`` and ``new_mask (batch, K)`` with ``K = counts.max()``.
+    Returns ``index (batch, K)`` and ``new_mask (batch, K)`` with ``K = counts.max()``, or
+    ``K = width`` when given (at least ``counts.max()``; the extra slots are masked).
     """
+    if width is not None:
+        return _select_static(significance, counts, width)
     width = counts.max().item()  # .item(), not int(): torch.export traces it as a data-dependent size
     top = significance.topk(width, dim=1, sorted=True).indices  # rank order
     rank = torch.arange(width, device=counts.device).unsqueeze(0)
@@ -67,6 +70,23 @@ def select_tokens(
     index, order = top.sort(dim=1)  # back to original token order
     new_mask = keep.gather(1, order)
     return index, new_mask
+
+
+def _select_static(
+    significance: torch.Tensor, counts: torch.Tensor, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`select_tokens` with a fixed ``width`` and without a sort (LiteRT has none):
+    the kept tokens fill the first slots in their original order, unkept ones the rest."""
+    tokens = significance.shape[1]
+    top = significance.topk(width, dim=1, sorted=True).indices  # (batch, width), rank order
+    rank = torch.arange(width, device=counts.device).unsqueeze(0)
+    keep = (rank < counts.unsqueeze(1)).to(significance.dtype)
+    kept = torch.zeros_like(significance).scatter(1, top, keep)  # (batch, tokens): 1 where kept
+    position = torch.arange(tokens, device=counts.device).to(significance.dtype).unsqueeze(0)
+    # Kept tokens first, each group by position: the largest keys are the kept, earliest tokens.
+    key = torch.where(kept > 0, tokens - position, -1.0 - position)
+    index = key.topk(width, dim=1, sorted=True).indices
+    return index, kept.gather(1, index) > 0
 
 
 def gather_tokens(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
