@@ -44,6 +44,7 @@ class LayerShape(Protocol):
     v_dim: int
     retention: float
 
+
 Affine = tuple[torch.Tensor, torch.Tensor]  # (weight, bias)
 
 
@@ -160,8 +161,9 @@ def layer_forward(
     attentions: list[torch.Tensor] | None = None,
     seq_len: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One encoder layer (``seq_len``: the input's padded length, for ``static_tokens``); returns the new hidden states and their padding mask (and appends its
-    head-averaged attention map to ``attentions`` when given)."""
+    """One encoder layer; returns the new hidden states and their padding mask (and appends
+    its head-averaged attention map to ``attentions`` when given). ``seq_len`` is the
+    input's padded length, which sizes the kept tokens under ``static_tokens``."""
     additive_mask = (~mask).to(x.dtype).mul(torch.finfo(x.dtype).min)[:, None, None, :]
     inner = F.linear(x, *weights.bottleneck_in) if weights.bottleneck_in is not None else x
     attended, probs = attention(inner, additive_mask, weights, shape, options, head_mask)

@@ -72,9 +72,7 @@ def select_tokens(
     return index, new_mask
 
 
-def _select_static(
-    significance: torch.Tensor, counts: torch.Tensor, width: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _select_static(significance: torch.Tensor, counts: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`select_tokens` with a fixed ``width`` and without a sort (LiteRT has none):
     the kept tokens fill the first slots in their original order, unkept ones the rest."""
     tokens = significance.shape[1]
