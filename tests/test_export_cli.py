@@ -191,7 +191,10 @@ def test_export_for_a_device_the_search_did_not_target(search_run, tmp_path):
         (["--select", "fastest"], "is not understood"),
         (["--select", "best-under:40"], "no unit"),
         (["--select", "best-under:0.000001ms"], "no evaluated trial is predicted under"),
-        (["--format", "tflite"], "--format"),
+        (["--format", "coreml"], "--format"),
+        (["--quantize", "int4"], "--quantize"),
+        (["--format", "hf", "--quantize", "int8"], "add onnx or tflite"),
+        (["--format", "tflite", "--seq-len", "4"], "--seq-len 4 is shorter than the longest dev example"),
         (["--supernet", "/nonexistent"], "is missing"),
     ],
 )

@@ -14,7 +14,19 @@ def export_command(
     run: Path = typer.Argument(..., help="Search run directory (written by `bertnas search`)."),
     device: str = typer.Option(..., "--device", help="Hardware profile whose front or latency selects the models."),
     select: str = typer.Option("pareto", "--select", help="pareto, trial:N, or best-under:40ms."),
-    formats: str = typer.Option("hf,onnx", "--format", help="hf (safetensors), onnx, or both: hf,onnx."),
+    formats: str = typer.Option(
+        "hf,onnx",
+        "--format",
+        help="Comma-separated: hf (safetensors + modeling code; plus a plain BERT where the subnet is one), onnx, "
+        "tflite (LiteRT, fixed --seq-len, batch 1).",
+    ),
+    quantize: str | None = typer.Option(
+        None, "--quantize", help="int8: also write dynamic-range int8 ONNX/TFLite files, each measured on dev."
+    ),
+    max_int8_drop: float = typer.Option(
+        1.0, "--max-int8-drop", help="Points of dev metric an int8 file may lose and still be recommended."
+    ),
+    seq_len: int = typer.Option(128, "--seq-len", help="The TFLite graph's fixed sequence length (and its timing)."),
     out: Path = typer.Option(..., "--out", help="Export directory (one sub-directory per model, plus manifests)."),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists (only once the new export is done)."),
     supernet: Path | None = typer.Option(None, "--supernet", help="Supernet directory (default: the run's)."),
@@ -64,6 +76,9 @@ def export_command(
         repeats=repeats,
         seq_len=_run_seq_len(info, device),
         predict_seq_len=info.get("seq_len_override"),
+        tflite_seq_len=seq_len,
+        quantize=quantize,
+        max_int8_drop=max_int8_drop / 100.0,
         source={
             "run": portable(run, out),  # relative to the export directory
             "study": info.get("study"),
@@ -86,6 +101,7 @@ def export_command(
             f"{entry['name']:<12} {entry['metric']:>8.4f} {entry['params'] / 1e6:>7.2f}M {entry['macs'] / 1e6:>7.0f}M "
             f"{predicted:>12.2f} {shown:>12}"
         )
+    _echo_formats(manifest)
     if manifest["models"] and "measured" in manifest["models"][0]:
         first = manifest["models"][0]["measured"]
         if first["predicted_ms"] is None:
@@ -105,3 +121,21 @@ def _run_seq_len(info: dict, device: str) -> int:
     if isinstance(seq_len, dict):
         seq_len = seq_len.get(device) or next(iter(seq_len.values()), None)
     return int(seq_len or 128)
+
+
+def _echo_formats(manifest: dict) -> None:
+    """One line per deployable file: size, dev metric, latency at 1 thread, and whether it is recommended."""
+    rows = [(entry["name"], name, result) for entry in manifest["models"] for name, result in entry["formats"].items()]
+    if not rows:
+        return
+    typer.echo(f"{'model':<12} {'file':<18} {'MB':>7} {manifest['metric']:>8} {'1-thread ms':>12}  recommended")
+    for model, _, result in rows:
+        if "error" in result:
+            typer.echo(f"{model:<12} {result['file']:<18} {'-':>7} {'-':>8} {'-':>12}  no: {result['error']}")
+            continue
+        one = (result["latency"].get("1") or next(iter(result["latency"].values())))["median_ms"]
+        verdict = "yes" if result["recommended"] else f"no: {result['left_out']}"
+        typer.echo(
+            f"{model:<12} {result['file']:<18} {result['bytes'] / 1e6:>7.2f} {result['metric']:>8.4f} {one:>12.2f}  "
+            f"{verdict}"
+        )

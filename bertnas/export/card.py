@@ -2,7 +2,65 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+#: Hub names and licenses of the backbones bertnas knows (a card names the backbone it derives from).
+BACKBONES = {
+    "all-MiniLM-L6-v2": ("sentence-transformers/all-MiniLM-L6-v2", "apache-2.0"),
+    "bert-base-uncased": ("google-bert/bert-base-uncased", "apache-2.0"),
+    "bert-base-cased": ("google-bert/bert-base-cased", "apache-2.0"),
+    "bert-large-uncased": ("google-bert/bert-large-uncased", "apache-2.0"),
+    "google/mobilebert-uncased": ("google/mobilebert-uncased", "apache-2.0"),
+}
+_GLUE_CONFIGS = {"cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"}
+
+
+def metadata_block(entry: dict[str, Any]) -> list[str]:
+    """The Hugging Face model card metadata (YAML front matter): base model, license, task, data, metrics."""
+    backbone = entry["arch"].get("backbone") or ""
+    hub_name, license_name = BACKBONES.get(backbone, (backbone, None))
+    task = str(entry["task"])
+    glue_config = task.lower().replace("-", "")
+    lines = ["---", "library_name: transformers", "pipeline_tag: text-classification"]
+    lines.append(f"license: {json.dumps(license_name or 'other')}")
+    if hub_name and "/" in hub_name:  # a hub id, never a local path
+        lines.append(f"base_model: {json.dumps(hub_name)}")
+    lines += ["tags:", "- bertnas", "- compressed-bert", "- text-classification"]
+    dataset = None
+    if glue_config in _GLUE_CONFIGS:
+        dataset = {"name": f"GLUE {task}", "type": "nyu-mll/glue", "config": glue_config, "split": "validation"}
+        lines += ["datasets:", "- nyu-mll/glue"]
+    metric = entry["metric_name"]
+    lines += [
+        "model-index:",
+        f"- name: {json.dumps(entry['name'])}",
+        "  results:",
+        "  - task:",
+        "      type: text-classification",
+        "      name: Text Classification",
+        "    dataset:",
+        f"      name: {json.dumps(dataset['name'] if dataset else task)}",
+        f"      type: {json.dumps(dataset['type'] if dataset else task)}",
+    ]
+    if dataset:
+        lines += [f"      config: {dataset['config']}", "      split: validation"]
+    lines += [
+        "    metrics:",
+        f"    - type: {json.dumps(metric)}",
+        f"      value: {float(entry['metric']):.6f}",
+        f"      name: {json.dumps(f'dev {metric} (recomputed from this export)')}",
+    ]
+    for name, result in (entry.get("formats") or {}).items():
+        if result.get("quantized") and "metric" in result:
+            label = f"dev {metric} of {result['file']} ({name})"
+            lines += [
+                f"    - type: {json.dumps(metric)}",
+                f"      value: {float(result['metric']):.6f}",
+                f"      name: {json.dumps(label)}",
+            ]
+    lines += ["---", ""]
+    return lines
 
 
 def _ms(value: float | None) -> str:
@@ -28,6 +86,7 @@ def render_card(entry: dict[str, Any]) -> str:
     name = entry["name"]
     metric = entry["metric_name"]
     lines = [
+        *metadata_block(entry),
         f"# {name}: compressed {arch.get('backbone') or 'BERT'} for {entry['task']}",
         "",
         f"Found by `bertnas search` ({entry['source'].get('study', 'no study recorded')}"
@@ -99,19 +158,38 @@ def render_card(entry: dict[str, Any]) -> str:
     files = entry["files"]
     if "model.safetensors" in files:
         lines += [
-            "PyTorch (needs `bertnas`, not the supernet):",
+            "transformers, without bertnas (the modeling code is in this directory):",
             "",
             "```python",
-            "from transformers import AutoTokenizer",
-            "from bertnas.model import CompactBert",
+            "from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline",
             "",
-            f'model = CompactBert.from_pretrained("{name}")',
-            f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
+            f'model = AutoModelForSequenceClassification.from_pretrained("{name}", trust_remote_code=True)',
+            f'tokenizer = AutoTokenizer.from_pretrained("{name}", trust_remote_code=True)',
             'batch = tokenizer(["a charming and often affecting journey"], return_tensors="pt", padding=True)',
             "logits = model(**batch).logits",
+            f'classify = pipeline("text-classification", model="{name}", trust_remote_code=True)',
             "```",
             "",
+            "bertnas (any format of this directory, weights through safetensors only):",
+            "",
+            "```python",
+            "import bertnas",
+            "",
+            f'model, tokenizer = bertnas.load("{name}")',
+            "```",
+            "",
+            f'or from the shell: `bertnas predict {name} --text "a charming and often affecting journey"`.',
+            "",
         ]
+    if entry.get("plain_bert"):
+        lines += [
+            f"`{entry['plain_bert']}/` holds the same model as a plain `BertForSequenceClassification` (every layer "
+            "has the backbone's layout): it loads with no remote code, and with optimum's "
+            f'`ORTModelForSequenceClassification.from_pretrained("{name}/{entry["plain_bert"]}")` (its `model.onnx`).',
+            "",
+        ]
+    elif entry.get("plain_bert_reason"):
+        lines += [f"No plain-BERT copy: {entry['plain_bert_reason']}.", ""]
     if "model.onnx" in files:
         lines += [
             "onnxruntime (needs only `onnxruntime`, `numpy` and a tokenizer; batch and sequence length are dynamic, "
@@ -122,13 +200,53 @@ def render_card(entry: dict[str, Any]) -> str:
             "from transformers import AutoTokenizer",
             "",
             f'session = ort.InferenceSession("{name}/model.onnx", providers=["CPUExecutionProvider"])',
-            f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{name}", trust_remote_code=True)',
             'batch = tokenizer(["a charming and often affecting journey"], return_tensors="np", padding=True)',
             'feeds = {k: batch[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}',
             'logits = session.run(["logits"], feeds)[0]',
             "```",
             "",
         ]
+    if "model.tflite" in files:
+        seq = (entry.get("formats") or {}).get("tflite", {}).get("latency", {})
+        length = next(iter(seq.values()))["seq_len"] if seq else "the export's --seq-len"
+        lines += [
+            f"LiteRT / TFLite (Android, `ai-edge-litert` in Python): batch 1, {length} tokens, int32 inputs padded "
+            "with the attention mask 0; token retention runs inside the graph:",
+            "",
+            "```python",
+            "from ai_edge_litert.interpreter import Interpreter",
+            "",
+            f'runner = Interpreter(model_path="{name}/model.tflite", num_threads=4).get_signature_runner()',
+            f'batch = tokenizer(["a charming journey"], return_tensors="np", padding="max_length", '
+            f"max_length={length})",
+            "logits = runner(**{k: batch[k].astype('int32') for k in ('input_ids', 'attention_mask', "
+            "'token_type_ids')})['output_0']",
+            "```",
+            "",
+        ]
+    formats = entry.get("formats") or {}
+    if formats:
+        lines += [
+            "## Files for deployment",
+            "",
+            f"Each file's dev {metric} is measured on the file itself; latency on the exporting machine, batch 1, "
+            "every token real, median:",
+            "",
+            f"| file | size | dev {metric} | latency by threads | recommended |",
+            "|---|---:|---:|---|---|",
+        ]
+        for fmt, result in formats.items():
+            if "error" in result:
+                lines.append(f"| {result['file']} ({fmt}) | - | - | - | no: {result['error']} |")
+                continue
+            timing = ", ".join(f"{t}: {_ms(v['median_ms'])}" for t, v in result["latency"].items())
+            verdict = "yes" if result["recommended"] else f"no: {result['left_out']}"
+            lines.append(
+                f"| {result['file']} ({fmt}) | {result['bytes'] / 1e6:.2f} MB | {result['metric']:.4f} "
+                f"| {timing} | {verdict} |"
+            )
+        lines.append("")
     labels = entry.get("labels")
     if labels:
         lines += [f"Labels: {', '.join(f'{i} = {label}' for i, label in enumerate(labels))}.", ""]

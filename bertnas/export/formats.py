@@ -23,6 +23,7 @@ keeps as many token slots as an input of the full length would and masks the ext
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import statistics
@@ -252,7 +253,8 @@ def _example_inputs(model: CompactBert, seq_len: int) -> dict[str, torch.Tensor]
         raise BertnasError("the model has no classification head; only task models (num_labels set) export")
     if seq_len > model.arch.max_position_embeddings:
         raise BertnasError(
-            f"--seq-len {seq_len} exceeds the model's {model.arch.max_position_embeddings} positions; choose a smaller one"
+            f"--seq-len {seq_len} exceeds the model's {model.arch.max_position_embeddings} positions; "
+            "choose a smaller one"
         )
     generator = torch.Generator().manual_seed(0)
     input_ids = torch.randint(1, model.arch.vocab_size, (1, seq_len), generator=generator)
@@ -292,9 +294,14 @@ def _native_output_to(path: str | None) -> Iterator[None]:
     target = os.open(path or os.devnull, os.O_WRONLY | os.O_APPEND)
     os.dup2(target, 1)
     os.dup2(target, 2)
+    stream = open(path or os.devnull, "a")  # noqa: SIM115 (closed below): Python-level writers (rich, tqdm)
+    logging.disable(logging.WARNING)  # the converters warn through the root logger about their own defaults
     try:
-        yield
+        with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+            yield
     finally:
+        logging.disable(logging.NOTSET)
+        stream.close()
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(saved[0], 1)

@@ -6,13 +6,20 @@
       manifest.json, manifest.csv      every exported model: metric, size, latencies, files
       <name>/                          one per subnet
         config.json, model.safetensors, tokenizer files, arch.json, bertnas.json
+        modeling_bertnas.py, ...       the modeling code: loads in transformers without bertnas
         model.onnx                     dynamic batch and length, retention inside the graph
-        README.md                      the model card
+        model.tflite                   LiteRT, fixed length (--seq-len), batch 1, retention inside
+        model.int8.onnx, model.int8.tflite   dynamic-range int8 (--quantize int8)
+        bert/                          a plain BertForSequenceClassification, where the subnet is one
+        README.md                      the model card (with the Hugging Face metadata block)
 
 Each model is checked before it is written: compact PyTorch, supernet subnet and ONNX
 logits agree within :data:`PARITY_TOLERANCE` on real dev sentences, and the dev metric
-recomputed from the exported weights (and from the ONNX graph) equals the one the search
-reported; anything else stops the export with an error. The whole tree is built in a
+recomputed from the exported weights (and from the ONNX and TFLite files) equals the one
+the search reported; anything else stops the export with an error. An int8 file's dev
+metric is measured on the file itself; one that drops more than ``max_int8_drop`` is
+reported and left out of the manifest's ``recommended`` list. A converter that fails
+(TFLite on an operator it lacks) is recorded in the manifest and the other formats kept. The whole tree is built in a
 hidden scratch directory and renamed into place at the end (``manifest.json`` included),
 so an interrupted export leaves nothing that looks complete.
 """
@@ -25,6 +32,8 @@ import io
 import json
 import os
 import platform
+import shutil
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,12 +50,17 @@ from bertnas.cost import count_macs, count_params
 from bertnas.errors import BertnasError
 from bertnas.export.card import render_card
 from bertnas.export.extract import extract_subnet
+from bertnas.export.formats import FORMATS as FILE_FORMATS
+from bertnas.export.formats import INT8, ConversionError
 from bertnas.export.onnx import ONNX_NAME, OnnxModel, export_onnx
+from bertnas.export.plain_bert import PLAIN_DIR, plain_bert_reason, write_plain_bert
 from bertnas.locks import exclusive
-from bertnas.model.compact import CONFIG_NAME, CompactBert, config_json
+from bertnas.model.bundle import SOURCES
+from bertnas.model.compact import CONFIG_NAME, WEIGHTS_NAME, CompactBert, config_json
 from bertnas.paths import portable
 
-FORMATS = ("hf", "onnx")
+FORMATS = ("hf", "onnx", "tflite")
+QUANTIZE = ("int8",)
 PARITY_TOLERANCE = 1e-4
 #: The latency profile measured on this kind of machine with onnxruntime.
 MEASURE_PROFILE = "host-cpu-onnxruntime"
@@ -81,12 +95,24 @@ class ExportOptions:
     threads: int | None = None  # onnxruntime intra-op threads for the measurement (None: its default)
     seq_len: int = 128  # MACs (the search's), and timing when no measurement profile gives its own
     predict_seq_len: int | None = None  # the search's --seq-len for the predictions (None: each profile's own)
+    tflite_seq_len: int = 128  # the TFLite graph's fixed length (batch 1)
+    quantize: str | None = None  # "int8": dynamic-range int8 beside each fp32 file
+    max_int8_drop: float = 0.01  # in metric units (0.01 = 1 point): worse int8 files are not recommended
+    format_threads: tuple[int, ...] = (1, 4)  # thread counts each file is timed at
     source: dict[str, Any] = field(default_factory=dict)  # run directory, study, device, budget
 
     def validate(self) -> None:
         unknown = [name for name in self.formats if name not in FORMATS]
         if unknown or not self.formats:
-            raise BertnasError(f"--format {','.join(self.formats)!r}: choose one or both of {', '.join(FORMATS)}")
+            raise BertnasError(f"--format {','.join(self.formats)!r}: choose one or more of {', '.join(FORMATS)}")
+        if self.quantize is not None and self.quantize not in QUANTIZE:
+            raise BertnasError(f"--quantize {self.quantize!r}: the one quantization offered is int8")
+        if self.quantize and not {"onnx", "tflite"} & set(self.formats):
+            raise BertnasError("--quantize int8 quantizes ONNX or TFLite files: add onnx or tflite to --format")
+        if not 0 <= self.max_int8_drop <= 1:
+            raise BertnasError(f"--max-int8-drop {self.max_int8_drop * 100:g}: give points between 0 and 100")
+        if self.tflite_seq_len < 2:
+            raise BertnasError(f"--seq-len {self.tflite_seq_len}: at least 2 ([CLS] and [SEP])")
         if self.repeats < 1 or self.warmup < 0:
             raise BertnasError("timing needs at least one repeat and a non-negative warm-up count")
 
@@ -118,11 +144,22 @@ def export_models(
     if len(set(names)) != len(names):
         raise BertnasError(f"two selected models share a directory name: {sorted(names)}")
 
+    for name in file_formats(options):
+        missing = FILE_FORMATS[name].available()
+        if missing:
+            raise BertnasError(f"--format {name.split('-')[0]}: {missing}")
     task = get_task(options.task)
     supernet = ElasticBert.from_pretrained(supernet_dir).eval()
     if supernet.tokenizer is None:
         raise BertnasError(f"the supernet in {supernet_dir} has no tokenizer files to ship with the models")
     data = subset_of(tokenize_split(load_task(task, "dev", options.glue_dir), supernet.tokenizer), options.dev_subset)
+    longest = max((len(data[index]["input_ids"]) for index in range(len(data))), default=0)
+    if "tflite" in options.formats and longest > options.tflite_seq_len:
+        raise BertnasError(
+            f"--seq-len {options.tflite_seq_len} is shorter than the longest dev example ({longest} tokens, "
+            f"max_length {data.max_length}); the TFLite model could not take the sentences the search scored: "
+            f"pass --seq-len {data.max_length}"
+        )
     measure = _measure_predictor(predictors) if "onnx" in options.formats else None
     timing_seq_len = int(measure.profile.seq_len) if measure is not None else options.seq_len
     if options.threads is None and measure is not None:  # time under the profile's own settings
@@ -150,7 +187,10 @@ def export_models(
             "task": task.name,
             "metric": task.main_metric,
             "formats": list(options.formats),
+            "quantize": options.quantize,
+            "max_int8_drop": options.max_int8_drop,
             "source": source,
+            "recommended": _recommended(entries, options),
             "models": entries,
         }
         (scratch / MANIFEST_CSV).write_text(_manifest_csv(entries))
@@ -181,7 +221,6 @@ def _export_one(
     labels: list[str],
 ) -> dict[str, Any]:
     from bertnas import __version__
-    from bertnas.data import compute_metrics, make_dataloader
     from bertnas.training.evaluate import evaluate_model
 
     directory = scratch / candidate.name
@@ -215,8 +254,14 @@ def _export_one(
         mine = compact(**batch).logits.numpy()
     key = "supernet" if candidate.weights is None else "finetuned"
     parity[f"compact_vs_{key}"] = _check_close(mine, reference, candidate.name, "compact PyTorch", source_name)
-    if "hf" not in options.formats:
-        (directory / "model.safetensors").unlink()  # config and tokenizer stay: the ONNX model needs them
+    if "hf" not in options.formats:  # config and tokenizer stay: the other files need them
+        for name in [WEIGHTS_NAME, *SOURCES]:
+            (directory / name).unlink()
+    elif plain_bert_reason(arch) is None:
+        write_plain_bert(compact, directory / PLAIN_DIR, supernet.tokenizer)
+        parity["plain_bert_vs_compact"] = _check_close(
+            _plain_bert_logits(directory / PLAIN_DIR, batch), mine, candidate.name, "plain BERT", "compact PyTorch"
+        )
 
     main = data.task.main_metric
     metrics = evaluate_model(compact, data, options.batch_size)
@@ -246,6 +291,8 @@ def _export_one(
         },
         "bertnas_version": __version__,
         "arch": arch.to_dict(),
+        "plain_bert": PLAIN_DIR if (directory / PLAIN_DIR).is_dir() else None,
+        "plain_bert_reason": None if (directory / PLAIN_DIR).is_dir() else plain_bert_reason(arch),
     }
 
     if "onnx" in options.formats:
@@ -255,13 +302,9 @@ def _export_one(
         parity["onnx_vs_compact"] = _check_close(onnx_logits, mine, candidate.name, "ONNX", "compact PyTorch")
         parity[f"onnx_vs_{key}"] = _check_close(onnx_logits, reference, candidate.name, "ONNX", source_name)
         # The ONNX graph's own dev metric, on the same batches the search used.
-        all_logits, all_labels = [], []
-        for dev_batch in make_dataloader(data, options.batch_size, shuffle=False, bucket=True):
-            all_labels.append(dev_batch.pop("labels").numpy())
-            all_logits.append(runner.logits(**dev_batch))
-        logits, gold = np.concatenate(all_logits), np.concatenate(all_labels)
-        predictions = logits.squeeze(-1) if data.task.is_regression else logits.argmax(axis=-1)
-        onnx_metric = compute_metrics(data.task, predictions, gold)[main]
+        onnx_metric = _file_metric(runner, data, options.batch_size)
+        if (directory / PLAIN_DIR).is_dir():  # optimum's layout: model.onnx beside config.json
+            shutil.copyfile(directory / ONNX_NAME, directory / PLAIN_DIR / ONNX_NAME)
         _check_metric(onnx_metric, candidate, main, "the ONNX model")
         entry["metric_onnx"] = onnx_metric
         timing = runner.time_ms(timing_seq_len, batch_size=1, warmup=options.warmup, repeats=options.repeats)
@@ -274,8 +317,123 @@ def _export_one(
             "machine": _machine(),
             "note": _measure_note(measure),
         }
+    entry["formats"] = _deployment_files(compact, directory, data, batch, mine, candidate, options, entry, parity)
     entry["parity"] = parity
     return entry
+
+
+def file_formats(options: ExportOptions) -> list[str]:
+    """The file formats to write, each quantized one after its fp32 base."""
+    names = []
+    for family in ("onnx", "tflite"):
+        if family in options.formats:
+            names.append(family)
+            if options.quantize == "int8":
+                names.append(INT8[family])
+    return names
+
+
+def _deployment_files(
+    compact: CompactBert,
+    directory: Path,
+    data: Any,
+    batch: dict[str, torch.Tensor],
+    mine: np.ndarray,
+    candidate: Candidate,
+    options: ExportOptions,
+    entry: dict[str, Any],
+    parity: dict[str, Any],
+) -> dict[str, Any]:
+    """Write, check and time every deployable file; a converter failure is recorded, not fatal."""
+    main = data.task.main_metric
+    results: dict[str, Any] = {}
+    for name in file_formats(options):
+        fmt = FILE_FORMATS[name]
+        if fmt.base is not None and "error" in results.get(fmt.base, {}):
+            results[name] = {"file": fmt.file, "error": f"not written: {fmt.base} failed"}
+            continue
+        started = time.perf_counter()
+        try:
+            path = directory / fmt.file if name == "onnx" else fmt.write(compact, directory, options.tflite_seq_len)
+        except ConversionError as error:
+            tqdm.write(f"warning: {candidate.name}: {name} not written: {error}; the other formats are kept")
+            results[name] = {"file": fmt.file, "error": str(error)}
+            continue
+        runner = fmt.runner(path, threads=options.threads)
+        if name == "onnx":
+            metric = entry["metric_onnx"]
+        else:
+            if not fmt.quantized:  # fp32: as faithful as the ONNX graph
+                logits = runner.logits(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+                parity[f"{name}_vs_compact"] = _check_close(logits, mine, candidate.name, name, "compact PyTorch")
+            metric = _file_metric(runner, data, options.batch_size)
+            if not fmt.quantized:
+                _check_metric(metric, candidate, main, f"the {name} model")
+        seconds = time.perf_counter() - started
+        result: dict[str, Any] = {
+            "file": fmt.file,
+            "bytes": path.stat().st_size,
+            "metric": metric,
+            "quantized": "int8-dynamic" if fmt.quantized else None,
+            "write_s": seconds,
+            "latency": {
+                str(threads): fmt.runner(path, threads=threads).time_ms(
+                    options.tflite_seq_len, batch_size=1, warmup=options.warmup, repeats=options.repeats
+                )
+                for threads in options.format_threads
+            },
+        }
+        if fmt.quantized:
+            drop = entry["metric"] - metric
+            result["metric_drop"] = drop
+            result["recommended"] = drop <= options.max_int8_drop + 1e-12
+            if not result["recommended"]:
+                result["left_out"] = (
+                    f"dev {main} drops {drop * 100:.2f} points from fp32 (more than --max-int8-drop "
+                    f"{options.max_int8_drop * 100:g})"
+                )
+                tqdm.write(
+                    f"warning: {candidate.name}: {fmt.file} left out of the recommended set: {result['left_out']}"
+                )
+        else:
+            result["recommended"] = True
+        results[name] = result
+    return results
+
+
+def _file_metric(runner: Any, data: Any, batch_size: int) -> float:
+    """The task's main metric of a deployable file, on the dev batches the search used."""
+    from bertnas.data import compute_metrics, make_dataloader
+
+    all_logits, all_labels = [], []
+    for dev_batch in make_dataloader(data, batch_size, shuffle=False, bucket=True):
+        all_labels.append(dev_batch.pop("labels").numpy())
+        all_logits.append(runner.logits(**dev_batch))
+    logits, gold = np.concatenate(all_logits), np.concatenate(all_labels)
+    predictions = logits.squeeze(-1) if data.task.is_regression else logits.argmax(axis=-1)
+    return float(compute_metrics(data.task, predictions, gold)[data.task.main_metric])
+
+
+def _plain_bert_logits(directory: Path, batch: dict[str, torch.Tensor]) -> np.ndarray:
+    from transformers import BertForSequenceClassification
+
+    model = BertForSequenceClassification.from_pretrained(str(directory), use_safetensors=True).eval()
+    with torch.inference_mode():
+        return model(**batch).logits.numpy()
+
+
+def _recommended(entries: list[dict[str, Any]], options: ExportOptions) -> list[str]:
+    """What to ship: every model directory and file that passed its checks (int8 within the drop)."""
+    chosen = []
+    for entry in entries:
+        if "hf" in options.formats:
+            chosen.append(entry["name"])
+            if entry.get("plain_bert"):
+                chosen.append(f"{entry['name']}/{entry['plain_bert']}")
+        for result in entry.get("formats", {}).values():
+            if result.get("recommended"):
+                chosen.append(f"{entry['name']}/{result['file']}")
+    return chosen
 
 
 def _parity_batch(data: Any, count: int, pad_id: int) -> dict[str, torch.Tensor]:
@@ -379,9 +537,9 @@ def _machine() -> str:
 
 def _file_digests(directory: Path) -> dict[str, str]:
     digests = {}
-    for path in sorted(directory.iterdir()):
+    for path in sorted(directory.rglob("*")):
         if path.is_file():
-            digests[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+            digests[path.relative_to(directory).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     return digests
 
 
