@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
 from pathlib import Path
 
 import torch
@@ -46,3 +48,28 @@ def record_search_split(supernet_dir: Path, glue_dir: str | Path, tokenizer, cou
 
     splits = load_train_dev(get_task("sst2"), tokenizer, str(glue_dir), search_split=count)
     (Path(supernet_dir) / SEARCH_SPLIT_JSON).write_text(json.dumps(splits.holdout.record))
+
+
+def run_without_bertnas(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``script`` in a fresh Python that has this environment's packages but cannot import
+    bertnas: isolated mode, no site processing (so no editable-install hook), site-packages
+    added by hand. The script fails first thing if bertnas is importable anyway."""
+    import site
+    import sys
+
+    guard = (
+        "import sys\n"
+        f"sys.path.extend({site.getsitepackages()!r})\n"
+        "import importlib.util\n"
+        "assert importlib.util.find_spec('bertnas') is None, 'bertnas is importable'\n"
+    )
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    environment["HF_HUB_OFFLINE"] = "1"
+    return subprocess.run(
+        [sys.executable, "-I", "-S", "-c", guard + script, *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

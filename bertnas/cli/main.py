@@ -39,6 +39,7 @@ def _register_commands() -> None:
         extract_command,
         finetune_commands,
         hardware_commands,
+        predict_command,
         search_commands,
         space_commands,
         train_commands,
