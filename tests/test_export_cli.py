@@ -203,3 +203,114 @@ def test_export_cli_errors(search_run, tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()
+
+
+def _unified_trial(search_run: Path) -> int:
+    """A completed trial whose subnet drops tokens (so retention runs inside the fixed-shape graph)."""
+    trials = SearchRun.open(search_run / "run").trials
+    done = trials[trials["state"] == "COMPLETE"]
+    for _, row in done.iterrows():
+        if any(layer["retention"] < 1 for layer in json.loads(row["config"])["layers"]):
+            return int(row["number"])
+    return int(done.iloc[0]["number"])
+
+
+def test_export_tflite_and_int8_checked_on_dev_with_open_modes(search_run, tmp_path, capsys):
+    import os
+    import stat
+
+    from bertnas.export.formats import TfliteModel
+
+    trial = _unified_trial(search_run)
+    out = tmp_path / "deploy"
+    previous = os.umask(0o022)
+    try:
+        args = ["--select", f"trial:{trial}", "--format", "hf,onnx,tflite", "--quantize", "int8"]
+        assert _export(search_run, out, *args, "--max-int8-drop", "0", "--seq-len", "64") == 0
+    finally:
+        os.umask(previous)
+    printed = capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    (entry,) = manifest["models"]
+    formats = entry["formats"]
+    assert list(formats) == ["onnx", "onnx-int8", "tflite", "tflite-int8"]
+    directory = out / entry["name"]
+    for result in formats.values():
+        assert "error" not in result, result
+        assert (directory / result["file"]).stat().st_size == result["bytes"] > 0
+        assert set(result["latency"]) == {"1", "4"} and result["latency"]["1"]["median_ms"] > 0
+        assert result["file"] in printed
+    # fp32 files: the same logits and the same dev metric as the PyTorch model
+    assert entry["parity"]["tflite_vs_compact"] <= 1e-4
+    assert formats["tflite"]["metric"] == formats["onnx"]["metric"] == entry["metric"] == entry["metric_reported"]
+    assert formats["tflite"]["latency"]["1"]["seq_len"] == 64
+    # int8: smaller, measured on its own file, recommended only within --max-int8-drop (0 points here)
+    for name, base in (("onnx-int8", "onnx"), ("tflite-int8", "tflite")):
+        result = formats[name]
+        assert result["bytes"] < formats[base]["bytes"] and result["quantized"] == "int8-dynamic"
+        assert result["metric_drop"] == pytest.approx(entry["metric"] - result["metric"])
+        assert result["recommended"] == (result["metric_drop"] <= 0)
+        assert (f"{entry['name']}/{result['file']}" in manifest["recommended"]) == result["recommended"]
+        if not result["recommended"]:
+            assert "--max-int8-drop" in result["left_out"]
+    assert f"{entry['name']}/model.tflite" in manifest["recommended"]
+    # the TFLite file itself, read back, on real sentences of other lengths
+    from bertnas.deploy import load, predict
+
+    model, tokenizer = load(directory)
+    sentences = ["the film is superb .", "dull and boring and awful from start to end , truly tedious ."]
+    batch = tokenizer(sentences, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        reference = model(**batch).logits.numpy()
+    runner = TfliteModel(directory / "model.tflite")
+    assert runner.seq_len == 64
+    assert (
+        np.abs(runner.logits(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]) - reference).max()
+        < 1e-4
+    )
+    labels = {}
+    for fmt in ("hf", "onnx", "tflite", "onnx-int8", "tflite-int8"):
+        loaded, loaded_tokenizer = load(directory, format=fmt)
+        labels[fmt] = [p.label for p in predict(loaded, loaded_tokenizer, sentences)]
+        assert all(label in ("negative", "positive") for label in labels[fmt])
+    assert labels["hf"] == labels["onnx"] == labels["tflite"]
+    # modes: a shared model store can read everything
+    for path in [out, *out.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))
+    card = (directory / "README.md").read_text()
+    assert card.startswith("---\n") and "pipeline_tag: text-classification" in card and "model-index:" in card
+    assert str(tmp_path) not in card and str(tmp_path) not in (out / "manifest.json").read_text()
+    # bertnas predict: plain and JSON lines
+    capsys.readouterr()
+    assert main(["predict", str(directory), "--text", sentences[0], "--format", "tflite"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.split("\t")[0] == labels["tflite"][0] and line.endswith(sentences[0])
+    (tmp_path / "in.jsonl").write_text("\n".join(json.dumps({"text": s}) for s in sentences) + "\n")
+    assert main(["predict", str(directory), "--file", str(tmp_path / "in.jsonl"), "--json"]) == 0
+    records = [json.loads(text) for text in capsys.readouterr().out.strip().splitlines()]
+    assert [r["label"] for r in records] == labels["hf"]
+    assert all(abs(sum(r["scores"].values()) - 1) < 1e-5 for r in records)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "nothing to classify"),
+        (["--text", "x", "--format", "coreml"], "format 'coreml': choose one of"),
+        (["--text", "x", "--format", "tflite"], "has no model.tflite"),
+        (["--file", "{missing}"], "No such file"),
+        (["--file", "{bad}"], ":2: not JSON"),
+    ],
+)
+def test_predict_errors(search_run, tmp_path, capsys, args, message):
+    out = tmp_path / "hf-only"
+    assert _export(search_run, out, "--select", "trial:0", "--format", "hf") == 0
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"text": \n')
+    args = [arg.format(missing=tmp_path / "nope.jsonl", bad=tmp_path / "bad.jsonl") for arg in args]
+    capsys.readouterr()
+    assert main(["predict", str(out / "trial-0000"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err, err
+    assert main(["predict", str(out), "--text", "x"]) == 2
+    assert "is an export of 1 model(s); load one of them" in capsys.readouterr().err
