@@ -258,7 +258,7 @@ def test_export_fails_loudly_when_the_metric_differs_from_the_search(env, tmp_pa
         export_models(env / "supernet", [wrong], out, _options(env, formats=("hf",)), predictors={})
     assert not out.exists()
     with pytest.raises(BertnasError, match="--format"):
-        export_models(env / "supernet", [candidate], out, _options(env, formats=("tflite",)), predictors={})
+        export_models(env / "supernet", [candidate], out, _options(env, formats=("coreml",)), predictors={})
 
 
 def test_measured_comparison_flags_a_profile_from_another_cpu():

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from toys import record_search_split, tiny_bert, write_toy_sst2
+from toys import record_search_split, run_without_bertnas, tiny_bert, write_toy_sst2
 
 from bertnas.cli.main import main
 from bertnas.errors import BertnasError
@@ -567,12 +567,13 @@ def test_two_searches_at_once_share_a_study_safely_and_never_one_directory(env, 
     storage (no corrupt table, nothing left RUNNING, the requested count reached)."""
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     budget = f"{budgets[DEVICE_A][1]}ms"
+    TRIALS = 200  # toy trials take ~0.1 s: enough that the first is still running while a second starts
 
     def command(out: Path) -> list[str]:
         return [
             sys.executable, "-c", CLI, "search", "--device", DEVICE_A, "--budget", budget, "--supernet",
-            env["supernet"], "--glue-dir", env["glue"], "--trials", "40", "--sampler", "random", "--out", str(out),
-            "--storage", storage, "--study", "shared", "--no-references",
+            env["supernet"], "--glue-dir", env["glue"], "--trials", str(TRIALS), "--sampler", "random",
+            "--out", str(out), "--storage", storage, "--study", "shared", "--no-references",
         ]  # fmt: skip
 
     environment = {**os.environ, "BERTNAS_CACHE": str(env["root"] / "cache-concurrent")}
@@ -583,6 +584,7 @@ def test_two_searches_at_once_share_a_study_safely_and_never_one_directory(env, 
             assert first.poll() is None, first.stderr.read().decode()[-2000:]
             time.sleep(0.2)
         refused = subprocess.run(command(tmp_path / "a"), cwd=REPO, env=environment, capture_output=True, text=True)
+        assert first.poll() is None, "the first search ended before the second started: raise TRIALS"
         assert refused.returncode == 2
         lines = refused.stderr.strip().splitlines()
         assert len(lines) == 1 and f"is in use by pid {first.pid}" in lines[0], refused.stderr
@@ -594,7 +596,7 @@ def test_two_searches_at_once_share_a_study_safely_and_never_one_directory(env, 
     with sqlite3.connect(tmp_path / "shared.db") as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         states = dict(connection.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
-    assert 40 <= states["COMPLETE"] <= 41 and "RUNNING" not in states  # each stops at the count it sees
+    assert TRIALS <= states["COMPLETE"] <= TRIALS + 1 and "RUNNING" not in states  # each stops at the count it sees
     for out in (tmp_path / "a", tmp_path / "b"):
         assert SearchRun.open(out).info["study"] == "shared"
 
@@ -622,3 +624,53 @@ def test_a_reference_point_exports_like_a_trial(two_device_run, tmp_path, capsys
     assert entry["arch_hash"] == elastic.get_active_arch().hash()  # the reference's subnet, as extracted
     assert main([*args, "--select", "reference:nope", "--out", str(tmp_path / "f")]) == 2
     assert "no reference point 'nope'; choose one of full, dynabert-" in capsys.readouterr().err
+
+
+PLAIN_LOAD = """
+import json, sys
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+directory = sys.argv[1]
+model = AutoModelForSequenceClassification.from_pretrained(directory).eval()  # no remote code
+tokenizer = AutoTokenizer.from_pretrained(directory)
+batch = tokenizer(json.loads(sys.argv[2]), return_tensors="pt", padding=True)
+with torch.no_grad():
+    logits = model(**batch).logits
+labels = [row["label"] for row in pipeline("text-classification", model=directory)(json.loads(sys.argv[2]))]
+print(json.dumps({"class": type(model).__name__, "logits": logits.tolist(), "labels": labels}))
+"""
+
+
+def test_the_full_reference_exports_as_a_plain_bert(two_device_run, tmp_path):
+    """A subnet with the backbone's layout also ships as a plain BertForSequenceClassification."""
+    import torch
+
+    from bertnas.model import CompactBert
+
+    out, _, _ = two_device_run
+    export = tmp_path / "plain"
+    args = ["export", str(out), "--device", DEVICE_A, "--format", "hf,onnx", "--allow-degenerate"]
+    assert main([*args, "--select", "reference:full", "--out", str(export)]) == 0
+    manifest = json.loads((export / "manifest.json").read_text())
+    (entry,) = manifest["models"]
+    assert entry["plain_bert"] == "bert" and entry["parity"]["plain_bert_vs_compact"] <= 1e-4
+    directory = export / entry["name"]
+    assert (directory / "bert" / "model.onnx").is_file()  # optimum's layout
+    assert f"{entry['name']}/bert" in manifest["recommended"]
+    config = json.loads((directory / "bert" / "config.json").read_text())
+    assert config["model_type"] == "bert" and "auto_map" not in config
+    sentences = ["the film is superb .", "dull and boring and awful from start to end ."]
+    compact = CompactBert.from_pretrained(directory)
+    from transformers import AutoTokenizer
+
+    batch = AutoTokenizer.from_pretrained(str(directory / "bert"))(sentences, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        expected = compact(**batch).logits.numpy()
+    done = run_without_bertnas(PLAIN_LOAD, str(directory / "bert"), json.dumps(sentences), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["class"] == "BertForSequenceClassification"
+    assert np.abs(np.array(report["logits"]) - expected).max() < 1e-5
+    names = compact.config.id2label
+    assert report["labels"] == [names[int(i)] for i in expected.argmax(axis=-1)]

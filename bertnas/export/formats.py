@@ -172,7 +172,10 @@ class TfliteModel:
                 self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads or 1)
                 self.interpreter.allocate_tensors()
         except Exception as error:  # LiteRT raises ValueError/RuntimeError with C++ text
-            raise BertnasError(f"{self.path}: LiteRT cannot load it ({str(error).splitlines()[0]})") from None
+            first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+            op = re.search(r"builtin opcode '(\w+)'", str(error))
+            where = f" at op {op.group(1)}" if op else ""
+            raise BertnasError(f"{self.path}: LiteRT cannot load it{where} ({first.strip()})") from None
         self.threads = threads or 1
         self._run = self.interpreter.get_signature_runner()
         details = self._run.get_input_details()

@@ -359,7 +359,15 @@ def _deployment_files(
             tqdm.write(f"warning: {candidate.name}: {name} not written: {error}; the other formats are kept")
             results[name] = {"file": fmt.file, "error": str(error)}
             continue
-        runner = fmt.runner(path, threads=options.threads)
+        try:
+            runner = fmt.runner(path, threads=options.threads)
+        except BertnasError as error:  # written but its runtime cannot load it (an op it lacks)
+            if name == "onnx":
+                raise
+            path.unlink(missing_ok=True)
+            tqdm.write(f"warning: {candidate.name}: {name} not kept: {error}; the other formats are kept")
+            results[name] = {"file": fmt.file, "error": str(error)}
+            continue
         if name == "onnx":
             metric = entry["metric_onnx"]
         else:

@@ -2,5 +2,13 @@
 
 from bertnas.model.compact import CompactBert, CompactConfig
 from bertnas.model.functional import BertOutput
+from bertnas.model.hf import CompactBertConfig, CompactBertForSequenceClassification, CompactBertOutput
 
-__all__ = ["BertOutput", "CompactBert", "CompactConfig"]
+__all__ = [
+    "BertOutput",
+    "CompactBert",
+    "CompactBertConfig",
+    "CompactBertForSequenceClassification",
+    "CompactBertOutput",
+    "CompactConfig",
+]
