@@ -12,15 +12,10 @@ and predicted vs. measured latency of this machine's onnxruntime profile
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
-from pathlib import Path
 
-from common import write_results
+from common import export_arguments, export_front, write_results
 
-from bertnas.cli.main import main as bertnas_main
 from bertnas.export.package import MEASURE_PROFILE
 
 
@@ -46,36 +41,8 @@ def table(manifest: dict, device: str) -> str:
 
 
 def run() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", help="search run directory")
-    parser.add_argument("--device", default="pixel4")
-    parser.add_argument("--out", default=None, help="export directory (default: exports/<run name>-<device>)")
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=50)
-    args = parser.parse_args()
-    out = Path(args.out or f"exports/{Path(args.run).name}-{args.device}")
-    start = time.perf_counter()
-    code = bertnas_main(
-        [
-            "export",
-            args.run,
-            "--device",
-            args.device,
-            "--select",
-            "pareto",
-            "--out",
-            str(out),
-            "--force",
-            "--warmup",
-            str(args.warmup),
-            "--repeats",
-            str(args.repeats),
-        ]
-    )
-    if code != 0:
-        return code
-    seconds = time.perf_counter() - start
-    manifest = json.loads((out / "manifest.json").read_text())
+    args = export_arguments(__doc__).parse_args()
+    out, _, manifest, seconds = export_front(args)
     markdown = table(manifest, args.device)
     print(markdown)
     path = write_results(

@@ -14,15 +14,11 @@ benchmarks/results/formats_<task>_<device>.json. Time it on a quiet machine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
-from common import write_results
-
-from bertnas.cli.main import main as bertnas_main
+from common import export_arguments, export_front, write_results
 
 FILES = ("onnx", "onnx-int8", "tflite", "tflite-int8")
 
@@ -107,42 +103,11 @@ def table(rows: list[dict], metric: str, device: str) -> str:
 
 
 def run() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", help="search run directory")
-    parser.add_argument("--device", default="pixel4")
-    parser.add_argument("--out", default=None, help="export directory (default: exports/<run name>-<device>-formats)")
+    parser = export_arguments(__doc__, out_suffix="-formats")
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=50)
     args = parser.parse_args()
-    out = Path(args.out or f"exports/{Path(args.run).name}-{args.device}-formats")
-    command = [
-        "export",
-        args.run,
-        "--device",
-        args.device,
-        "--select",
-        "pareto",
-        "--format",
-        "hf,onnx,tflite",
-        "--quantize",
-        "int8",
-        "--seq-len",
-        str(args.seq_len),
-        "--out",
-        str(out),
-        "--force",
-        "--warmup",
-        str(args.warmup),
-        "--repeats",
-        str(args.repeats),
-    ]
-    start = time.perf_counter()
-    code = bertnas_main(command)
-    if code != 0:
-        return code
-    seconds = time.perf_counter() - start
-    manifest = json.loads((out / "manifest.json").read_text())
+    formats = ("--format", "hf,onnx,tflite", "--quantize", "int8", "--seq-len", str(args.seq_len))
+    _, command, manifest, seconds = export_front(args, *formats)
     rows, goals = summarise(manifest, args.device)
     markdown = table(rows, manifest["metric"], args.device)
     print(markdown)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -50,3 +51,40 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
     payload = {"host": host(), "date": time.strftime("%Y-%m-%d"), **payload}
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
+
+
+def export_arguments(description: str, out_suffix: str = "") -> argparse.ArgumentParser:
+    """RUN, --device, --out, --warmup, --repeats: what every front-export benchmark takes.
+
+    ``--out`` defaults to ``exports/<run name>-<device><out_suffix>`` (see :func:`export_front`).
+    """
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", help="search run directory")
+    parser.add_argument("--device", default="pixel4")
+    default = f"exports/<run name>-<device>{out_suffix}"
+    parser.add_argument("--out", default=None, help=f"export directory (default: {default})")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.set_defaults(out_suffix=out_suffix)
+    return parser
+
+
+def export_front(args: argparse.Namespace, *extra: str) -> tuple[Path, list[str], dict[str, Any], float]:
+    """Run the real ``bertnas export RUN --device D --select pareto ... --force`` with ``extra`` flags.
+
+    Returns the export directory, the command (without ``bertnas``), its manifest and its wall
+    time in seconds; a failed export ends the benchmark with the command's exit code.
+    """
+    from bertnas.cli.main import main as bertnas_main
+
+    out = Path(args.out or f"exports/{Path(args.run).name}-{args.device}{args.out_suffix}")
+    command = [
+        "export", args.run, "--device", args.device, "--select", "pareto", *extra, "--out", str(out), "--force",
+        "--warmup", str(args.warmup), "--repeats", str(args.repeats),
+    ]  # fmt: skip
+    start = time.perf_counter()
+    code = bertnas_main(command)
+    if code != 0:
+        raise SystemExit(code)
+    seconds = time.perf_counter() - start
+    return out, command, json.loads((out / "manifest.json").read_text()), seconds
