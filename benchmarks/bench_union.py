@@ -20,8 +20,10 @@ For one task and one trained supernet (the same for every row):
    baseline or have constant predictions.
 3. **DynaBERT grid**: the 12 width x depth points, how many are within 3 points of the teacher.
 
-Every metric is on the task's dev split (the search selects and reports on it; the
-deployable-accuracy issue brings a separate search split). Writes
+Every search selects on the supernet's search split (the slice of train held out from
+teacher and supernet training), and every table figure is on that split, the teacher's
+included; the best points of each search are also evaluated once on the dev split
+(``dev_metric``), which nothing here selects on. Writes
 ``benchmarks/results/union_<task>_<supernet dir name>.json`` after every part and prints markdown.
 """
 
@@ -37,6 +39,7 @@ import numpy as np
 import torch
 from common import write_results
 
+from bertnas.arch import ArchConfig
 from bertnas.hardware import load_predictor
 from bertnas.search import SearchConfig, SearchRun, hypervolume, run_search
 from bertnas.search.evaluate import reference_archs
@@ -75,8 +78,9 @@ def main() -> None:
     metrics = json.loads((supernet_dir / "metrics.json").read_text())
     training = json.loads((supernet_dir / "training.json").read_text())
     main_metric = metrics["main_metric"]
-    teacher = float(metrics["teacher"][main_metric])
     evaluator = SubnetEvaluator.open(supernet_dir, task=args.task, glue_dir=args.glue_dir)
+    dev_evaluator = SubnetEvaluator.open(supernet_dir, task=args.task, split="dev", glue_dir=args.glue_dir)
+    teacher = teacher_score(supernet_dir, evaluator, main_metric)
     baseline = evaluator.baseline()
     predictor = load_predictor(args.device)
     full = evaluator.supernet.full_arch()
@@ -86,7 +90,9 @@ def main() -> None:
     results: dict = {
         "task": args.task,
         "metric": main_metric,
-        "split": "dev",
+        "split": "search",
+        "search_examples": len(evaluator.data),
+        "teacher_dev": float(metrics["teacher"][main_metric]),
         "device": args.device,
         "supernet": supernet_dir.name,
         "recipe": training.get("recipe", {"name": "sandwich (before recipes)"}),
@@ -128,7 +134,7 @@ def main() -> None:
     write_results(name, results)
 
     # 1. the searches
-    for label in args.searches.split(","):
+    for label in filter(None, args.searches.split(",")):  # --searches "": only parts 2 and 3
         space_name, sampler = label.split("/")
         out = Path(args.runs) / args.task / supernet_dir.name / f"{space_name}-{sampler}-{args.evaluations}"
         config = SearchConfig(
@@ -169,6 +175,7 @@ def main() -> None:
                     "latency_ms": float(latency[k]),
                     "loss_vs_teacher_points": 100 * (teacher - float(metric[k])),
                     "trial": int(done.iloc[k]["number"]),
+                    "dev_metric": dev_metric(run, done.iloc[k], dev_evaluator),
                 }
         results["searches"].append(entry)
         write_results(name, results)
@@ -176,10 +183,35 @@ def main() -> None:
     print(markdown(results))
 
 
+def dev_metric(run: SearchRun, row, dev_evaluator: SubnetEvaluator) -> float:
+    """A trial's dev metric: the search's own dev report (front points), else evaluated here."""
+    known = run.dev_metric(row["arch_hash"])
+    if known is not None:
+        return float(known)
+    return float(dev_evaluator.evaluate(ArchConfig.from_json(row["config"]))["score"])
+
+
+def teacher_score(supernet_dir: Path, evaluator: SubnetEvaluator, main_metric: str) -> float:
+    """The teacher's metric on the evaluator's split (the search split), from the teacher the
+    supernet's run.json names; the supernet's full model when that teacher cannot be loaded."""
+    from bertnas.supernet.elastic import ElasticBert
+    from bertnas.training.evaluate import evaluate_model
+
+    teacher = json.loads((supernet_dir / "run.json").read_text())["config"]["teacher"]
+    try:
+        model = ElasticBert.from_backbone(teacher, task=evaluator.supernet.config.task).get_active_subnet().eval()
+    except Exception as error:  # noqa: BLE001 (a benchmark: say it and go on with the stand-in)
+        print(f"teacher {teacher} not loadable ({error}); using the supernet's full model", flush=True)
+        evaluator.supernet.set_active_subnet(evaluator.supernet.full_arch())
+        model = evaluator.supernet
+    return float(evaluate_model(model, evaluator.data)[main_metric])
+
+
 def markdown(results: dict) -> str:
     metric, teacher, base = results["metric"], results["teacher"], results["baseline"]
     lines = [
-        f"{results['task']} ({metric}, dev), supernet {results['supernet']} (recipe "
+        f"{results['task']} ({metric}, search split of {results.get('search_examples')} examples), "
+        f"supernet {results['supernet']} (recipe "
         f"{results['recipe'].get('name')}), {results['evaluations']} evaluations per search, {results['device']} "
         f"(full model {results['full_latency_ms']:.1f} ms); teacher {100 * teacher:.2f}, "
         f"{base['kind']} baseline {100 * base['score']:.2f}",

@@ -136,4 +136,8 @@ def _run(command: Any, argv: list[str] | None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as a script (python -m bertnas.cli.main), this file is ``__main__``, not the
+    # ``bertnas.cli.main`` the command modules register on: call that one's main.
+    from bertnas.cli.main import main as _registered_main
+
+    sys.exit(_registered_main())

@@ -95,10 +95,20 @@ def supernet_train_command(
     recipe: str | None = typer.Option(
         None,
         "--recipe",
-        help="Training recipe: sandwich, families, progressive or budget (docs/training.md; default: the preset's).",
+        help="Training recipe: sandwich, families, progressive, budget or budget-attention (docs/training.md; "
+        "default: the preset's).",
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Examples per step (default 32); under torchrun, the global batch of all processes."
     ),
     random_subnets: int | None = typer.Option(None, "--random-subnets", help="Random subnets per step (sandwich)."),
     label_weight: float | None = typer.Option(None, "--label-weight", help="Weight of the task loss on the labels."),
+    hidden_weight: float | None = typer.Option(
+        None, "--hidden-weight", help="Weight of the hidden-state MSE to the teacher (default: the recipe's)."
+    ),
+    attention_weight: float | None = typer.Option(
+        None, "--attention-weight", help="Weight of the attention-map transfer (default: the recipe's)."
+    ),
     distill_from: str | None = typer.Option(None, "--distill-from", help="teacher | largest"),
     stages: str | None = typer.Option(None, "--stages", help="joint | width-depth (DynaBERT's two stages)."),
     no_rewire: bool = typer.Option(False, "--no-rewire", help="Skip DynaBERT rewiring."),
@@ -113,6 +123,7 @@ def supernet_train_command(
     from bertnas.errors import BertnasError
     from bertnas.paths import supernet_dir, teacher_dir
     from bertnas.supernet.backbone import check_teacher
+    from bertnas.training.distributed import close
     from bertnas.training.presets import check_preset
     from bertnas.training.supernet_train import SupernetTrainer, config_from
 
@@ -133,8 +144,11 @@ def supernet_train_command(
         train_subset=train_subset,
         max_steps=max_steps,
         recipe=recipe,
+        batch_size=batch_size,
         random_subnets=random_subnets,
         label_weight=label_weight,
+        hidden_weight=hidden_weight,
+        attention_weight=attention_weight,
         distill_from=distill_from,
         stages=stages,
         rewire=False if no_rewire else None,
@@ -147,7 +161,13 @@ def supernet_train_command(
     )
     check_teacher(teacher_path, info.num_labels, info.labels, info.name)
     target = out or supernet_dir(teacher_path, info.name, space)
-    result = SupernetTrainer(config, target).train()
+    trainer = SupernetTrainer(config, target)
+    try:
+        result = trainer.train()
+    finally:
+        close(trainer.world)
+    if result is None:  # a torchrun process other than the first: process 0 reports
+        return
     metric = result["main_metric"]
     summary = ", ".join(f"{name} {scores[metric]:.4f}" for name, scores in result["subnets"].items())
     typer.echo(f"supernet {target}: dev {metric}: teacher {result['teacher'][metric]:.4f}, {summary}")

@@ -404,6 +404,7 @@ class ElasticBert(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         head_mask: list[torch.Tensor] | None = None,
         output_hidden_states: bool = False,
+        output_attentions: bool = False,
     ) -> BertOutput:
         """Run the active subnet."""
         arch, h = self._active, self._active.hidden_size
@@ -419,6 +420,7 @@ class ElasticBert(nn.Module):
             self.run_options(),
             head_mask=head_mask,
             output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
         )
 
     # ------------------------------------------------------------------ persistence

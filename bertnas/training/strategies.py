@@ -14,6 +14,9 @@ supernet (``training.json`` / ``run.json``), so that a supernet says how it was 
 - ``label_weight``: weight of the task loss on the true labels, added to every subnet's
   distillation loss (useful when the teacher is imperfect, as on small tasks).
 - ``hidden_weight``, ``distill_from``, ``random_subnets``: as in DynaBERT / OFA.
+- ``attention_weight``: weight of the attention-map transfer (TinyBERT / MobileBERT): MSE
+  between each layer's head-averaged attention map and that of the teacher layer it comes
+  from, while no token has been dropped (0: off).
 
 The per-step strategy objects (:class:`SubnetSampler` and its subclasses) are what the
 trainer calls: ``sampler.subnets(step, total)`` gives the list of subnets for one step,
@@ -54,6 +57,7 @@ class Recipe:
     random_subnets: int = 2
     label_weight: float = 0.0
     hidden_weight: float = 0.1
+    attention_weight: float = 0.0
     distill_from: str = "teacher"  # teacher | largest
     # The sandwich's top: the space's largest subnet ("largest"; in the unified space it has
     # stacked FFNs, about 3x the backbone's MACs) or the backbone's own shape ("backbone").
@@ -66,7 +70,7 @@ class Recipe:
             raise BertnasError(f"recipe {self.name}: distill_from={self.distill_from!r} must be 'teacher' or 'largest'")
         if self.top not in ("largest", "backbone"):
             raise BertnasError(f"recipe {self.name}: top={self.top!r} must be 'largest' or 'backbone'")
-        if self.random_subnets < 0 or self.label_weight < 0 or self.hidden_weight < 0:
+        if min(self.random_subnets, self.label_weight, self.hidden_weight, self.attention_weight) < 0:
             raise BertnasError(f"recipe {self.name}: random_subnets and loss weights must be >= 0")
         starts = [stage.start for stage in self.stages]
         if starts and (starts[0] != 0.0 or starts != sorted(starts) or not all(0 <= s < 1 for s in starts)):
@@ -133,6 +137,16 @@ RECIPES: dict[str, Recipe] = {
             "of the space's largest subnet (a third of its cost), so the same time buys more steps.",
             sampling="families",
             label_weight=0.5,
+            top="backbone",
+        ),
+        Recipe(
+            "budget-attention",
+            "The budget recipe plus attention-map transfer from the teacher (weight 1) and hidden-state MSE "
+            "at weight 1 instead of 0.1: a dense per-layer signal for tasks with few labels.",
+            sampling="families",
+            label_weight=0.5,
+            hidden_weight=1.0,
+            attention_weight=1.0,
             top="backbone",
         ),
     )

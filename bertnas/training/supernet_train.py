@@ -61,7 +61,8 @@ from bertnas.training.common import (
     set_seed,
     write_json,
 )
-from bertnas.training.distill import hidden_loss, logit_loss
+from bertnas.training.distill import attention_loss, hidden_loss, logit_loss
+from bertnas.training.distributed import current_world, world_size
 from bertnas.training.evaluate import SEARCH_SPLIT_JSON, TrainDev, evaluate_model, load_train_dev, read_search_split
 from bertnas.training.strategies import DEFAULT_RECIPE, Recipe, get_recipe, make_sampler
 
@@ -85,6 +86,7 @@ class SupernetTrainConfig:
     recipe: str = DEFAULT_RECIPE
     random_subnets: int | None = None
     hidden_weight: float | None = None
+    attention_weight: float | None = None
     label_weight: float | None = None
     distill_from: str | None = None  # teacher | largest
     stages: str = "joint"  # joint | width-depth
@@ -130,7 +132,7 @@ class SupernetTrainConfig:
         recipe = get_recipe(self.recipe)
         overrides = {
             key: getattr(self, key)
-            for key in ("random_subnets", "hidden_weight", "label_weight", "distill_from")
+            for key in ("random_subnets", "hidden_weight", "attention_weight", "label_weight", "distill_from")
             if getattr(self, key) is not None
         }
         return replace(recipe, **overrides) if overrides else recipe
@@ -195,7 +197,13 @@ class SupernetTrainer:
         config.validate()
         self.config = config
         self.out = Path(out)
-        self.device = pick_device(config.device)
+        if world_size() > config.batch_size:
+            raise BertnasError(
+                f"--batch-size {config.batch_size} is the global batch, shared by {world_size()} processes; "
+                f"give at least {world_size()}"
+            )
+        self.world = current_world(pick_device(config.device))  # torchrun's processes, or a world of one
+        self.device = self.world.device(pick_device(config.device))
         self.info = get_task(config.task)
 
     # ------------------------------------------------------------------ setup
@@ -225,8 +233,11 @@ class SupernetTrainer:
         return state
 
     # ------------------------------------------------------------------ training
-    def train(self) -> dict[str, Any]:
-        """Train (or resume) into ``out``, holding its lock (a second training there is refused)."""
+    def train(self) -> dict[str, Any] | None:
+        """Train (or resume) into ``out``, holding its lock (a second training there is refused).
+        Under torchrun, process 0 holds the lock and returns the result; the others return None."""
+        if not self.world.main:
+            return self._train()
         with exclusive(self.out, "supernet directory"):
             return self._train()
 
@@ -273,6 +284,10 @@ class SupernetTrainer:
         record = run_record("supernet train", {**asdict(config), "resolved_recipe": recipe.to_dict()})
         if resume is None and config.rewire:
             self._rewire(supernet, train)
+        if self.world.distributed:  # every process starts from process 0's weights and channel order
+            self.world.broadcast_module(supernet)
+            supernet.config.channel_order = self.world.broadcast_object(supernet.config.channel_order)
+            torch.manual_seed(config.seed + self.world.rank)  # each process its own dropout
         optimizer = make_optimizer(supernet, config.lr, config.weight_decay)
         scheduler = linear_schedule(optimizer, int(total * config.warmup_ratio), total)
         step = 0
@@ -289,7 +304,12 @@ class SupernetTrainer:
         start_time = time.perf_counter()
         elapsed_before = float(resume.get("train_seconds", 0.0)) if resume else 0.0
         progress = tqdm(
-            total=total, initial=step, desc=f"supernet {info.name}/{config.space}", unit="step", dynamic_ncols=True
+            total=total,
+            initial=step,
+            desc=f"supernet {info.name}/{config.space}",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not self.world.main,
         )
         supernet.train()
         last_losses: dict[str, float] = {}
@@ -298,24 +318,36 @@ class SupernetTrainer:
             for indices in sampler.batches(epoch)[offset:]:
                 if step >= total:
                     break
-                batch = collate([train[i] for i in indices])
-                batch = {key: value.to(self.device) for key, value in batch.items()}
+                shard = self.world.shard(indices)  # this process's examples of the batch (all of them alone)
                 subnets = strategy.subnets(step, total)
-                last_losses = self._step(supernet, teacher, recipe, batch, step, subnets)
+                if shard:
+                    batch = collate([train[i] for i in shard])
+                    batch = {key: value.to(self.device) for key, value in batch.items()}
+                    last_losses = self._step(supernet, teacher, recipe, batch, step, subnets)
+                self.world.reduce_gradients(supernet.parameters(), len(shard) / len(indices))
                 torch.nn.utils.clip_grad_norm_(supernet.parameters(), 1.0)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 progress.update(1)
-                progress.set_postfix(loss=f"{last_losses['mean']:.4f}", epoch=epoch)
+                if last_losses:
+                    progress.set_postfix(loss=f"{last_losses['mean']:.4f}", epoch=epoch)
                 if step % config.checkpoint_every == 0 and step < total:
                     seconds = elapsed_before + time.perf_counter() - start_time
-                    self._save_checkpoint(supernet, optimizer, scheduler, step, record, seconds)
+                    if self.world.main:
+                        self._save_checkpoint(supernet, optimizer, scheduler, step, record, seconds)
+                    self.world.barrier()
                 killpoints.reached("train-step")
         progress.close()
         train_seconds = elapsed_before + time.perf_counter() - start_time
-        return self._finish(supernet, teacher, space, splits, record, total, train_seconds)
+        if not self.world.main:
+            self.world.barrier()  # process 0 evaluates and writes the finished supernet
+            return None
+        record["processes"] = self.world.size
+        result = self._finish(supernet, teacher, space, splits, record, total, train_seconds)
+        self.world.barrier()
+        return result
 
     def _check_teacher_holdout(self, splits: TrainDev) -> str:
         """Whether the teacher kept the search split out of its training: ``held out`` (a teacher
@@ -362,8 +394,10 @@ class SupernetTrainer:
     ) -> dict[str, float]:
         """Step ``step``: the sandwich over ``subnets`` (largest first); gradients accumulate, no optimizer step."""
         labels = batch.pop("labels")
+        maps = recipe.attention_weight > 0
+        states = recipe.hidden_weight > 0 or maps  # the attention loss needs each layer's input mask
         with torch.no_grad(), self._autocast():
-            reference = teacher(**batch, output_hidden_states=recipe.hidden_weight > 0)
+            reference = teacher(**batch, output_hidden_states=states, output_attentions=maps)
         target_logits = reference.logits
         order = supernet.config.channel_order  # rewired residual stream: which teacher channel each one holds
         channels = None if order is None else torch.tensor(order, device=reference.logits.device)
@@ -371,7 +405,7 @@ class SupernetTrainer:
         for position, arch in enumerate(subnets):
             supernet.set_active_subnet(arch)
             with self._autocast():
-                output = supernet(**batch, output_hidden_states=recipe.hidden_weight > 0)
+                output = supernet(**batch, output_hidden_states=states, output_attentions=maps)
             if position == 0 and recipe.distill_from == "largest":
                 # the largest subnet learns from the teacher and the labels; the rest from it
                 loss = logit_loss(output.logits, reference.logits) + _task_loss(output.logits, labels)
@@ -390,6 +424,12 @@ class SupernetTrainer:
                 )
                 if hidden is not None:
                     loss = loss + recipe.hidden_weight * hidden
+            if maps:
+                transfer = attention_loss(
+                    supernet.get_active_arch(), output.attentions, output.hidden_masks[:-1], reference.attentions
+                )
+                if transfer is not None:
+                    loss = loss + recipe.attention_weight * transfer
             loss.backward()
             losses.append(float(loss.detach()))
         return {"mean": float(np.mean(losses)), "largest": losses[0], "smallest": losses[1]}
