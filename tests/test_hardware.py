@@ -331,3 +331,19 @@ def test_parse_rejects_missing_family(tmp_path):
     data_lines = [line for line in text.splitlines() if not line.startswith("  relu:")]
     with pytest.raises(BertnasError, match="missing kernel family 'relu'"):
         parse_profile("\n".join(data_lines), "p.yaml")
+
+
+def test_validate_stores_residuals_for_guaranteed_budgets(tiny_profiles, tmp_path, capsys):
+    path = tiny_profiles["onnxruntime"].save(tmp_path / "tiny.yaml")
+    out = tmp_path / "validation.json"
+    args = ["profile", "validate", "--device", str(path), "--samples", "3", "--rounds", "1", "--seed", "5"]
+    assert main([*args, "--out", str(out), "--save-residuals"]) == 0
+    assert "stored 3 residuals" in capsys.readouterr().out
+    stored = load_profile(path).residuals
+    points = json.loads(out.read_text())["points"]
+    expected = [p["measured_ms"] / p["predicted_ms"] - 1 for p in points]
+    assert stored.values == pytest.approx(expected, abs=1e-5) and "seed 5" in stored.subnets
+    assert load_profile(path).kernels.keys() == tiny_profiles["onnxruntime"].kernels.keys()
+    # residuals must come from the device itself: a calibrated profile cannot collect them here
+    assert main(["profile", "validate", "--device", "pixel4", "--samples", "2", "--save-residuals"]) == 2
+    assert "not measured on this machine" in capsys.readouterr().err

@@ -674,3 +674,47 @@ def test_the_full_reference_exports_as_a_plain_bert(two_device_run, tmp_path):
     assert np.abs(np.array(report["logits"]) - expected).max() < 1e-5
     names = compact.config.id2label
     assert report["labels"] == [names[int(i)] for i in expected.argmax(axis=-1)]
+
+
+def test_guaranteed_budgets_bound_the_front_and_its_export_selection(env, budgets, tmp_path, monkeypatch, capsys):
+    """--confidence: every front point's conformal bound meets the budget; pareto/export agree."""
+    profiles = tmp_path / "profiles"
+    shutil.copytree(env["root"] / "profiles", profiles)
+    data = yaml.safe_load((profiles / f"{DEVICE_A}.yaml").read_text())
+    data["name"] = "guaranteed"
+    data["residuals"] = {"subnets": "synthetic", "relative": [0.01 * i for i in range(20)]}  # q at 0.9 = 0.18
+    (profiles / "guaranteed.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    monkeypatch.setenv("BERTNAS_PROFILES_DIR", str(profiles))
+    budget = budgets[DEVICE_A][1]
+    out = tmp_path / "run"
+    result = run_search(_config(env, out, {"guaranteed": budget}, trials=6, confidence=0.9), progress=False)
+    front = result["fronts"]["guaranteed"]
+    assert front["budget_ms"] == pytest.approx(budget / 1.18)
+    assert front["conformal"]["requested_budget_ms"] == budget and front["conformal"]["quantile"] == pytest.approx(0.18)
+    assert front["points"] and all(p["latency_ms"] * 1.18 <= budget * (1 + 1e-9) for p in front["points"])
+    info = SearchRun.open(out).info
+    assert info["conformal"]["guaranteed"]["confidence"] == 0.9 and info["config"]["confidence"] == 0.9
+    # pareto at a stricter confidence: the front can only shrink, and says what it guarantees
+    assert main(["pareto", str(out), "--device", "guaranteed", "--confidence", "0.95", "--no-write", "--json"]) == 0
+    strict = json.loads(capsys.readouterr().out)
+    assert strict["conformal"]["quantile"] == pytest.approx(0.19)
+    assert strict["budget_ms"] == pytest.approx(budget / 1.19)
+    assert {p["trial"] for p in strict["points"]} <= {p["trial"] for p in front["points"]}
+    assert main(["pareto", str(out), "--device", "guaranteed", "--confidence", "0.96", "--no-write"]) == 2
+    assert "needs at least 24 validation residuals, the profile has 20" in capsys.readouterr().err
+    # a profile without residuals cannot promise anything
+    base = ["search", "--supernet", env["supernet"], "--glue-dir", env["glue"], "--out", str(tmp_path / "r2")]
+    message = _cli_error(capsys, [*base, "--device", DEVICE_A, "--budget", f"{budget}ms", "--confidence", "0.95"])
+    assert "stores no validation residuals" in message
+    assert "strictly between 0 and 1" in _cli_error(
+        capsys, [*base, "--device", "guaranteed", "--budget", f"{budget}ms", "--confidence", "95"]
+    )
+    # export's selection under a guaranteed budget
+    from bertnas.export.selection import select_candidates
+
+    run = SearchRun.open(out)
+    fastest = min(p["latency_ms"] for p in front["points"])
+    with pytest.raises(BertnasError, match="the 0.9 bound of"):
+        select_candidates(run, "guaranteed", f"best-under:{fastest * 1.1:.6f}ms", True, confidence=0.9)
+    chosen = select_candidates(run, "guaranteed", f"best-under:{fastest * 1.18 + 1e-6:.6f}ms", True, confidence=0.9)
+    assert len(chosen) == 1

@@ -36,6 +36,12 @@ def export_command(
     allow_degenerate: bool = typer.Option(
         False, "--allow-degenerate", help="Also export subnets whose predictions are constant (normally left out)."
     ),
+    confidence: float | None = typer.Option(
+        None,
+        "--confidence",
+        help="Select under guaranteed budgets: a model qualifies when its conformal upper bound at this confidence "
+        "meets the budget (pareto, best-under; needs a measured profile with residuals).",
+    ),
     weights: str = typer.Option(
         "auto",
         "--weights",
@@ -56,7 +62,7 @@ def export_command(
     info = search.info
     if weights not in ("auto", "finetuned", "supernet"):
         raise BertnasError(f"--weights {weights!r}: choose finetuned, supernet or auto")
-    candidates = select_candidates(search, device, select, allow_degenerate=allow_degenerate)
+    candidates = select_candidates(search, device, select, allow_degenerate=allow_degenerate, confidence=confidence)
     candidates = [with_finetuned_weights(search, candidate, weights) for candidate in candidates]
     supernet_dir = search.supernet_dir(supernet)
 
@@ -79,12 +85,14 @@ def export_command(
         tflite_seq_len=seq_len,
         quantize=quantize,
         max_int8_drop=max_int8_drop / 100.0,
+        confidence=confidence,
         source={
             "run": portable(run, out),  # relative to the export directory
             "study": info.get("study"),
             "device": device,
             "budget_ms": search.budgets_ms.get(device),
             "select": select,
+            **({"confidence": confidence} if confidence is not None else {}),
         },
     )
     manifest = export_models(supernet_dir, candidates, out, options, predictors, force=force)

@@ -183,10 +183,19 @@ def validate_command(
     backbone: list[str] = typer.Option(["all-MiniLM-L6-v2"], "--backbone", help=_BACKBONE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (without the per-subnet points)."),
     out: Path | None = typer.Option(None, "--out", help="Also write the full result (with points) as JSON here."),
+    save_residuals: bool = typer.Option(
+        False,
+        "--save-residuals",
+        help="Store the relative residuals in the profile file, for guaranteed budgets (--confidence).",
+    ),
 ) -> None:
     """Measure random subnets end to end and compare with the predictor: MAPE, +-10 % share, Kendall tau."""
+    import dataclasses
+    import datetime
+
     from bertnas.atomic import atomic_write_text
     from bertnas.hardware import load_profile
+    from bertnas.hardware.conformal import Residuals, relative_residuals
     from bertnas.hardware.measure import Timing
     from bertnas.hardware.validate import CALIBRATION_SEED, validate
 
@@ -194,9 +203,25 @@ def validate_command(
     _positive(rounds, "--rounds")
     if seed == CALIBRATION_SEED:
         raise BertnasError(f"--seed {seed} is the seed the corrections were fitted on; choose another")
-    result = validate(load_profile(device), samples, seed=seed, backbones=backbone, timing=Timing(rounds=rounds))
+    profile = load_profile(device)
+    if save_residuals and profile.provenance != "measured":
+        raise BertnasError(
+            f"--save-residuals: profile {profile.name!r} is {profile.provenance}, not measured on this machine; "
+            "residuals must come from the device the profile describes"
+        )
+    result = validate(profile, samples, seed=seed, backbones=backbone, timing=Timing(rounds=rounds))
     if out is not None:
         atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+    if save_residuals:
+        points = result["points"]
+        values = relative_residuals([p["predicted_ms"] for p in points], [p["measured_ms"] for p in points])
+        label = (
+            f"{len(points)} random unified-space subnets of {', '.join(backbone)}, seed {seed}, "
+            f"{rounds} rounds, measured {datetime.date.today().isoformat()}"
+        )
+        residuals = Residuals(tuple(float(v) for v in values), label)
+        dataclasses.replace(profile, residuals=residuals).save(profile.source)
+        typer.echo(f"stored {len(values)} residuals in {profile.source}")
     summary = {k: v for k, v in result.items() if k != "points"}
     if as_json:
         typer.echo(json.dumps(summary))

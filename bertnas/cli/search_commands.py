@@ -32,6 +32,12 @@ BACKEND_OPTION = typer.Option("local", "--backend", help="local | ray (trials on
 ADDRESS_OPTION = typer.Option(None, "--address", help="Ray cluster: auto or HOST:PORT (default: start Ray locally).")
 WORKERS_OPTION = typer.Option(None, "--workers", help="Ray workers (default: 2 local, else cluster CPUs).")
 GPUS_PER_TRIAL_OPTION = typer.Option(0.0, "--gpus-per-trial", help="GPUs each Ray worker holds.")
+CONFIDENCE_OPTION = typer.Option(
+    None,
+    "--confidence",
+    help="Guarantee budgets: a subnet counts as within budget when its conformal upper bound at this "
+    "confidence is (0.95: over budget with probability <= 5 %; needs a measured profile with residuals).",
+)
 
 
 @app.command("search")
@@ -75,6 +81,7 @@ def search_command(
     study: str | None = typer.Option(None, "--study", help="Study name (default: from task, space, budgets, seed)."),
     out: Path | None = typer.Option(None, "--out", help="Run directory (default: runs/STUDY)."),
     seq_len: int | None = typer.Option(None, "--seq-len", help="Sequence length; must match the profiles'."),
+    confidence: float | None = CONFIDENCE_OPTION,
     split: str = SPLIT_OPTION,
     dev_subset: int | None = typer.Option(
         None, "--dev-subset", help="Score on the first N examples of --split only (faster, noisier)."
@@ -119,6 +126,7 @@ def search_command(
         study=study,
         out=str(out) if out else None,
         seq_len=seq_len,
+        confidence=confidence,
         split=split,
         dev_subset=dev_subset,
         population=population,
@@ -172,21 +180,25 @@ def pareto_command(
     budget: str | None = typer.Option(None, "--budget", help="Budget with unit (default: the search's)."),
     write: bool = typer.Option(True, "--write/--no-write", help="Rewrite RUN/pareto_DEVICE.csv/.json/.png."),
     as_json: bool = typer.Option(False, "--json", help="Print the front as JSON."),
+    confidence: float | None = CONFIDENCE_OPTION,
 ) -> None:
     """Rebuild a device's front from the stored trials, without evaluating anything."""
     from bertnas.search.budget import parse_budget
     from bertnas.search.run import SearchRun, front_points
 
     search_run = SearchRun.open(run)
-    budget_ms = parse_budget(budget) if budget is not None else search_run.budgets_ms.get(device)
+    requested = parse_budget(budget) if budget is not None else None
+    budget_ms, conformal = search_run.guaranteed_budget(device, requested, confidence)
     front = search_run.write_front(device, budget_ms) if write else search_run.pareto(device, budget_ms)
     points = front_points(front, device)
     baseline = search_run.baseline
     if as_json:
         payload = {"device": device, "budget_ms": budget_ms, "baseline": baseline, "points": points}
+        if conformal:
+            payload["conformal"] = conformal
         typer.echo(json.dumps(payload, indent=2))
         return
-    typer.echo(_front_table(device, budget_ms, search_run.metric_name, points, baseline=baseline))
+    typer.echo(_front_table(device, budget_ms, search_run.metric_name, points, baseline=baseline, conformal=conformal))
 
 
 def _backend(name: str, address: str | None, workers: int | None, gpus_per_trial: float) -> Any:
@@ -233,7 +245,13 @@ def _run(config: Any, as_json: bool, ray_options: Any = None) -> None:
         typer.echo("")
         typer.echo(
             _front_table(
-                device, front["budget_ms"], result["metric"], front["points"], front["full_model"], result["baseline"]
+                device,
+                front["budget_ms"],
+                result["metric"],
+                front["points"],
+                front["full_model"],
+                result["baseline"],
+                front.get("conformal"),
             )
         )
 
@@ -245,8 +263,15 @@ def _front_table(
     points: list[dict],
     full: dict | None = None,
     baseline: dict | None = None,
+    conformal: dict | None = None,
 ) -> str:
     budget = "no budget" if budget_ms is None else f"budget {budget_ms:g} ms"
+    if conformal:
+        budget = (
+            f"budget {conformal['requested_budget_ms']:g} ms guaranteed at confidence {conformal['confidence']:g}: "
+            f"predictions <= {budget_ms:.4g} ms, conformal quantile {conformal['quantile']:+.3f} "
+            f"from {conformal['residuals']} residuals"
+        )
     lines = [f"Pareto front on {device} ({budget}, {len(points)} points)"]
     header = f"{'trial':>6}  {metric:>10}  {'latency ms':>10}  {'MMACs':>9}  {'params M':>8}"
     lines += [header, "-" * len(header)]

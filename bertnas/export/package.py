@@ -100,6 +100,9 @@ class ExportOptions:
     max_int8_drop: float = 0.01  # in metric units (0.01 = 1 point): worse int8 files are not recommended
     format_threads: tuple[int, ...] = (1, 4)  # thread counts each file is timed at
     source: dict[str, Any] = field(default_factory=dict)  # run directory, study, device, budget
+    # With a confidence, each measured latency is reported beside the measurement profile's
+    # conformal upper bound (when that profile stores validation residuals).
+    confidence: float | None = None
 
     def validate(self) -> None:
         unknown = [name for name in self.formats if name not in FORMATS]
@@ -316,10 +319,25 @@ def _export_one(
             "threads": options.threads,
             "machine": _machine(),
             "note": _measure_note(measure),
+            **_conformal_bound(measure, arch, options.confidence),
         }
     entry["formats"] = _deployment_files(compact, directory, data, batch, mine, candidate, options, entry, parity)
     entry["parity"] = parity
     return entry
+
+
+def _conformal_bound(measure: Any, arch: ArchConfig, confidence: float | None) -> dict[str, Any]:
+    """The measurement profile's conformal upper bound at ``confidence``, where it stores residuals."""
+    residuals = getattr(getattr(measure, "profile", None), "residuals", None)
+    if confidence is None or residuals is None:
+        return {}
+    from bertnas.hardware.conformal import conformal_quantile
+
+    try:
+        q = conformal_quantile(residuals.values, confidence)
+    except BertnasError as error:
+        return {"conformal_note": str(error)}
+    return {"confidence": confidence, "conformal_bound_ms": float(measure.predict(arch)) * (1.0 + q)}
 
 
 def file_formats(options: ExportOptions) -> list[str]:

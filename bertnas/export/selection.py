@@ -19,13 +19,18 @@ SELECT_HELP = (
 )
 
 
-def select_candidates(run: Any, device: str, select: str, allow_degenerate: bool = False) -> list[Candidate]:
+def select_candidates(
+    run: Any, device: str, select: str, allow_degenerate: bool = False, confidence: float | None = None
+) -> list[Candidate]:
     """Candidates from ``run`` (a :class:`bertnas.search.run.SearchRun`) on ``device``.
 
     ``pareto``: the device's front under the search's budget for it (no budget if the
     search did not target the device), fastest first. ``trial:N``: one evaluated trial.
     ``best-under:X``: the best metric among evaluated trials predicted at most X on the
     device (ties: the faster one).
+
+    With ``confidence`` the budget of ``pareto`` and ``best-under`` is guaranteed: a subnet
+    qualifies when its conformal upper bound (:mod:`bertnas.hardware.conformal`) meets it.
 
     Degenerate subnets (constant predictions on the evaluation data) are never
     recommended: ``pareto`` leaves them out, ``best-under`` skips them and ``trial:N``
@@ -39,7 +44,7 @@ def select_candidates(run: Any, device: str, select: str, allow_degenerate: bool
     if select.startswith("reference:"):
         return [_reference_candidate(run, select, allow_degenerate)]
     if select == "pareto":
-        rows = run.pareto(device)
+        rows = run.pareto(device, run.guaranteed_budget(device, None, confidence)[0])
         if not allow_degenerate and not rows.empty:
             flagged = degenerate_mask(rows)
             if flagged.all():
@@ -73,7 +78,8 @@ def select_candidates(run: Any, device: str, select: str, allow_degenerate: bool
                 "pick another trial, or pass --allow-degenerate to export it anyway"
             )
     elif select.startswith("best-under:"):
-        budget = parse_budget(select.removeprefix("best-under:"))
+        requested = parse_budget(select.removeprefix("best-under:"))
+        budget = run.guaranteed_budget(device, requested, confidence)[0]
         trials = run.with_device(device)
         done = trials[(trials["state"] == "COMPLETE") & trials["metric"].notna() & (trials[column] <= budget)]
         if not allow_degenerate:
@@ -81,8 +87,9 @@ def select_candidates(run: Any, device: str, select: str, allow_degenerate: bool
         if done.empty:
             fastest = trials.loc[trials["state"] == "COMPLETE", column].min()
             hint = f" (the fastest evaluated trial is {format_ms(fastest)} there)" if pd.notna(fastest) else ""
+            bound = f" (the {confidence:g} bound of {format_ms(requested)})" if confidence is not None else ""
             raise BertnasError(
-                f"--select {select}: no evaluated trial is predicted under {format_ms(budget)} on {device}{hint}"
+                f"--select {select}: no evaluated trial is predicted under {format_ms(budget)}{bound} on {device}{hint}"
             )
         rows = done.sort_values(["metric", column], ascending=[False, True]).head(1)
     else:

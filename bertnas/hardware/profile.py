@@ -27,6 +27,9 @@ an end-to-end latency (see docs/hardware.md)::
       linear: {table: {tokens: [...], in: [...], out: [...], ms: [[[...]]]}}
       gelu: {analytic: {overhead_ms: 0.01, ms_per_unit: 1.5e-6}}
     corrections: {scale: 1.0, per_layer_ms: 0.0, per_model_ms: 0.0}
+    residuals:                # optional: held-out validation residuals, for --confidence
+      subnets: "100 random unified-space subnets ..., seed 0"
+      relative: [0.012, -0.031, ...]   # measured / predicted - 1 (bertnas/hardware/conformal.py)
 
 Profiles live in the registry directory ``hardware_profiles/`` of the repository
 (``$BERTNAS_PROFILES_DIR`` overrides it); :func:`load_profile` takes a registry name or
@@ -48,6 +51,7 @@ import yaml
 
 from bertnas.atomic import atomic_write_text
 from bertnas.errors import BertnasError
+from bertnas.hardware.conformal import Residuals
 from bertnas.hardware.kernels import FAMILIES
 from bertnas.readers import load_yaml, read_text
 
@@ -58,7 +62,8 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 PROFILES_ENV = "BERTNAS_PROFILES_DIR"
 
 _REQUIRED = ("name", "device", "runtime", "threads", "batch", "seq_len", "precision", "provenance", "kernels")
-_OPTIONAL = ("format", "version", "host", "date", "evidence", "notes", "corrections")
+_OPTIONAL = ("format", "version", "host", "date", "evidence", "notes", "corrections", "residuals")
+_MAX_RESIDUALS = 100_000
 _CORRECTIONS = ("scale", "per_layer_ms", "per_model_ms", "fitted_on")
 
 
@@ -137,6 +142,7 @@ class HardwareProfile:
     evidence: Mapping[str, Any] = field(default_factory=dict)
     notes: str = ""
     source: str | None = None  # the file it was loaded from
+    residuals: Residuals | None = None  # held-out validation residuals (conformal budgets)
 
     def check_request(self, seq_len: int | None = None, runtime: str | None = None, batch: int | None = None) -> None:
         """Refuse a request this profile cannot answer, saying which field differs."""
@@ -183,6 +189,8 @@ class HardwareProfile:
             "corrections": self.corrections.to_yaml(),
             "kernels": {family: entry.to_yaml(FAMILIES[family]) for family, entry in self.kernels.items()},
         }
+        if self.residuals is not None:
+            data["residuals"] = self.residuals.to_yaml()
         return yaml.safe_dump(data, sort_keys=False, width=120, default_flow_style=None)
 
     def save(self, path: str | Path) -> Path:
@@ -287,6 +295,7 @@ def parse_profile(text: str, source: str) -> HardwareProfile:
     corrections = Corrections(**corrections_data)
     if corrections.scale <= 0:
         raise fail("must be positive", "corrections", "scale")
+    residuals = _parse_residuals(data.get("residuals"), fail)
     return HardwareProfile(
         name=data["name"],
         device=data["device"],
@@ -303,7 +312,25 @@ def parse_profile(text: str, source: str) -> HardwareProfile:
         evidence=data.get("evidence") or {},
         notes=str(data.get("notes") or ""),
         source=source,
+        residuals=residuals,
     )
+
+
+def _parse_residuals(entry: Any, fail: Any) -> Residuals | None:
+    if entry is None:
+        return None
+    if not isinstance(entry, Mapping) or "relative" not in entry:
+        raise fail("must be {subnets: '...', relative: [measured / predicted - 1, ...]}", "residuals")
+    extra = sorted(set(entry) - {"subnets", "relative"})
+    if extra:
+        raise fail("unknown field (known: subnets, relative)", "residuals", str(extra[0]))
+    values = entry["relative"]
+    if not isinstance(values, list) or not values or len(values) > _MAX_RESIDUALS:
+        raise fail(f"must be a list of 1 to {_MAX_RESIDUALS} numbers", "residuals", "relative")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= -1:
+            raise fail(f"{value!r} is not a relative residual (a finite number above -1)", "residuals", "relative")
+    return Residuals(tuple(float(v) for v in values), str(entry.get("subnets") or ""))
 
 
 def _parse_kernel(family: str, entry: Any, fail: Any) -> KernelTable | AnalyticCost:

@@ -8,8 +8,8 @@ A study file (``studies/*.yaml``) holds the same settings as the flags::
     sampler: surrogate           # surrogate (default) | nsga2 | tpe | random | evolution
     trials: 100                  # accuracy-evaluated trials to reach
     seed: 0
-    # optional: backbone, teacher, preset, supernet, storage, study, out, seq_len, split, dev_subset,
-    # population; for your own data (task: a directory or hf:NAME) text_columns, label_column,
+    # optional: backbone, teacher, preset, supernet, storage, study, out, seq_len, confidence, split,
+    # dev_subset, population; for your own data (task: a directory or hf:NAME) text_columns, label_column,
     # metric, max_length
 
 Unknown keys are errors (a typo must not fall back to a default); malformed YAML is
@@ -50,6 +50,10 @@ class SearchConfig:
     study: str | None = None
     out: str | None = None
     seq_len: int | None = None
+    # Guaranteed budgets: each budget bounds the split-conformal upper prediction at this
+    # confidence (e.g. 0.95: a front point runs over its budget with probability <= 5 %),
+    # from the validation residuals the device's profile stores (bertnas/hardware/conformal.py).
+    confidence: float | None = None
     # Where trials are scored: "search" (the slice of train the supernet held out) or "dev" (the
     # report split; selecting on it flatters every reported figure, and run.json says so).
     split: str = "search"
@@ -86,6 +90,10 @@ class SearchConfig:
         check_preset(self.preset)
         if self.fidelity is not None and not 0.0 < self.fidelity < 1.0:
             raise BertnasError(f"--multi-fidelity {self.fidelity} must be a fraction between 0 and 1 (e.g. 0.3)")
+        if self.confidence is not None:
+            from bertnas.hardware.conformal import check_confidence
+
+            check_confidence(self.confidence)
         if self.population is not None and self.population < 2:
             raise BertnasError(f"population {self.population} must be at least 2")
         if isinstance(self.seed_from, str) or not all(isinstance(p, str) for p in self.seed_from):
@@ -103,7 +111,8 @@ class SearchConfig:
 
         devices = "+".join(f"{d}-{_budget_slug(b)}" for d, b in self.budgets_ms.items())
         task = self.task if is_glue(self.task) else get_task(self.task).name  # custom: name + data hash
-        return f"{task}-{Path(self.space).stem}-{devices}-{self.sampler}-seed{self.seed}"
+        guarantee = f"-c{self.confidence:g}".replace(".", "p") if self.confidence is not None else ""
+        return f"{task}-{Path(self.space).stem}-{devices}{guarantee}-{self.sampler}-seed{self.seed}"
 
     def run_dir(self) -> Path:
         return Path(self.out) if self.out else Path("runs") / (self.study or self.default_study_name())
@@ -147,8 +156,9 @@ def load_study_file(path: str | Path) -> SearchConfig:
             budgets[str(device)] = parse_budget(budget)
         except BertnasError as error:
             raise BertnasError(f"{where(str(device))}: {error}") from None
-    if "fidelity" in data and (isinstance(data["fidelity"], bool) or not isinstance(data["fidelity"], (int, float))):
-        raise BertnasError(f"{where('fidelity')}: fidelity must be a fraction, got {data['fidelity']!r}")
+    for key in ("fidelity", "confidence"):
+        if key in data and (isinstance(data[key], bool) or not isinstance(data[key], (int, float))):
+            raise BertnasError(f"{where(key)}: {key} must be a fraction, got {data[key]!r}")
     if any(key in data for key in _TASK_KEYS):
         from bertnas.data.tasks import task_spec
 

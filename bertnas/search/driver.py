@@ -26,6 +26,7 @@ from bertnas import killpoints
 from bertnas.arch import ArchConfig
 from bertnas.atomic import atomic_write_text
 from bertnas.errors import BertnasError
+from bertnas.hardware.conformal import effective_budgets
 from bertnas.locks import exclusive
 from bertnas.paths import portable
 from bertnas.search.budget import format_ms
@@ -101,6 +102,10 @@ def prepare(config: SearchConfig) -> SearchContext:
     if config.seq_len is not None:
         for predictor in predictors.values():
             predictor.profile.check_request(seq_len=config.seq_len)  # the profile says why it cannot
+    # --confidence: each budget on the prediction scale, B / (1 + conformal quantile)
+    budgets, conformal = effective_budgets(
+        config.budgets_ms, {d: p.profile for d, p in predictors.items()}, config.confidence
+    )
     supernet_path = _supernet_path(config, task.name)
     evaluator = SubnetEvaluator.open(
         supernet_path,
@@ -118,15 +123,23 @@ def prepare(config: SearchConfig) -> SearchContext:
             f"stacked FFNs and bottlenecks up to {space.max_bottleneck}); use a supernet trained on the unified space"
         )
     smallest = space.smallest()
-    for device, budget in config.budgets_ms.items():
+    for device, budget in budgets.items():
         lowest = float(predictors[device].predict(smallest, config.seq_len))
         if lowest > budget:
+            if device in conformal:
+                needed = config.budgets_ms[device] * lowest / budget
+                raise BertnasError(
+                    f"budget {format_ms(config.budgets_ms[device])} on {device} is infeasible at confidence "
+                    f"{config.confidence:g}: the smallest subnet of space {space.name!r} is predicted at "
+                    f"{format_ms(lowest)} there, bounded at {format_ms(needed)}; give a budget of at least "
+                    f"{format_ms(needed)} or lower --confidence"
+                )
             raise BertnasError(
                 f"budget {format_ms(budget)} on {device} is infeasible: the smallest subnet of space "
                 f"{space.name!r} is predicted at {format_ms(lowest)} there; give a budget of at least "
                 f"{format_ms(lowest)}"
             )
-    objectives = Objectives.build(task.main_metric, config.budgets_ms)
+    objectives = Objectives.build(task.main_metric, budgets)
     run_dir = config.run_dir()
     study_name = config.study or config.default_study_name()
     _check_run_dir(run_dir, study_name)
@@ -141,6 +154,8 @@ def prepare(config: SearchConfig) -> SearchContext:
         "objectives": objectives.to_dict(),
         "seq_len": {d: config.seq_len or p.profile.seq_len for d, p in predictors.items()},
     }
+    if conformal:
+        identity["conformal"] = conformal
     if config.split == "dev":
         identity["warnings"] = [
             "trials are scored on the dev split and the front is reported on it: selection and report share data, "
@@ -299,7 +314,7 @@ def seed_study(study: optuna.Study, context: SearchContext) -> int:
         archs += reference_archs(space, context.evaluator.supernet.full_arch()).values()
     device = config.devices[0]
     for path in config.seed_from:
-        front = SearchRun.open(path).pareto(device, config.budgets_ms[device])
+        front = SearchRun.open(path).pareto(device, context.objectives.budgets[device])
         archs += [ArchConfig.from_json(text) for text in front["config"] if isinstance(text, str)]
     queued = outside = 0
     for arch in archs:
@@ -452,7 +467,8 @@ def finalize(context: SearchContext, study: optuna.Study, wall_time_s: float | N
         "backbone": context.identity["backbone"],
         "supernet": portable(context.supernet_path, run_dir),  # checked against hashes.supernet_fingerprint
         "metric": objectives.metric.name,
-        "budgets_ms": objectives.budgets,
+        "budgets_ms": objectives.budgets,  # on the prediction scale (with --confidence: B / (1 + q))
+        "conformal": context.identity.get("conformal", {}),  # per device: requested budget, confidence, q
         "optimized": [o.column for o in objectives.optimized],
         "sampler": config.sampler,
         "seed": config.seed,
@@ -536,7 +552,12 @@ def summary(
     for device, front in fronts.items():
         points = front_points(front, device)
         reference = None if full is None else {"metric": full["metric"], "latency_ms": full["latency_ms"][device]}
-        out["fronts"][device] = {"budget_ms": objectives.budgets.get(device), "points": points, "full_model": reference}
+        out["fronts"][device] = {
+            "budget_ms": objectives.budgets.get(device),
+            "points": points,
+            "full_model": reference,
+            "conformal": (info.get("conformal") or {}).get(device),
+        }
     return out
 
 

@@ -216,6 +216,31 @@ class SearchRun:
     def budgets_ms(self) -> dict[str, float]:
         return dict(self.info["budgets_ms"])
 
+    def guaranteed_budget(
+        self, device: str, budget_ms: float | None, confidence: float | None
+    ) -> tuple[float | None, dict | None]:
+        """The budget on ``device``'s prediction scale, and its conformal record (None without one).
+
+        ``budget_ms`` None: the search's requested budget for the device (before any confidence
+        turned it into a bound). With ``confidence``: ``budget / (1 + q)`` from the residuals the
+        device's profile stores; without: the budget itself, or the search's own (already
+        guaranteed) budget when none is given.
+        """
+        recorded = (self.info.get("conformal") or {}).get(device)
+        if confidence is None:
+            if budget_ms is None:
+                return self.budgets_ms.get(device), recorded
+            return budget_ms, None
+        if budget_ms is None:
+            budget_ms = recorded["requested_budget_ms"] if recorded else self.budgets_ms.get(device)
+        if budget_ms is None:
+            raise BertnasError(f"--confidence needs a budget: the search did not target {device}; pass --budget")
+        from bertnas.hardware import load_profile
+        from bertnas.hardware.conformal import effective_budgets
+
+        effective, record = effective_budgets({device: budget_ms}, {device: load_profile(device)}, confidence)
+        return effective[device], record[device]
+
     @property
     def split(self) -> str:
         """The split trials were scored on: ``search`` (held out of train) or ``dev`` (runs from
