@@ -347,3 +347,40 @@ def test_validate_stores_residuals_for_guaranteed_budgets(tiny_profiles, tmp_pat
     # residuals must come from the device itself: a calibrated profile cannot collect them here
     assert main(["profile", "validate", "--device", "pixel4", "--samples", "2", "--save-residuals"]) == 2
     assert "not measured on this machine" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- prices over real lengths
+def test_length_distribution_price_is_the_mean_of_per_length_prices(tiny_profiles):
+    from bertnas.hardware.lengths import LengthDistribution, LengthPricedPredictor
+
+    predictor = LatencyPredictor(tiny_profiles["onnxruntime"])
+    sentences = [3, 3, 5, 7, 7, 7, 9, 12, 16, 16, 2]  # token counts of a toy split
+    lengths = LengthDistribution.of(sentences, "toy")
+    assert lengths.lengths == (2, 3, 5, 7, 9, 12, 16) and sum(lengths.counts) == len(sentences)
+    rng = np.random.default_rng(21)
+    archs = [tiny_arch(rng) for _ in range(12)]
+    assert any(layer.retention < 1 for arch in archs for layer in arch.layers)  # retention is priced per length
+    mean = LengthPricedPredictor(predictor, lengths, "mean")
+    p90 = LengthPricedPredictor(predictor, lengths, "p90")
+    for arch in archs:
+        per_sentence = np.array([predictor.predict(arch, n) for n in sentences])
+        assert mean.predict(arch) == pytest.approx(per_sentence.mean(), rel=1e-9)
+        ranked = np.sort(per_sentence)  # the 90th percentile sentence: the 10th of 11
+        assert p90.predict(arch) == pytest.approx(ranked[int(np.ceil(0.9 * len(sentences))) - 1], rel=1e-9)
+    assert np.allclose(mean.predict_many(archs), [mean.predict(a) for a in archs], rtol=1e-9)
+    assert np.allclose(p90.predict_many(archs), [p90.predict(a) for a in archs], rtol=1e-9)
+    assert lengths.length("p50") == 7 and lengths.length("mean") == round(np.mean(sentences))
+    # a profile that cannot price those lengths says so
+    with pytest.raises(BertnasError, match="calibrated at 128 tokens only"):
+        LengthPricedPredictor(load_predictor("pixel4"), lengths, "mean")
+    with pytest.raises(BertnasError, match="up to 40 tokens.*covers 1..16"):
+        LengthPricedPredictor(predictor, LengthDistribution.of([4, 40]), "p50")
+
+
+@pytest.mark.parametrize("value", ["task:p95", "p50", "0", "-3", "task:", "mean"])
+def test_seq_len_values_are_checked(value):
+    from bertnas.hardware.lengths import parse_seq_len
+
+    with pytest.raises(BertnasError, match="--seq-len"):
+        parse_seq_len(value)
+    assert parse_seq_len("64") == 64 and parse_seq_len("task:p90") == "task:p90" and parse_seq_len(None) is None

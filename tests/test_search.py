@@ -23,6 +23,7 @@ import pytest
 import yaml
 from toys import record_search_split, run_without_bertnas, tiny_bert, write_toy_sst2
 
+from bertnas.arch import ArchConfig
 from bertnas.cli.main import main
 from bertnas.errors import BertnasError
 from bertnas.search import SearchConfig, SearchRun, hypervolume, load_study_file, parse_budget, run_search
@@ -718,3 +719,36 @@ def test_guaranteed_budgets_bound_the_front_and_its_export_selection(env, budget
         select_candidates(run, "guaranteed", f"best-under:{fastest * 1.1:.6f}ms", True, confidence=0.9)
     chosen = select_candidates(run, "guaranteed", f"best-under:{fastest * 1.18 + 1e-6:.6f}ms", True, confidence=0.9)
     assert len(chosen) == 1
+
+
+def test_search_prices_subnets_over_the_tasks_real_lengths(env, tmp_path, capsys):
+    """--seq-len task:mean: every trial's latency is the mean over the scored split's sentences."""
+    from bertnas.hardware import load_predictor
+    from bertnas.hardware.lengths import LengthDistribution, LengthPricedPredictor
+    from bertnas.space import load_space
+    from bertnas.supernet import ElasticBert
+
+    device = "host-cpu-onnxruntime"  # measured: prices 1..128 tokens
+    base = load_predictor(device)
+    space = load_space("unified").bind(ElasticBert.from_pretrained(env["supernet"]).limits, backbone="tiny-bert")
+    budget = (base.predict(space.smallest()) + base.predict(space.largest())) / 2
+    out = tmp_path / "run"
+    run_search(_config(env, out, {device: budget}, trials=5, seq_len="task:mean"), progress=False)
+    run = SearchRun.open(out)
+    recorded = LengthDistribution.from_dict(run.info["length_distribution"])
+    assert "search split" in recorded.source and run.info["seq_len_override"] == "task:mean"
+    assert max(recorded.lengths) < 128  # toy sentences are short: the 128-token price would overstate
+    priced = LengthPricedPredictor(base, recorded, "mean")
+    done = run.trials[run.trials["state"] == "COMPLETE"]
+    assert len(done) == 5
+    for _, row in done.iterrows():
+        arch = ArchConfig.from_json(row["config"])
+        assert row[latency_column(device)] == pytest.approx(priced.predict(arch), rel=1e-9)
+        assert row[latency_column(device)] < base.predict(arch)
+    # fronts for another device are priced the same way; a calibrated one cannot and says so
+    assert main(["pareto", str(out), "--device", "host-cpu-torch", "--no-write", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["points"]
+    assert "calibrated at 128 tokens only" in _cli_error(capsys, ["pareto", str(out), "--device", DEVICE_A])
+    assert "task:mean, task:p50, task:p90" in _cli_error(
+        capsys, ["search", "--device", device, "--budget", "5ms", "--seq-len", "task:max", "--out", str(tmp_path / "x")]
+    )

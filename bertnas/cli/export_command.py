@@ -66,10 +66,10 @@ def export_command(
     candidates = [with_finetuned_weights(search, candidate, weights) for candidate in candidates]
     supernet_dir = search.supernet_dir(supernet)
 
-    from bertnas.hardware import load_predictor
-
     devices = list(dict.fromkeys([*search.devices, device]))
-    predictors = {name: load_predictor(name) for name in devices}
+    predictors, predict_seq_len = {}, None
+    for name in devices:  # priced as the search priced them (its --seq-len, or the task's lengths)
+        predictors[name], predict_seq_len = search.predictor(name)
     config = info.get("config") or {}
     from bertnas.paths import portable
 
@@ -81,7 +81,8 @@ def export_command(
         warmup=warmup,
         repeats=repeats,
         seq_len=_run_seq_len(info, device),
-        predict_seq_len=info.get("seq_len_override"),
+        predict_seq_len=predict_seq_len,
+        timing_seq_len=_task_length(info),
         tflite_seq_len=seq_len,
         quantize=quantize,
         max_int8_drop=max_int8_drop / 100.0,
@@ -125,10 +126,23 @@ def export_command(
 
 def _run_seq_len(info: dict, device: str) -> int:
     """The sequence length the search priced ``device`` at (run.json: one per device)."""
+    task_length = _task_length(info)
+    if task_length is not None:
+        return task_length
     seq_len = info.get("seq_len")
     if isinstance(seq_len, dict):
         seq_len = seq_len.get(device) or next(iter(seq_len.values()), None)
     return int(seq_len or 128)
+
+
+def _task_length(info: dict) -> int | None:
+    """For a ``--seq-len task:*`` search, the task's representative length (mean, p50 or p90)."""
+    from bertnas.hardware.lengths import LengthDistribution, is_task_statistic
+
+    override, distribution = info.get("seq_len_override"), info.get("length_distribution")
+    if not is_task_statistic(override) or not distribution:
+        return None
+    return LengthDistribution.from_dict(distribution).length(override.removeprefix("task:"))
 
 
 def _echo_formats(manifest: dict) -> None:

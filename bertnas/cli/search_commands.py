@@ -80,7 +80,11 @@ def search_command(
     storage: str | None = typer.Option(None, "--storage", help="Optuna storage URL (default: RUN/study.db)."),
     study: str | None = typer.Option(None, "--study", help="Study name (default: from task, space, budgets, seed)."),
     out: Path | None = typer.Option(None, "--out", help="Run directory (default: runs/STUDY)."),
-    seq_len: int | None = typer.Option(None, "--seq-len", help="Sequence length; must match the profiles'."),
+    seq_len: str | None = typer.Option(
+        None,
+        "--seq-len",
+        help="Tokens to price at: a count the profiles cover, or task:mean|p50|p90 (the task's real lengths).",
+    ),
     confidence: float | None = CONFIDENCE_OPTION,
     split: str = SPLIT_OPTION,
     dev_subset: int | None = typer.Option(

@@ -96,6 +96,9 @@ class ExportOptions:
     seq_len: int = 128  # MACs (the search's), and timing when no measurement profile gives its own
     predict_seq_len: int | None = None  # the search's --seq-len for the predictions (None: each profile's own)
     tflite_seq_len: int = 128  # the TFLite graph's fixed length (batch 1)
+    # --seq-len task:* searches: time (and predict) the ONNX file at the task's representative
+    # length instead of the measurement profile's own (None: the profile's)
+    timing_seq_len: int | None = None
     quantize: str | None = None  # "int8": dynamic-range int8 beside each fp32 file
     max_int8_drop: float = 0.01  # in metric units (0.01 = 1 point): worse int8 files are not recommended
     format_threads: tuple[int, ...] = (1, 4)  # thread counts each file is timed at
@@ -164,7 +167,10 @@ def export_models(
             f"pass --seq-len {data.max_length}"
         )
     measure = _measure_predictor(predictors) if "onnx" in options.formats else None
-    timing_seq_len = int(measure.profile.seq_len) if measure is not None else options.seq_len
+    measure = getattr(measure, "predictor", measure)  # a length-distribution predictor: one length here
+    timing_seq_len = options.timing_seq_len or (
+        int(measure.profile.seq_len) if measure is not None else options.seq_len
+    )
     if options.threads is None and measure is not None:  # time under the profile's own settings
         options = replace(options, threads=int(measure.profile.threads))
     labels = list(task.labels)
@@ -314,19 +320,19 @@ def _export_one(
         entry["measured"] = {
             **timing,
             "profile": MEASURE_PROFILE,
-            "predicted_ms": float(measure.predict(arch)) if measure is not None else None,
+            "predicted_ms": float(measure.predict(arch, options.timing_seq_len)) if measure is not None else None,
             "provenance": _provenance(measure) if measure is not None else None,
             "threads": options.threads,
             "machine": _machine(),
             "note": _measure_note(measure),
-            **_conformal_bound(measure, arch, options.confidence),
+            **_conformal_bound(measure, arch, options.confidence, options.timing_seq_len),
         }
     entry["formats"] = _deployment_files(compact, directory, data, batch, mine, candidate, options, entry, parity)
     entry["parity"] = parity
     return entry
 
 
-def _conformal_bound(measure: Any, arch: ArchConfig, confidence: float | None) -> dict[str, Any]:
+def _conformal_bound(measure: Any, arch: ArchConfig, confidence: float | None, seq_len: int | None) -> dict[str, Any]:
     """The measurement profile's conformal upper bound at ``confidence``, where it stores residuals."""
     residuals = getattr(getattr(measure, "profile", None), "residuals", None)
     if confidence is None or residuals is None:
@@ -337,7 +343,7 @@ def _conformal_bound(measure: Any, arch: ArchConfig, confidence: float | None) -
         q = conformal_quantile(residuals.values, confidence)
     except BertnasError as error:
         return {"conformal_note": str(error)}
-    return {"confidence": confidence, "conformal_bound_ms": float(measure.predict(arch)) * (1.0 + q)}
+    return {"confidence": confidence, "conformal_bound_ms": float(measure.predict(arch, seq_len)) * (1.0 + q)}
 
 
 def file_formats(options: ExportOptions) -> list[str]:

@@ -49,7 +49,9 @@ class SearchConfig:
     storage: str | None = None  # default: sqlite in the run directory
     study: str | None = None
     out: str | None = None
-    seq_len: int | None = None
+    # Tokens each subnet is priced at: None (each profile's own), a count, or task:mean|p50|p90
+    # (the task's real sentence lengths on the scored split; bertnas/hardware/lengths.py).
+    seq_len: int | str | None = None
     # Guaranteed budgets: each budget bounds the split-conformal upper prediction at this
     # confidence (e.g. 0.95: a front point runs over its budget with probability <= 5 %),
     # from the validation residuals the device's profile stores (bertnas/hardware/conformal.py).
@@ -78,7 +80,9 @@ class SearchConfig:
             raise BertnasError(f"--trials {self.trials} must be at least 1")
         check_range("--dev-subset", self.dev_subset, 1)
         check_range("--seed", self.seed, 0)
-        check_range("--seq-len", self.seq_len, 1)
+        from bertnas.hardware.lengths import parse_seq_len
+
+        self.seq_len = parse_seq_len(self.seq_len)
         if self.split not in ("search", "dev"):
             raise BertnasError(f"--split {self.split!r}: score trials on search (the held-out slice) or dev")
         if self.sampler not in SAMPLERS:
@@ -169,7 +173,7 @@ def load_study_file(path: str | Path) -> SearchConfig:
             data["task"] = task_spec(str(data["task"]), *(options[key] for key in _TASK_KEYS))
         except BertnasError as error:
             raise BertnasError(f"{where('task')}: {error}") from None
-    for key in ("trials", "seed", "seq_len", "dev_subset", "population"):
+    for key in ("trials", "seed", "dev_subset", "population"):
         if key in data and data[key] is not None and (isinstance(data[key], bool) or not isinstance(data[key], int)):
             raise BertnasError(f"{where(key)}: {key} must be an integer, got {data[key]!r}")
     config = SearchConfig(budgets_ms=budgets, **data)

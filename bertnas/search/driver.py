@@ -27,6 +27,7 @@ from bertnas.arch import ArchConfig
 from bertnas.atomic import atomic_write_text
 from bertnas.errors import BertnasError
 from bertnas.hardware.conformal import effective_budgets
+from bertnas.hardware.lengths import LengthDistribution, is_task_statistic, priced
 from bertnas.locks import exclusive
 from bertnas.paths import portable
 from bertnas.search.budget import format_ms
@@ -99,9 +100,11 @@ def prepare(config: SearchConfig) -> SearchContext:
     task = get_task(config.task)
     spec = load_space(config.space)
     predictors = {device: load_predictor(device) for device in config.devices}
-    if config.seq_len is not None:
+    by_lengths = is_task_statistic(config.seq_len)  # --seq-len task:mean|p50|p90
+    price_len = None if by_lengths else config.seq_len
+    if price_len is not None:
         for predictor in predictors.values():
-            predictor.profile.check_request(seq_len=config.seq_len)  # the profile says why it cannot
+            predictor.profile.check_request(seq_len=price_len)  # the profile says why it cannot
     # --confidence: each budget on the prediction scale, B / (1 + conformal quantile)
     budgets, conformal = effective_budgets(
         config.budgets_ms, {d: p.profile for d, p in predictors.items()}, config.confidence
@@ -115,6 +118,12 @@ def prepare(config: SearchConfig) -> SearchContext:
         glue_dir=config.glue_dir,
         device=config.eval_device,
     )
+    lengths = None
+    if by_lengths:  # the scored split's real token counts; each profile must cover them
+        lengths = LengthDistribution.of(
+            [len(ids) for ids in evaluator.data.input_ids], f"{task.name} {evaluator.data.split} split"
+        )
+        predictors = {d: priced(p, config.seq_len, lengths)[0] for d, p in predictors.items()}
     supernet = evaluator.supernet
     space = spec.bind(supernet.limits, backbone=supernet.config.backbone)
     if space.max_ffn_stack > supernet.limits.max_ffn_stack or space.max_bottleneck > supernet.limits.max_bottleneck:
@@ -124,7 +133,7 @@ def prepare(config: SearchConfig) -> SearchContext:
         )
     smallest = space.smallest()
     for device, budget in budgets.items():
-        lowest = float(predictors[device].predict(smallest, config.seq_len))
+        lowest = float(predictors[device].predict(smallest, price_len))
         if lowest > budget:
             if device in conformal:
                 needed = config.budgets_ms[device] * lowest / budget
@@ -156,12 +165,14 @@ def prepare(config: SearchConfig) -> SearchContext:
     }
     if conformal:
         identity["conformal"] = conformal
+    if lengths is not None:
+        identity["length_distribution"] = lengths.to_dict()
     if config.split == "dev":
         identity["warnings"] = [
             "trials are scored on the dev split and the front is reported on it: selection and report share data, "
             "which flatters every figure (score on the held-out search split instead)"
         ]
-    trial_evaluator = TrialEvaluator(space, evaluator, predictors, objectives, config.seq_len, config.fidelity)
+    trial_evaluator = TrialEvaluator(space, evaluator, predictors, objectives, price_len, config.fidelity)
     return SearchContext(
         config,
         space,
@@ -428,7 +439,7 @@ def finalize(context: SearchContext, study: optuna.Study, wall_time_s: float | N
     references: list[dict[str, Any]] = []
     if config.references:
         archs = reference_archs(context.space, context.evaluator.supernet.full_arch())
-        references = reference_points(archs, context.evaluator, context.predictors, config.seq_len)
+        references = reference_points(archs, context.evaluator, context.predictors, context.trial_evaluator.seq_len)
         atomic_write_text(run_dir / REFERENCES_JSON, json.dumps(references, indent=2) + "\n")
     baseline = context.evaluator.baseline()
     atomic_write_text(run_dir / BASELINE_JSON, json.dumps(baseline, indent=2) + "\n")
@@ -490,6 +501,7 @@ def finalize(context: SearchContext, study: optuna.Study, wall_time_s: float | N
         "baseline": baseline,
         "seq_len": context.identity["seq_len"],
         "seq_len_override": config.seq_len,
+        "length_distribution": context.identity.get("length_distribution"),  # for --seq-len task:*
         "wall_time_s": round(wall, 2),
         "config": {k: v for k, v in asdict(config).items() if k != "command"},
         "versions": _versions(),

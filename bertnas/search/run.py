@@ -216,6 +216,14 @@ class SearchRun:
     def budgets_ms(self) -> dict[str, float]:
         return dict(self.info["budgets_ms"])
 
+    def predictor(self, device: str) -> tuple[Any, int | None]:
+        """``(predictor, seq_len)`` pricing ``device`` as the search priced its devices (its
+        ``--seq-len``, or the recorded length distribution for ``task:*``)."""
+        from bertnas.hardware import load_predictor
+        from bertnas.hardware.lengths import priced
+
+        return priced(load_predictor(device), self.info.get("seq_len_override"), self.info.get("length_distribution"))
+
     def guaranteed_budget(
         self, device: str, budget_ms: float | None, confidence: float | None
     ) -> tuple[float | None, dict | None]:
@@ -332,15 +340,14 @@ class SearchRun:
         column = latency_column(device)
         if column in trials.columns and trials[column].notna().any():
             return trials
-        from bertnas.hardware import load_predictor
 
-        predictor = load_predictor(device)
+        predictor, seq_len = self.predictor(device)
         trials = trials.copy()
         has_config = trials["config"].notna()
         archs = [ArchConfig.from_json(text) for text in trials.loc[has_config, "config"]]
         trials[column] = float("nan")
         if archs:
-            trials.loc[has_config, column] = predictor.predict_many(archs, self.info.get("seq_len_override"))
+            trials.loc[has_config, column] = predictor.predict_many(archs, seq_len)
         return trials
 
     def pareto(self, device: str, budget_ms: float | None = None) -> pd.DataFrame:
@@ -370,14 +377,12 @@ class SearchRun:
         references = self.references
         if not references or all(device in r["latency_ms"] for r in references):
             return references
-        from bertnas.hardware import load_predictor
-
-        predictor = load_predictor(device)
+        predictor, seq_len = self.predictor(device)
         out = []
         for reference in references:
             latency = dict(reference["latency_ms"])
             arch = ArchConfig.from_json(reference["config"])
-            latency[device] = float(predictor.predict(arch, self.info.get("seq_len_override")))
+            latency[device] = float(predictor.predict(arch, seq_len))
             out.append({**reference, "latency_ms": latency})
         return out
 
