@@ -206,10 +206,13 @@ def test_composition_equals_sum_of_parts(device, tiny_profiles):
         total = parts["embedding_and_head_ms"] + sum(layer["kernels_ms"] for layer in parts["layers"])
         assert total == pytest.approx(expected, rel=1e-9)
         assert [(layer["n_in"], layer["n_out"]) for layer in parts["layers"]] == arch.token_counts(seq)
+        # ... the call count is the listing's (each stacked FFN, each Q/K projection counted) ...
+        calls = sum(count for _, _, count in reference_calls(arch, seq))
+        assert predictor.terms([arch])[2][0] == calls
         # ... and the prediction is that sum through the profile's corrections.
         c = predictor.profile.corrections
         assert predictor.predict(arch) == pytest.approx(
-            c.scale * expected + c.per_layer_ms * arch.num_layers + c.per_model_ms, rel=1e-9
+            c.scale * expected + c.per_layer_ms * arch.num_layers + c.per_call_ms * calls + c.per_model_ms, rel=1e-9
         )
 
 
@@ -384,3 +387,52 @@ def test_seq_len_values_are_checked(value):
     with pytest.raises(BertnasError, match="--seq-len"):
         parse_seq_len(value)
     assert parse_seq_len("64") == 64 and parse_seq_len("task:p90") == "task:p90" and parse_seq_len(None) is None
+
+
+def test_token_selection_is_priced_only_where_tokens_are_dropped(tiny_profiles):
+    """Top-k, significance and gathers cost a retention layer, and nothing elsewhere."""
+    from dataclasses import replace
+
+    from bertnas.hardware.profile import KernelTable
+
+    profile = tiny_profiles["onnxruntime"]
+    free = dict(profile.kernels)
+    for family in ("token_select", "gather"):
+        free[family] = KernelTable(axes=profile.kernels[family].axes, ms=np.zeros_like(profile.kernels[family].ms))
+    priced, unpriced = LatencyPredictor(profile), LatencyPredictor(replace(profile, kernels=free))
+    layers = tuple(LayerConfig(i, 4, 16, 16, 64, bottleneck=32 if i == 1 else None) for i in range(3))
+    whole = ArchConfig(hidden_size=64, layers=layers, num_labels=2, vocab_size=1000)
+    schedule = (0.75, 0.5, 0.25)  # of the input length: every layer drops tokens
+    cut = whole.replace(
+        layers=tuple(LayerConfig(**{**x.__dict__, "retention": r}) for x, r in zip(layers, schedule, strict=True))
+    )
+    assert priced.predict(whole) == unpriced.predict(whole)
+    assert priced.predict(cut) > unpriced.predict(cut)
+    calls = [priced.terms([arch])[2][0] for arch in (whole, cut)]
+    assert calls[1] - calls[0] == 2 + 3 + 2  # select + gather per layer, + residual gather with a bottleneck
+
+
+def test_litert_kernel_is_timed_and_a_tiny_converted_subnet_runs():
+    from bertnas.export.formats import TfliteFormat
+
+    missing = TfliteFormat().available()
+    if missing:
+        pytest.skip(f"LiteRT is not installable on this platform: {missing}")
+    import torch
+
+    from bertnas.hardware.measure import time_runner
+    from bertnas.hardware.runtimes import open_runtime
+    from bertnas.model.compact import CompactBert, CompactConfig
+
+    runtime = open_runtime("litert", 1, batch=1, seq_len=SEQ)
+    assert time_runner(runtime.kernel("linear", (SEQ, 32, 64)), FAST) > 0
+    assert time_runner(runtime.kernel("token_select", (SEQ, 2)), FAST) > 0
+    arch = tiny_arch(np.random.default_rng(5), layers=2)
+    logits = runtime.model(arch)()
+    torch.manual_seed(0)  # the runtime's model: random weights from seed 0
+    reference = CompactBert(CompactConfig(arch)).eval()
+    ids = torch.randint(1, arch.vocab_size, (1, SEQ), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected = reference(ids, torch.ones_like(ids)).logits.numpy()
+    assert np.asarray(logits).shape == (1, 2) and np.allclose(logits, expected, atol=1e-4)
+    assert "XNNPACK" in runtime.describe()["delegate"]

@@ -118,20 +118,48 @@ class TfliteFormat(ExportFormat):
         inputs = _example_inputs(model, seq_len)
         model.static_tokens = True
         try:
-            with _native_output_to(log := _log_file()):
-                import litert_torch  # prints TensorFlow's start-up lines
-
-                edge = litert_torch.convert(wrapper, sample_kwargs=inputs)
-                atomic_write(target, lambda path: edge.export(path), suffix=".tflite")
-        except Exception as error:  # the converter raises many kinds; say which op, keep the others
-            raise ConversionError(_conversion_error("litert-torch", error, log)) from None
+            convert_to_tflite(wrapper, target, kwargs=inputs)
         finally:
             model.static_tokens = False
-            Path(log).unlink(missing_ok=True)
         return target
 
     def runner(self, path: Path, threads: int | None) -> TfliteModel:
         return TfliteModel(path, threads=threads)
+
+
+def convert_to_tflite(module: nn.Module, target: Path, *, args: tuple = (), kwargs: dict | None = None) -> Path:
+    """Convert ``module`` at the example inputs with litert-torch and write ``target`` atomically.
+
+    The converter's native output goes to a log; a failure is a :class:`ConversionError`
+    naming the operator it stopped at. (The LiteRT timing runtime converts kernels with it too.)
+    """
+    try:
+        with _native_output_to(log := _log_file()):
+            import litert_torch  # prints TensorFlow's start-up lines
+
+            edge = litert_torch.convert(module.eval(), args or None, sample_kwargs=kwargs)
+            atomic_write(target, lambda path: edge.export(path), suffix=".tflite")
+    except Exception as error:  # the converter raises many kinds; say which op, keep the others
+        raise ConversionError(_conversion_error("litert-torch", error, log)) from None
+    finally:
+        Path(log).unlink(missing_ok=True)
+    return target
+
+
+def tflite_interpreter(path: str | Path, threads: int = 1) -> Any:
+    """A LiteRT interpreter (XNNPACK on CPU) for ``path``, tensors allocated; one-line errors."""
+    try:
+        with _native_output_to(None):
+            from ai_edge_litert.interpreter import Interpreter
+
+            interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            interpreter.allocate_tensors()
+    except Exception as error:  # LiteRT raises ValueError/RuntimeError with C++ text
+        first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        op = re.search(r"builtin opcode '(\w+)'", str(error))
+        where = f" at op {op.group(1)}" if op else ""
+        raise BertnasError(f"{path}: LiteRT cannot load it{where} ({first.strip()})") from None
+    return interpreter
 
 
 class TfliteInt8Format(TfliteFormat):
@@ -173,17 +201,7 @@ class TfliteModel:
         self.path = Path(path)
         if not self.path.is_file():
             raise BertnasError(f"{self.path} does not exist; export a model with `bertnas export --format tflite`")
-        try:
-            with _native_output_to(None):
-                from ai_edge_litert.interpreter import Interpreter
-
-                self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads or 1)
-                self.interpreter.allocate_tensors()
-        except Exception as error:  # LiteRT raises ValueError/RuntimeError with C++ text
-            first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
-            op = re.search(r"builtin opcode '(\w+)'", str(error))
-            where = f" at op {op.group(1)}" if op else ""
-            raise BertnasError(f"{self.path}: LiteRT cannot load it{where} ({first.strip()})") from None
+        self.interpreter = tflite_interpreter(self.path, threads or 1)
         self.threads = threads or 1
         self._run = self.interpreter.get_signature_runner()
         details = self._run.get_input_details()
@@ -191,6 +209,15 @@ class TfliteModel:
             raise BertnasError(f"{self.path}: inputs are {sorted(details)}; not a bertnas TFLite export")
         self.seq_len = int(details["input_ids"]["shape"][1])
         self._dtype = details["input_ids"]["dtype"]
+
+    @property
+    def input_dtype(self) -> Any:
+        """The numpy dtype of the three inputs (int32 or int64, as converted)."""
+        return self._dtype
+
+    def run(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
+        """One example, ``(1, seq_len)`` arrays of :attr:`input_dtype`: its logits."""
+        return self._one(ids, mask, types)
 
     def _one(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
         out = self._run(input_ids=ids, attention_mask=mask, token_type_ids=types)

@@ -224,6 +224,17 @@ def config_calls(table: LayerTable) -> list[tuple[str, tuple[np.ndarray, ...], n
     ]
 
 
+def call_counts(table: LayerTable) -> np.ndarray:
+    """Kernel calls per config (embedding, head and every layer's), from :func:`layer_calls`."""
+    per_layer = np.zeros(len(table.config), dtype=np.int64)
+    for _, _, count, mask in layer_calls(table):
+        per_layer += np.where(mask, count, 0)
+    total = np.bincount(table.config, weights=per_layer, minlength=table.num_configs).astype(np.int64)
+    for _, _, count, mask in config_calls(table):
+        total += np.where(mask, count, 0)
+    return total
+
+
 def reference_calls(arch: ArchConfig, seq_len: int) -> list[tuple[str, tuple[int, ...], int]]:
     """The kernel calls of one config, spelled out in plain Python (for tests and docs).
 
@@ -284,6 +295,7 @@ __all__ = [
     "FAMILIES",
     "MATMUL_FAMILIES",
     "LayerTable",
+    "call_counts",
     "config_calls",
     "head_reference_calls",
     "layer_calls",

@@ -16,8 +16,10 @@ A measured profile is built in two steps (``bertnas profile measure``):
    corrections are fitted by least squares on relative error and stored in the
    profile: ``scale`` (memory effects: a model streams each layer's weights once,
    a kernel repeated in a loop finds them in cache), ``per_layer_ms`` (per-layer work
-   outside the kernels: the additive mask, the retention bookkeeping, Python dispatch)
-   and ``per_model_ms`` (the forward call, input handling, output assembly).
+   outside the kernels: the additive mask, the retention bookkeeping, Python dispatch),
+   ``per_call_ms`` (the runtime's dispatch cost per operator, which scales with the
+   layer's shape: a bottleneck or retention layer runs more operators) and
+   ``per_model_ms`` (the forward call, input handling, output assembly).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -223,25 +225,41 @@ def measure_models(
     return np.median(samples, axis=0)
 
 
-def fit_corrections(kernel_sums: np.ndarray, layers: np.ndarray, measured: np.ndarray, label: str) -> Corrections:
-    """Non-negative least squares on relative error: ``measured ~ scale * sum + per_layer * layers + per_model``.
+def fit_corrections(
+    kernel_sums: np.ndarray,
+    layers: np.ndarray,
+    measured: np.ndarray,
+    label: str,
+    calls: np.ndarray | None = None,
+) -> Corrections:
+    """Non-negative least squares on relative error:
+    ``measured ~ scale * sum + per_layer * layers [+ per_call * calls] + per_model``.
 
-    All three terms are physical costs, so none may be negative. If the fitted scale is
-    implausible (outside 0.25..4: the kernel timings are too noisy to carry the fit, e.g.
-    on a busy CPU), the scale is pinned to 1 and only the two overheads are fitted.
+    All terms are physical costs, so none may be negative. ``calls`` (kernel calls per
+    config) adds the per-call overhead term. If the fitted scale is implausible (outside
+    0.25..4: the kernel timings are too noisy to carry the fit, e.g. on a busy CPU), the
+    scale is pinned to 1 and only the overheads are fitted.
     """
     from scipy.optimize import nnls
 
-    columns = np.stack([kernel_sums, layers.astype(np.float64), np.ones_like(kernel_sums)], axis=1) / measured[:, None]
+    terms = [kernel_sums, layers.astype(np.float64)]
+    if calls is not None:
+        terms.append(np.asarray(calls, dtype=np.float64))
+    terms.append(np.ones_like(kernel_sums))
+    columns = np.stack(terms, axis=1) / measured[:, None]
     norm = columns.max(axis=0)
     norm[norm == 0] = 1.0
     solution, _ = nnls(columns / norm, np.ones_like(measured))
-    scale, per_layer, per_model = (float(x) for x in solution / norm)
-    if not 0.25 <= scale <= 4.0:
+    values = [float(x) for x in solution / norm]
+    if not 0.25 <= values[0] <= 4.0:
         rest, _ = nnls(columns[:, 1:] / norm[1:], 1.0 - columns[:, 0])
-        scale, (per_layer, per_model) = 1.0, (float(x) for x in rest / norm[1:])
+        values = [1.0, *(float(x) for x in rest / norm[1:])]
         label = f"{label}; scale pinned to 1 (free fit gave an implausible scale)"
-    return Corrections(scale=scale, per_layer_ms=per_layer, per_model_ms=per_model, fitted_on=label)
+    scale, per_layer, *rest = values
+    per_call = rest[0] if calls is not None else 0.0
+    return Corrections(
+        scale=scale, per_layer_ms=per_layer, per_call_ms=per_call, per_model_ms=rest[-1], fitted_on=label
+    )
 
 
 def host_description() -> dict[str, str]:
@@ -271,10 +289,12 @@ def measure_profile(
     timing: Timing = Timing(),
     progress: bool = True,
     checkpoint: Path | None = None,
+    per_call: bool = True,
 ) -> HardwareProfile:
     """Measure kernels (and fit corrections on ``calibration`` subnets) into a ``measured`` profile.
 
-    ``checkpoint``: see :func:`measure_kernels` (a rerun after a kill keeps the timed families)."""
+    ``checkpoint``: see :func:`measure_kernels` (a rerun after a kill keeps the timed families).
+    ``per_call``: fit the per-kernel-call overhead too (else only per layer and per model)."""
     from bertnas.hardware.predictor import LatencyPredictor
 
     grid = grid or default_grid(seq_len)
@@ -316,9 +336,10 @@ def measure_profile(
     if calibration:
         started = time.perf_counter()
         measured = measure_models(runtime, calibration, timing, desc="calibration subnets")
-        sums, layers = LatencyPredictor(profile).kernel_sums(calibration)
-        corrections = fit_corrections(sums, layers, measured, calibration_label or f"{len(calibration)} subnets")
-        fitted = corrections.scale * sums + corrections.per_layer_ms * layers + corrections.per_model_ms
+        sums, layers, calls = LatencyPredictor(profile).terms(calibration)
+        label = calibration_label or f"{len(calibration)} subnets"
+        corrections = fit_corrections(sums, layers, measured, label, calls if per_call else None)
+        fitted = LatencyPredictor(replace(profile, corrections=corrections)).predict_many(calibration)
         evidence["calibration"] = {
             "subnets": len(calibration),
             "label": calibration_label,

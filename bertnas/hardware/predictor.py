@@ -5,7 +5,7 @@ of each call's cost at its own shape, every layer at its *own* token count under
 retention, then the profile's end-to-end corrections::
 
     latency = scale * (embedding + sum over layers of sum of their kernels + head)
-              + per_layer_ms * layers + per_model_ms
+              + per_layer_ms * layers + per_call_ms * kernel calls + per_model_ms
 
 Nothing is averaged over layers (HAT's layer-averaged predictor is what this avoids).
 A measured table is interpolated multilinearly on its grid (exact for costs that are
@@ -29,6 +29,7 @@ from bertnas.errors import BertnasError
 from bertnas.hardware.kernels import (
     FAMILIES,
     LayerTable,
+    call_counts,
     config_calls,
     head_reference_calls,
     layer_calls,
@@ -185,8 +186,8 @@ class LatencyPredictor:
 
     def __init__(self, profile: HardwareProfile) -> None:
         self.profile = profile
-        self._layer_cache: dict[tuple, float] = {}
-        self._model_cache: dict[tuple, float] = {}
+        self._layer_cache: dict[tuple, tuple[float, int]] = {}  # (kernel ms, kernel calls)
+        self._model_cache: dict[tuple, tuple[float, int]] = {}
         self._call_cache: dict[tuple, float] = {}
         self._fast: dict[tuple[str, int], _FastTable] = {}
 
@@ -207,19 +208,27 @@ class LatencyPredictor:
     # ------------------------------------------------------------------ batch path
     def kernel_sums(self, archs: Sequence[ArchConfig], seq_len: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Per config: the raw kernel sum (ms, before corrections) and the layer count."""
+        sums, layers, _ = self.terms(archs, seq_len)
+        return sums, layers
+
+    def terms(
+        self, archs: Sequence[ArchConfig], seq_len: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per config: the raw kernel sum (ms), the layer count and the kernel-call count."""
         seq_len = self._seq_len(seq_len)
         table = LayerTable.from_archs(archs, seq_len)
         layer_ms = self._layer_ms(table)
         total = np.bincount(table.config, weights=layer_ms, minlength=table.num_configs)
-        return total + self._config_ms(table), table.num_layers
+        return total + self._config_ms(table), table.num_layers, call_counts(table)
 
     def predict_many(self, archs: Sequence[ArchConfig], seq_len: int | None = None) -> np.ndarray:
         """Latency in ms of every config (same order), at the profile's batch size."""
         archs = list(archs)
         if not archs:
             return np.zeros(0)
-        sums, layers = self.kernel_sums(archs, seq_len)
-        return self._correct(sums, layers)
+        sums, layers, calls = self.terms(archs, seq_len)
+        c = self.profile.corrections
+        return c.scale * sums + c.per_layer_ms * layers + c.per_call_ms * calls + c.per_model_ms
 
     def _layer_ms(self, table: LayerTable) -> np.ndarray:
         layer_ms = np.zeros(len(table.config), dtype=np.float64)
@@ -243,10 +252,6 @@ class LatencyPredictor:
                 config_ms[mask] += count[mask] * self._cost(family, [x[mask] for x in shape], table.seq_len)
         return config_ms
 
-    def _correct(self, sums: np.ndarray, layers: np.ndarray) -> np.ndarray:
-        c = self.profile.corrections
-        return c.scale * sums + c.per_layer_ms * layers + c.per_model_ms
-
     # ------------------------------------------------------------------ single config
     def predict(self, arch: ArchConfig, seq_len: int | None = None) -> float:
         """Latency in ms of one config, in plain Python.
@@ -260,23 +265,29 @@ class LatencyPredictor:
         if len(self._layer_cache) > _CACHE_LIMIT or len(self._call_cache) > _CACHE_LIMIT:
             self._layer_cache.clear()
             self._call_cache.clear()
-        total, n_in = 0.0, seq_len
+        total, count, n_in = 0.0, 0, seq_len
         for layer in arch.layers:
             n_out = min(n_in, kept_tokens(layer.retention, seq_len))
             key = (layer, h, n_in, n_out, norm, act, seq_len)
-            cost = self._layer_cache.get(key)
-            if cost is None:
+            cached = self._layer_cache.get(key)
+            if cached is None:
                 calls = layer_reference_calls(layer, h, n_in, n_out, norm, act)
-                cost = self._layer_cache[key] = self._calls_ms(calls, seq_len)
-            total += cost
+                cached = self._layer_cache[key] = (self._calls_ms(calls, seq_len), sum(c[2] for c in calls))
+            total += cached[0]
+            count += cached[1]
             n_in = n_out
         model_key = (h, arch.pooler, arch.num_labels, seq_len)
-        model_cost = self._model_cache.get(model_key)
-        if model_cost is None:
+        model = self._model_cache.get(model_key)
+        if model is None:
             calls = [("embedding", (seq_len, h), 1), *head_reference_calls(arch)]
-            model_cost = self._model_cache[model_key] = self._calls_ms(calls, seq_len)
+            model = self._model_cache[model_key] = (self._calls_ms(calls, seq_len), sum(c[2] for c in calls))
         c = self.profile.corrections
-        return c.scale * (total + model_cost) + c.per_layer_ms * len(arch.layers) + c.per_model_ms
+        return (
+            c.scale * (total + model[0])
+            + c.per_layer_ms * len(arch.layers)
+            + c.per_call_ms * (count + model[1])
+            + c.per_model_ms
+        )
 
     def _calls_ms(self, calls: list[tuple[str, tuple[int, ...], int]], seq_len: int) -> float:
         """Summed cost of kernel calls, each call's cost cached by (family, shape)."""
@@ -308,7 +319,12 @@ class LatencyPredictor:
                 {"index": layer.index, "n_in": int(n_in), "n_out": int(n_out), "kernels_ms": float(ms)}
                 for layer, n_in, n_out, ms in zip(arch.layers, table.n_in, table.n_out, layer_ms, strict=True)
             ],
-            "corrections": {"scale": c.scale, "per_layer_ms": c.per_layer_ms, "per_model_ms": c.per_model_ms},
+            "corrections": {
+                "scale": c.scale,
+                "per_layer_ms": c.per_layer_ms,
+                "per_call_ms": c.per_call_ms,
+                "per_model_ms": c.per_model_ms,
+            },
         }
 
     def _seq_len(self, seq_len: int | None) -> int:

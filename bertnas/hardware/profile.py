@@ -64,7 +64,7 @@ PROFILES_ENV = "BERTNAS_PROFILES_DIR"
 _REQUIRED = ("name", "device", "runtime", "threads", "batch", "seq_len", "precision", "provenance", "kernels")
 _OPTIONAL = ("format", "version", "host", "date", "evidence", "notes", "corrections", "residuals")
 _MAX_RESIDUALS = 100_000
-_CORRECTIONS = ("scale", "per_layer_ms", "per_model_ms", "fitted_on")
+_CORRECTIONS = ("scale", "per_layer_ms", "per_call_ms", "per_model_ms", "fitted_on")
 
 
 def profiles_dir() -> Path:
@@ -105,12 +105,18 @@ class AnalyticCost:
 
 @dataclass(frozen=True)
 class Corrections:
-    """Kernel sum -> end to end: ``scale * sum + per_layer_ms * layers + per_model_ms``."""
+    """Kernel sum -> end to end: ``scale * sum + per_layer_ms * layers + per_call_ms * calls + per_model_ms``.
+
+    ``calls`` is the number of kernel calls the config makes (a layer's count follows its
+    shape: a bottleneck adds 3-5, retention 2-3, each stacked FFN 4), so a runtime's
+    per-operator dispatch cost is priced by shape instead of as a constant per layer.
+    """
 
     scale: float = 1.0
     per_layer_ms: float = 0.0
     per_model_ms: float = 0.0
     fitted_on: str | None = None
+    per_call_ms: float = 0.0
 
     def to_yaml(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -118,6 +124,8 @@ class Corrections:
             "per_layer_ms": round(float(self.per_layer_ms), 6),
             "per_model_ms": round(float(self.per_model_ms), 6),
         }
+        if self.per_call_ms:
+            data["per_call_ms"] = round(float(self.per_call_ms), 7)
         if self.fitted_on:
             data["fitted_on"] = self.fitted_on
         return data

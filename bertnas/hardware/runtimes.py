@@ -8,7 +8,11 @@ callable that runs it once; :mod:`bertnas.hardware.measure` times those callable
   under ``torch.inference_mode`` with ``torch.set_num_threads(threads)``;
 - ``onnxruntime``: the graphs of :mod:`bertnas.hardware.onnx_graph` in an
   ``InferenceSession`` with ``intra_op_num_threads = threads``, all graph
-  optimisations on, CPU (or CUDA) execution provider.
+  optimisations on, CPU (or CUDA) execution provider;
+- ``litert``: each kernel as a small ``torch.nn.Module`` (the same functional calls as
+  ``torch``) and each subnet as the TFLite export writes it (fixed length, batch 1,
+  static token slots), converted with litert-torch and run by the LiteRT interpreter
+  with XNNPACK and ``num_threads = threads``: the kernels a phone's CPU runs.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import torch.nn.functional as F
 from bertnas.arch import ArchConfig
 from bertnas.errors import BertnasError
 
-RUNTIMES = ("torch", "onnxruntime")
+RUNTIMES = ("torch", "onnxruntime", "litert")
 
 Runner = Callable[[], object]
 
@@ -55,6 +59,8 @@ def open_runtime(name: str, threads: int, batch: int = 1, seq_len: int = 128, cu
         return TorchRuntime(threads, batch, seq_len, cuda)
     if name == "onnxruntime":
         return OrtRuntime(threads, batch, seq_len, cuda)
+    if name == "litert":
+        return LitertRuntime(threads, batch, seq_len, cuda)
     raise BertnasError(
         f"runtime {name!r} cannot be measured on this machine (measurable: {', '.join(RUNTIMES)}); "
         "for other targets use `bertnas profile kernels --export DIR` and `bertnas profile import`"
@@ -242,4 +248,160 @@ class OrtRuntime(Runtime):
         return {"onnxruntime": self.ort.__version__, "provider": self.providers[0], "numpy": np.__version__}
 
 
-__all__ = ["RUNTIMES", "OrtRuntime", "Runtime", "TorchRuntime", "open_runtime"]
+class _Kernel(torch.nn.Module):
+    """One kernel call as a module: ``forward(*inputs)`` runs ``fn`` with the fixed weights."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor], weights: tuple[torch.Tensor, ...] = ()) -> None:
+        super().__init__()
+        self.fn = fn
+        self.weights = torch.nn.ParameterList([torch.nn.Parameter(w, requires_grad=False) for w in weights])
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.fn(*inputs, *self.weights)
+
+
+class LitertRuntime(Runtime):
+    """LiteRT (TFLite) interpreter, XNNPACK delegate, CPU; kernels converted one by one."""
+
+    name = "litert"
+
+    def __init__(self, threads: int, batch: int = 1, seq_len: int = 128, cuda: bool = False) -> None:
+        super().__init__(threads, batch, seq_len, cuda)
+        if cuda:
+            raise BertnasError("--cuda: the LiteRT runtime times CPU kernels (XNNPACK) only")
+        if batch != 1:
+            raise BertnasError(f"--batch {batch}: the LiteRT runtime times batch 1 (the exported TFLite graphs' batch)")
+        from bertnas.export.formats import TfliteFormat
+
+        missing = TfliteFormat().available()
+        if missing:
+            raise BertnasError(f"runtime litert: {missing}")
+        import tempfile
+
+        self._scratch = tempfile.TemporaryDirectory(prefix="bertnas-litert-")
+        self._count = 0
+        self.generator = torch.Generator().manual_seed(0)
+
+    def _randn(self, *shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=self.generator)
+
+    def _runner(self, module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> Runner:
+        from pathlib import Path
+
+        from bertnas.export.formats import convert_to_tflite, tflite_interpreter
+
+        self._count += 1
+        path = convert_to_tflite(module, Path(self._scratch.name) / f"k{self._count}.tflite", args=inputs)
+        interpreter = tflite_interpreter(path, self.threads)
+        run = interpreter.get_signature_runner()
+        details = run.get_input_details()
+        names = sorted(details, key=lambda n: details[n]["index"])
+        # int64 indices come back as int32 inputs (LiteRT's default): feed what the graph declares
+        feeds = {name: x.numpy().astype(details[name]["dtype"]) for name, x in zip(names, inputs, strict=True)}
+        path.unlink()  # the interpreter holds the model
+        return lambda: run(**feeds)
+
+    def kernel(self, family: str, shape: tuple[int, ...]) -> Runner:
+        from bertnas.arch import kept_tokens
+        from bertnas.model.retention import gather_tokens, kept_counts, select_tokens, token_significance
+
+        r = self._randn
+        weights: tuple[torch.Tensor, ...] = ()
+        if family == "linear":
+            m, k, n = shape
+            inputs, weights = (r(1, m, k),), (r(n, k), r(n))
+            fn: Callable[..., torch.Tensor] = F.linear
+        elif family in ("attn_scores", "attn_context"):
+            t, a, d = shape
+            if family == "attn_scores":
+                inputs = (r(1, t, a * d), r(1, t, a * d))
+
+                def fn(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+                    query, key = q.view(1, t, a, d).transpose(1, 2), k.view(1, t, a, d).transpose(1, 2)
+                    return torch.matmul(query, key.transpose(-1, -2)) * (1.0 / math.sqrt(d))
+
+            else:
+                inputs = (torch.softmax(r(1, a, t, t), -1), r(1, t, a * d))
+
+                def fn(probs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+                    value = v.view(1, t, a, d).transpose(1, 2)
+                    return torch.matmul(probs, value).transpose(1, 2).reshape(1, t, a * d)
+
+        elif family == "softmax":
+            t, a = shape
+            inputs = (r(1, a, t, t), torch.zeros(1, 1, 1, t))
+            fn = lambda scores, mask: torch.softmax(scores + mask, dim=-1)  # noqa: E731
+        elif family == "add":
+            t, w = shape
+            inputs, fn = (r(1, t, w), r(1, t, w)), torch.add
+        elif family in ("layernorm", "nonorm"):
+            t, w = shape
+            inputs, weights = (r(1, t, w),), (r(w), r(w))
+            if family == "layernorm":
+                fn = lambda x, weight, bias: F.layer_norm(x, (w,), weight, bias, 1e-12)  # noqa: E731
+            else:
+                fn = lambda x, weight, bias: x * weight + bias  # noqa: E731
+        elif family in ("gelu", "relu"):
+            inputs, fn = (r(1, *shape),), F.gelu if family == "gelu" else F.relu
+        elif family == "token_select":
+            t, a = shape
+            width = kept_tokens(0.8, t)  # static slots, as the TFLite export selects
+            inputs = (torch.softmax(r(1, a, t, t), -1),)
+
+            def fn(probs: torch.Tensor) -> torch.Tensor:
+                mask = torch.ones(1, t, dtype=torch.bool)
+                counts = kept_counts(0.8, mask.sum(dim=1), mask.sum(dim=1))
+                index, _ = select_tokens(token_significance(probs, mask), mask, counts, width)
+                return index
+
+        elif family == "gather":
+            t, w = shape
+            index = torch.sort(torch.randperm(max(2 * t, 2), generator=self.generator)[:t]).values.unsqueeze(0)
+            inputs = (r(1, max(2 * t, 2), w), index)
+            fn = gather_tokens
+        elif family == "embedding":
+            t, h = shape
+            from bertnas.model.functional import EmbeddingWeights, RunOptions, embed
+
+            inputs = (torch.randint(1000, 30000, (1, t), generator=self.generator),)
+            weights = (r(30522, h), r(512, h), r(2, h), r(h), r(h))
+
+            def fn(ids: torch.Tensor, word, position, types, gamma, beta) -> torch.Tensor:  # noqa: ANN001
+                return embed(ids, None, EmbeddingWeights(word, position, types, (gamma, beta)), RunOptions())
+
+        elif family == "classifier":
+            (h,) = shape
+            inputs, weights = (r(1, self.seq_len, h),), (r(h, h), r(h), r(2, h), r(2))
+            fn = lambda x, pw, pb, cw, cb: F.linear(torch.tanh(F.linear(x[:, 0], pw, pb)), cw, cb)  # noqa: E731
+        else:
+            raise BertnasError(f"unknown kernel family {family!r}")
+        return self._runner(_Kernel(fn, weights), inputs)
+
+    def baseline(self) -> Runner:
+        return self._runner(_Kernel(lambda x: x + 0.0), (self._randn(1),))
+
+    def model(self, arch: ArchConfig) -> Runner:
+        from pathlib import Path
+
+        from bertnas.export.formats import TfliteFormat, TfliteModel
+        from bertnas.model.compact import CompactBert, CompactConfig
+
+        torch.manual_seed(0)
+        model = CompactBert(CompactConfig(arch)).eval()
+        self._count += 1
+        directory = Path(self._scratch.name) / f"m{self._count}"
+        directory.mkdir()
+        path = TfliteFormat().write(model, directory, self.seq_len)
+        runner = TfliteModel(path, threads=self.threads)
+        path.unlink()
+        ids = torch.randint(1, arch.vocab_size, (1, self.seq_len), generator=self.generator).numpy()
+        ids, mask, types = (x.astype(runner.input_dtype) for x in (ids, np.ones_like(ids), np.zeros_like(ids)))
+        return lambda: runner.run(ids, mask, types)
+
+    def describe(self) -> dict[str, str]:
+        from importlib.metadata import version
+
+        return {"litert": version("ai-edge-litert"), "litert_torch": version("litert-torch"), "delegate": "XNNPACK"}
+
+
+__all__ = ["RUNTIMES", "LitertRuntime", "OrtRuntime", "Runtime", "TorchRuntime", "open_runtime"]
