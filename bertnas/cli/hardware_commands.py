@@ -65,13 +65,15 @@ def _positive(value: int, option: str) -> int:
 
 @profile_app.command("measure")
 def measure_command(
-    runtime: str = typer.Option(..., "--runtime", help="torch or onnxruntime."),
+    runtime: str = typer.Option(..., "--runtime", help="torch, onnxruntime or litert (LiteRT/XNNPACK)."),
     name: str = typer.Option(..., "--name", help="Profile name; written to hardware_profiles/NAME.yaml."),
     threads: int = typer.Option(2, "--threads", help="Intra-op threads (2)."),
     cuda: bool = typer.Option(False, "--cuda", help="Measure on the CUDA device instead of the CPU."),
     seq_len: int = typer.Option(128, "--seq-len", help="Sequence length (128)."),
     batch: int = typer.Option(1, "--batch", help="Batch size (1)."),
-    grid: str = typer.Option("default", "--grid", help="Kernel grid: default or tiny (tests)."),
+    grid: str = typer.Option(
+        "default", "--grid", help="Kernel grid: default, minilm (MiniLM's space only: a third) or tiny (tests)."
+    ),
     calibration: int = typer.Option(
         30, "--calibration", help="Random subnets timed end to end to fit the corrections; 0: none (30)."
     ),

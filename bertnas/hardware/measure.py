@@ -129,7 +129,23 @@ def tiny_grid(seq_len: int = 16) -> Grid:
     )
 
 
-GRIDS = {"default": default_grid, "tiny": tiny_grid}
+def minilm_grid(seq_len: int = 128) -> Grid:
+    """The unified space of all-MiniLM-L6-v2 only (hidden <= 384, 12 heads of 32, FFN <= 1536),
+    a third of the default grid's points: for runtimes where each kernel is converted first
+    (LiteRT: about a second per kernel)."""
+    tokens = _tokens(seq_len, (1, 8, 16, 32, 64, 96))
+    return Grid(
+        tokens=tokens,
+        dims=(32, 64, 96, 192, 288, 384, 768, 1152, 1536),
+        heads=(1, 3, 6, 9, 12),
+        head_dims=(16, 32),
+        widths=(64, 96, 192, 288, 384, 768, 1536),
+        hidden=(128, 256, 384),
+        embedding_tokens=_tokens(seq_len, (1, 16, 64)),
+    )
+
+
+GRIDS = {"default": default_grid, "minilm": minilm_grid, "tiny": tiny_grid}
 
 
 def harness_ms(runtime: Runtime, timing: Timing = Timing()) -> float:
@@ -231,18 +247,20 @@ def fit_corrections(
     measured: np.ndarray,
     label: str,
     calls: np.ndarray | None = None,
+    per_layer: bool = True,
 ) -> Corrections:
     """Non-negative least squares on relative error:
     ``measured ~ scale * sum + per_layer * layers [+ per_call * calls] + per_model``.
 
     All terms are physical costs, so none may be negative. ``calls`` (kernel calls per
-    config) adds the per-call overhead term. If the fitted scale is implausible (outside
+    config) adds the per-call overhead term; ``per_layer=False`` leaves the per-layer one
+    out (the call count then carries all per-layer dispatch). If the fitted scale is implausible (outside
     0.25..4: the kernel timings are too noisy to carry the fit, e.g. on a busy CPU), the
     scale is pinned to 1 and only the overheads are fitted.
     """
     from scipy.optimize import nnls
 
-    terms = [kernel_sums, layers.astype(np.float64)]
+    terms = [kernel_sums, layers.astype(np.float64) if per_layer else np.zeros_like(kernel_sums)]
     if calls is not None:
         terms.append(np.asarray(calls, dtype=np.float64))
     terms.append(np.ones_like(kernel_sums))
@@ -365,6 +383,7 @@ __all__ = [
     "measure_kernels",
     "measure_models",
     "measure_profile",
+    "minilm_grid",
     "time_runner",
     "tiny_grid",
 ]
