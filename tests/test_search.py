@@ -102,6 +102,12 @@ def test_study_file_errors_name_the_line(tmp_path):
     bad.write_text("task: sst2\ndevices: [pixel4\n")
     with pytest.raises(BertnasError, match=r"bad.yaml:\d+:"):
         load_study_file(bad)
+    bad.write_text("task: sst2\ndevices: {pixel4: 60ms}\nseq_len: task:max\n")
+    with pytest.raises(BertnasError, match=r"bad.yaml:3: --seq-len 'task:max'"):
+        load_study_file(bad)
+    bad.write_text("task: sst2\ndevices: {pixel4: 60ms}\nseed: 1\nconfidence: 1.5\n")
+    with pytest.raises(BertnasError, match=r"bad.yaml:4: --confidence 1.5"):
+        load_study_file(bad)
 
 
 # ---------------------------------------------------------------------- a tiny supernet

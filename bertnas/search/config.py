@@ -176,6 +176,15 @@ def load_study_file(path: str | Path) -> SearchConfig:
     for key in ("trials", "seed", "dev_subset", "population"):
         if key in data and data[key] is not None and (isinstance(data[key], bool) or not isinstance(data[key], int)):
             raise BertnasError(f"{where(key)}: {key} must be an integer, got {data[key]!r}")
+    from bertnas.hardware.conformal import check_confidence
+    from bertnas.hardware.lengths import parse_seq_len
+
+    for key, check in (("seq_len", parse_seq_len), ("confidence", check_confidence)):
+        if data.get(key) is not None:
+            try:
+                check(data[key])
+            except BertnasError as error:
+                raise BertnasError(f"{where(key)}: {error}") from None
     config = SearchConfig(budgets_ms=budgets, **data)
     config.validate()
     return config
