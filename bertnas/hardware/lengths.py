@@ -125,6 +125,7 @@ class LengthPricedPredictor:
         self.predictor, self.distribution, self.statistic = predictor, distribution, statistic
         self.profile = profile
         self._weights = np.asarray(distribution.counts, dtype=np.float64)
+        self._cache: dict[str, float] = {}  # a search prices a config when screening and again when told
 
     def per_length(self, archs: Sequence[ArchConfig]) -> np.ndarray:
         """Prices, one row per distinct length, one column per config."""
@@ -146,8 +147,14 @@ class LengthPricedPredictor:
     def predict(self, arch: ArchConfig, seq_len: int | None = None) -> float:
         if seq_len is not None:
             raise BertnasError("a length-distribution predictor prices the task's lengths, not one seq_len")
-        prices = np.array([[self.predictor.predict(arch, length)] for length in self.distribution.lengths])
-        return float(self._reduce(prices)[0])
+        key = arch.hash()
+        cached = self._cache.get(key)
+        if cached is None:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            prices = np.array([[self.predictor.predict(arch, length)] for length in self.distribution.lengths])
+            cached = self._cache[key] = float(self._reduce(prices)[0])
+        return cached
 
 
 def priced(predictor: Any, seq_len: Any, distribution: Mapping[str, Any] | LengthDistribution | None) -> tuple:
