@@ -105,14 +105,14 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
 
 
 def test_bad_field_names_file_line_and_field(tmp_path):
-    text = (REPO / "hardware_profiles" / "pixel4.yaml").read_text().replace("threads: 4", "threads: -4")
+    text = (REPO / "hardware_profiles" / "pixel4-analytic.yaml").read_text().replace("threads: 4", "threads: -4")
     path = tmp_path / "p.yaml"
     path.write_text(text)
     line = text.splitlines().index("threads: -4") + 1
     with pytest.raises(BertnasError, match=rf"{path}:{line}: threads: must be a positive integer"):
         load_profile(path)
     broken_table = (
-        (REPO / "hardware_profiles" / "pixel4.yaml").read_text().replace("ms_per_unit: ", "ms_per_unit: -", 1)
+        (REPO / "hardware_profiles" / "pixel4-analytic.yaml").read_text().replace("ms_per_unit: ", "ms_per_unit: -", 1)
     )
     path.write_text(broken_table)
     with pytest.raises(BertnasError, match=r"kernels\.\w+\.analytic\.ms_per_unit: must be a non-negative number"):
@@ -130,7 +130,10 @@ def test_unknown_device_lists_available(tmp_path, monkeypatch, tiny_profiles):
 
 def test_seq_len_and_runtime_mismatch_refused(tiny_profiles):
     with pytest.raises(BertnasError, match="calibrated at seq_len 128 only"):
-        load_predictor("pixel4").predict(reference("bert-base"), seq_len=64)
+        load_predictor("pixel4-analytic").predict(reference("bert-base"), seq_len=64)
+    # scaled measured tables know how cost varies with length: pixel4 prices shorter inputs
+    pixel4 = load_predictor("pixel4")
+    assert 0 < pixel4.predict(reference("bert-base"), seq_len=64) < pixel4.predict(reference("bert-base"))
     with pytest.raises(BertnasError, match="runtime 'tflite', not 'torch'"):
         load_profile("pixel4", runtime="torch")
     predictor = LatencyPredictor(tiny_profiles["torch"])
@@ -140,8 +143,9 @@ def test_seq_len_and_runtime_mismatch_refused(tiny_profiles):
 
 
 # ---------------------------------------------------------------- predictor
-def test_pixel4_reproduces_published_points_within_10pct():
-    predictor = load_predictor("pixel4")
+@pytest.mark.parametrize("device", ["pixel4", "pixel4-analytic"])
+def test_pixel4_reproduces_published_points_within_10pct(device):
+    predictor = load_predictor(device)
     assert predictor.profile.provenance == "calibrated"
     published = {"bert-base": 342, "mobilebert": 62, "mobilebert-tiny": 40, "mobilebert-layernorm-gelu": 192}
     for name, ms in published.items():
@@ -150,14 +154,36 @@ def test_pixel4_reproduces_published_points_within_10pct():
     assert set(rows) == set(published)
 
 
-def test_pixel4_calibration_is_reproducible(tmp_path):
+@pytest.mark.parametrize("device", ["pixel4", "pixel4-analytic"])
+def test_pixel4_calibration_is_reproducible(device):
     from bertnas.hardware.calibrate import calibrate
+    from bertnas.hardware.profile import KernelTable
 
-    fresh = calibrate(REFERENCE / "pixel4.yaml")
-    committed = load_profile("pixel4")
+    fresh = calibrate(REFERENCE / f"{device}.yaml")
+    committed = load_profile(device)
+    assert fresh.corrections.per_call_ms == pytest.approx(committed.corrections.per_call_ms, rel=1e-5)
     for family, entry in committed.kernels.items():
+        if isinstance(entry, KernelTable):  # scaled host tables (stored to 6 decimals of a ms)
+            assert np.allclose(fresh.kernels[family].ms, entry.ms, rtol=1e-5, atol=1e-6), family
+            continue
         assert fresh.kernels[family].ms_per_unit == pytest.approx(entry.ms_per_unit, rel=1e-6)
         assert fresh.kernels[family].overhead_ms == pytest.approx(entry.overhead_ms, rel=1e-6)
+
+
+def test_pixel4_is_the_litert_tables_scaled_to_the_published_points():
+    """The headline profile's shape dependence is the measured LiteRT one: each kernel is the
+    host-cpu-litert table times its family's fitted scale, and the provenance says so."""
+    from bertnas.hardware.calibrate import HEAVY_FAMILIES
+
+    pixel4, host = load_profile("pixel4"), load_profile("host-cpu-litert")
+    tables = pixel4.evidence["tables"]
+    assert tables["profile"] == "host-cpu-litert" and tables["threads"] == host.threads
+    assert "host-cpu-litert" in pixel4.notes and "1 thread" in pixel4.notes
+    coefficients = pixel4.evidence["fitted_coefficients"]
+    for family, entry in pixel4.kernels.items():
+        factor = coefficients["heavy_scale" if family in HEAVY_FAMILIES else "scale"]
+        assert np.allclose(entry.ms, host.kernels[family].ms * factor, rtol=1e-4, atol=2e-6), family
+    assert pixel4.corrections.per_call_ms == pytest.approx(coefficients["per_call_ms"], rel=1e-5)
 
 
 def _with(arch: ArchConfig, **changes) -> ArchConfig:
@@ -165,29 +191,33 @@ def _with(arch: ArchConfig, **changes) -> ArchConfig:
 
 
 def test_pixel4_monotone_and_retention():
-    """Bigger in any dimension costs more; retention costs less (analytic profile: exact)."""
+    """Bigger in any dimension costs more; retention costs less (analytic profile: exact; the
+    scaled-table pixel4 agrees on these large changes)."""
     from bertnas.cost import count_macs_batch
     from bertnas.space import load_space
     from bertnas.space.backbone_dims import backbone_limits
 
-    predictor = load_predictor("pixel4")
+    predictor = load_predictor("pixel4-analytic")
+    tables = load_predictor("pixel4")
     base = reference("bert-base")
     for changes in ({"heads": 6}, {"ffn_dim": 1536}, {"qk_dim": 32}, {"retention": 0.6}):
         assert predictor.predict(_with(base, **changes)) < predictor.predict(base), changes
+        assert tables.predict(_with(base, **changes)) < tables.predict(base), changes
     assert predictor.predict(base.replace(layers=base.layers[:6])) < predictor.predict(base)
+    assert tables.predict(base.replace(layers=base.layers[:6])) < tables.predict(base)
     space = load_space("unified").bind(backbone_limits("bert-base-uncased"), "bert-base-uncased")
     archs = space.sample_many(300, seed=5)
     from scipy.stats import spearmanr
 
-    rho = spearmanr(count_macs_batch(archs, 128), load_predictor("pixel4").predict_many(archs)).statistic
+    rho = spearmanr(count_macs_batch(archs, 128), predictor.predict_many(archs)).statistic
     assert rho > 0.9  # latency follows MACs closely, but not exactly (norms, activations, overheads)
 
 
-@pytest.mark.parametrize("device", ["pixel4", "tiny-torch", "tiny-onnxruntime"])
+@pytest.mark.parametrize("device", ["pixel4", "pixel4-analytic", "tiny-torch", "tiny-onnxruntime"])
 def test_composition_equals_sum_of_parts(device, tiny_profiles):
     rng = np.random.default_rng(4)
-    if device == "pixel4":
-        predictor, seq = load_predictor("pixel4"), 128
+    if device.startswith("pixel4"):
+        predictor, seq = load_predictor(device), 128
         archs = [reference(name) for name in ("bert-base", "mobilebert", "mobilebert-tiny")]
         archs.append(_with(archs[0], retention=0.7))
     else:
@@ -227,16 +257,16 @@ def test_layers_priced_at_their_own_token_counts(tiny_profiles):
     assert (cut[2]["n_in"], cut[2]["n_out"]) == (SEQ, SEQ // 2) and cut[2]["kernels_ms"] != full[2]["kernels_ms"]
 
 
-@pytest.mark.parametrize("device", ["pixel4", "tiny-torch", "tiny-onnxruntime"])
+@pytest.mark.parametrize("device", ["pixel4", "pixel4-analytic", "tiny-torch", "tiny-onnxruntime"])
 def test_predict_many_equals_predict(device, tiny_profiles):
     rng = np.random.default_rng(3)
-    if device == "pixel4":
+    if device.startswith("pixel4"):
         from bertnas.space import load_space
         from bertnas.space.backbone_dims import backbone_limits
 
         space = load_space("unified").bind(backbone_limits("bert-base-uncased"), "bert-base-uncased")
         archs = space.sample_many(200, seed=1)
-        predictor = load_predictor("pixel4")
+        predictor = load_predictor(device)
     else:
         archs = [tiny_arch(rng) for _ in range(200)]
         predictor = LatencyPredictor(tiny_profiles[device.removeprefix("tiny-")])
@@ -317,7 +347,7 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     arch = str(REFERENCE / "bert-base.json")
     assert main(["profile", "predict", "--device", "nope", "--arch", arch]) == 2
     assert "available profiles" in capsys.readouterr().err
-    assert main(["profile", "predict", "--device", "pixel4", "--arch", arch, "--seq-len", "64"]) == 2
+    assert main(["profile", "predict", "--device", "pixel4-analytic", "--arch", arch, "--seq-len", "64"]) == 2
     bad = tmp_path / "a.json"
     bad.write_text("{")
     assert main(["profile", "predict", "--device", "pixel4", "--arch", str(bad)]) == 2
@@ -330,7 +360,7 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
 
 
 def test_parse_rejects_missing_family(tmp_path):
-    text = (REPO / "hardware_profiles" / "pixel4.yaml").read_text()
+    text = (REPO / "hardware_profiles" / "pixel4-analytic.yaml").read_text()
     data_lines = [line for line in text.splitlines() if not line.startswith("  relu:")]
     with pytest.raises(BertnasError, match="missing kernel family 'relu'"):
         parse_profile("\n".join(data_lines), "p.yaml")
@@ -375,7 +405,7 @@ def test_length_distribution_price_is_the_mean_of_per_length_prices(tiny_profile
     assert lengths.length("p50") == 7 and lengths.length("mean") == round(np.mean(sentences))
     # a profile that cannot price those lengths says so
     with pytest.raises(BertnasError, match="calibrated at 128 tokens only"):
-        LengthPricedPredictor(load_predictor("pixel4"), lengths, "mean")
+        LengthPricedPredictor(load_predictor("pixel4-analytic"), lengths, "mean")
     with pytest.raises(BertnasError, match="up to 40 tokens.*covers 1..16"):
         LengthPricedPredictor(predictor, LengthDistribution.of([4, 40]), "p50")
 

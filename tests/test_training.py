@@ -213,6 +213,49 @@ def test_attention_transfer_brings_the_subnets_maps_towards_the_teachers(teacher
     assert gaps[50.0] < 0.5 * gaps[0.0], gaps  # measured: 0.0021 against 0.0109
 
 
+def test_perturbation_keeps_special_tokens_and_padding_and_is_reproducible():
+    import torch
+
+    from bertnas.training.augment import perturb_batch
+
+    cls, sep, pad, mask = 101, 102, 0, 103
+    ids = torch.tensor([[cls] + list(range(1000, 1030)) + [sep] + [pad] * 4] * 64)  # (64, 36)
+    attention = (ids != pad).long()
+    special = [cls, sep, pad, mask]
+
+    def run(seed, rate=0.3):
+        return perturb_batch(ids, attention, rate, torch.Generator().manual_seed(seed), mask, special)
+
+    perturbed, rows = run(0)
+    assert perturbed.shape == ids.shape and rows.dtype == torch.bool
+    assert torch.equal(perturbed[:, 0], ids[:, 0]) and torch.equal(perturbed[:, 31:], ids[:, 31:])
+    assert torch.equal(perturbed[~rows], ids[~rows])  # clean rows untouched: the task loss keeps them
+    changed = (perturbed != ids)[rows][:, 1:31].float().mean()
+    assert 0.2 < float(changed) < 0.4  # about the rate, in the perturbed rows
+    assert 16 < int(rows.sum()) < 48  # about half of the rows
+    new = perturbed[perturbed != ids]
+    assert bool(((new == mask) | ((new >= 1000) & (new < 1030))).all())  # [MASK] or a word piece of the batch
+    assert torch.equal(run(0)[0], perturbed) and not torch.equal(run(1)[0], perturbed)
+    untouched, none = run(0, rate=0.0)
+    assert torch.equal(untouched, ids) and not bool(none.any())
+
+
+def test_augmented_training_is_recorded_reproducible_and_changes_the_weights(teacher, glue_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    def weights(name, **overrides):
+        config = _train_config(teacher, glue_dir, recipe="budget-attention", search_split="none", **overrides)
+        result = SupernetTrainer(config, tmp_path / name).train()
+        return result, load_file(tmp_path / name / "model.safetensors")
+
+    result, augmented = weights("augmented", augment=0.5)
+    assert result["recipe"]["augment"] == 0.5
+    _, again = weights("again", augment=0.5)
+    _, plain = weights("plain", augment=0.0)
+    assert all(bool((augmented[k] == again[k]).all()) for k in augmented)  # same perturbations: a resume draws them too
+    assert any(not bool((augmented[k] == plain[k]).all()) for k in augmented)
+
+
 def test_evaluation_is_cached(teacher, glue_dir, tmp_path):
     out = tmp_path / "supernet"
     SupernetTrainer(_train_config(teacher, glue_dir, checkpoint_every=100), out).train()

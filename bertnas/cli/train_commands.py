@@ -109,6 +109,9 @@ def supernet_train_command(
     attention_weight: float | None = typer.Option(
         None, "--attention-weight", help="Weight of the attention-map transfer (default: the recipe's)."
     ),
+    augment: float | None = typer.Option(
+        None, "--augment", help="Input perturbation rate for distillation, 0-1 (default: the recipe's; 0: off)."
+    ),
     distill_from: str | None = typer.Option(None, "--distill-from", help="teacher | largest"),
     stages: str | None = typer.Option(None, "--stages", help="joint | width-depth (DynaBERT's two stages)."),
     no_rewire: bool = typer.Option(False, "--no-rewire", help="Skip DynaBERT rewiring."),
@@ -149,6 +152,7 @@ def supernet_train_command(
         label_weight=label_weight,
         hidden_weight=hidden_weight,
         attention_weight=attention_weight,
+        augment=augment,
         distill_from=distill_from,
         stages=stages,
         rewire=False if no_rewire else None,

@@ -20,6 +20,15 @@ The fit minimises squared *relative* error with non-negative coefficients
 (``scipy.optimize.nnls`` on rows divided by the published value). With three
 parameters for four points the fit is over-determined, so reproducing all four is
 evidence, not tautology; what it cannot know is listed in the profile's notes.
+
+**Scaled tables** (a spec with ``tables: PROFILE``): instead of pricing work by a MAC
+count, take the *measured* kernel tables of a profile of the same runtime family (the
+LiteRT interpreter with XNNPACK on the host, ``host-cpu-litert``) and fit three scales
+to the published points: one for the matrix products and memory-bound elementwise
+kernels (the device's speed relative to the host), one for LayerNorm and GELU, and a
+per-kernel-call dispatch cost. Each kernel's dependence on its shape (skinny products,
+few heads, short sequences, token selection) then comes from a measurement of the same
+kernels, and the profile prices every length its tables cover.
 """
 
 from __future__ import annotations
@@ -37,7 +46,14 @@ from scipy.optimize import nnls
 from bertnas.arch import ArchConfig
 from bertnas.errors import BertnasError
 from bertnas.hardware.kernels import FAMILIES, MATMUL_FAMILIES, reference_calls, work
-from bertnas.hardware.profile import AnalyticCost, Corrections, HardwareProfile, profiles_dir
+from bertnas.hardware.profile import (
+    AnalyticCost,
+    Corrections,
+    HardwareProfile,
+    KernelTable,
+    load_profile,
+    profiles_dir,
+)
 from bertnas.readers import read_yaml
 
 HEAVY_FAMILIES = ("layernorm", "gelu")
@@ -112,6 +128,42 @@ def fit(points: list[PublishedPoint], seq_len: int) -> dict[str, float]:
     }
 
 
+def table_features(base: HardwareProfile, arch: ArchConfig, seq_len: int) -> np.ndarray:
+    """``[matrix-product + light ms, heavy ms, kernel calls]`` of one config on ``base``'s raw kernels
+    (its corrections left out: the published points calibrate the device, not the host)."""
+    from bertnas.hardware.predictor import kernel_cost
+
+    totals: dict[str, float] = defaultdict(float)
+    for family, shape, count in reference_calls(arch, seq_len):
+        ms = float(kernel_cost(base, family, [np.array([x]) for x in shape])[0]) * count
+        totals["heavy" if family in HEAVY_FAMILIES else "scaled"] += ms
+        totals["calls"] += count
+    return np.array([totals["scaled"], totals["heavy"], totals["calls"]])
+
+
+def fit_tables(points: list[PublishedPoint], base: HardwareProfile, seq_len: int) -> dict[str, float]:
+    """Fit ``scale`` (products and light kernels), ``heavy_scale`` (LayerNorm, GELU) and ``per_call_ms``."""
+    x = np.array([table_features(base, p.arch, seq_len) for p in points])
+    y = np.array([p.latency_ms for p in points])
+    rows = x / y[:, None]
+    scale = rows.max(axis=0)
+    coefficients, _ = nnls(rows / scale, np.ones(len(y)))
+    coefficients = coefficients / scale
+    return {"scale": float(coefficients[0]), "heavy_scale": float(coefficients[1]), "per_call_ms": float(coefficients[2])}
+
+
+def scaled_kernels(base: HardwareProfile, coefficients: dict[str, float]) -> dict[str, KernelTable | AnalyticCost]:
+    """``base``'s kernels, each multiplied by its family's fitted scale."""
+    kernels: dict[str, KernelTable | AnalyticCost] = {}
+    for family, entry in base.kernels.items():
+        factor = coefficients["heavy_scale" if family in HEAVY_FAMILIES else "scale"]
+        if isinstance(entry, KernelTable):
+            kernels[family] = KernelTable(entry.axes, entry.ms * factor)
+        else:
+            kernels[family] = AnalyticCost(entry.overhead_ms * factor, entry.ms_per_unit * factor)
+    return kernels
+
+
 def kernels_from(coefficients: dict[str, float]) -> dict[str, AnalyticCost]:
     overhead = coefficients["op_overhead_ms"]
     kernels: dict[str, AnalyticCost] = {}
@@ -132,6 +184,8 @@ def calibrate(spec_path: str | Path) -> HardwareProfile:
 
     spec, points = load_points(spec_path)
     seq_len = int(spec["seq_len"])
+    if spec.get("tables"):
+        return _calibrate_tables(spec_path, spec, points, seq_len)
     coefficients = fit(points, seq_len)
     draft = HardwareProfile(
         name=spec["name"],
@@ -166,7 +220,7 @@ def calibrate(spec_path: str | Path) -> HardwareProfile:
         "fitted": ["ms_per_mac", "ms_per_heavy_element", "op_overhead_ms"],
         "fixed": {"ms_per_light_element": f"{LIGHT_ELEMENT_NS} ns (memory-bound fp32, not fitted)"},
         "method": "non-negative least squares on relative error; bertnas/hardware/calibrate.py",
-        "reproduce": "bertnas profile calibrate hardware_profiles/reference_models/pixel4.yaml",
+        "reproduce": f"bertnas profile calibrate hardware_profiles/reference_models/{Path(spec_path).name}",
     }
     return HardwareProfile(
         name=draft.name,
@@ -179,6 +233,76 @@ def calibrate(spec_path: str | Path) -> HardwareProfile:
         provenance="calibrated",
         kernels=draft.kernels,
         corrections=Corrections(),
+        host=spec.get("host") or {},
+        date=_dt.date.today().isoformat(),
+        evidence=evidence,
+        notes=str(spec.get("notes", "")).strip(),
+    )
+
+
+def _published_rows(draft: HardwareProfile, points: list[PublishedPoint], reference: str) -> list[dict[str, Any]]:
+    from bertnas.hardware.predictor import LatencyPredictor
+
+    predictor = LatencyPredictor(draft)
+    rows = []
+    for point in points:
+        predicted = predictor.predict(point.arch)
+        rows.append(
+            {
+                "model": point.model,
+                "arch": f"{reference}/{point.model}.json",
+                "published_ms": point.latency_ms,
+                "predicted_ms": round(predicted, 2),
+                "error_pct": round(100 * (predicted - point.latency_ms) / point.latency_ms, 2),
+                "source": point.source,
+                **({"note": point.note} if point.note else {}),
+            }
+        )
+    return rows
+
+
+def _calibrate_tables(
+    spec_path: str | Path, spec: dict[str, Any], points: list[PublishedPoint], seq_len: int
+) -> HardwareProfile:
+    """A calibrated profile made of a measured profile's tables, scaled to the published points."""
+    base = load_profile(str(spec["tables"]))
+    if base.provenance != "measured":
+        raise BertnasError(f"{spec_path}: tables: {base.name} is {base.provenance}; scaled tables need a measured profile")
+    if base.seq_len < seq_len:
+        raise BertnasError(f"{spec_path}: tables: {base.name} covers {base.seq_len} tokens, the points need {seq_len}")
+    coefficients = fit_tables(points, base, seq_len)
+    settings = dict(
+        name=spec["name"],
+        device=spec["device"],
+        runtime=spec["runtime"],
+        threads=int(spec["threads"]),
+        batch=int(spec["batch"]),
+        seq_len=seq_len,
+        precision=spec["precision"],
+        provenance="calibrated",
+        kernels=scaled_kernels(base, coefficients),
+        corrections=Corrections(per_call_ms=coefficients["per_call_ms"]),
+    )
+    draft = HardwareProfile(**settings)
+    reference = Path(spec_path).parent.name
+    evidence = {
+        "published": _published_rows(draft, points, reference),
+        "tables": {
+            "profile": base.name,
+            "device": base.device,
+            "runtime": base.runtime,
+            "threads": base.threads,
+            "date": base.date,
+            "host": dict(base.host),
+            "corrections_used": "none (raw kernel tables)",
+        },
+        "fitted_coefficients": {k: float(f"{v:.6g}") for k, v in coefficients.items()},
+        "fitted": ["scale (matrix products and light kernels)", "heavy_scale (LayerNorm, GELU)", "per_call_ms"],
+        "method": "non-negative least squares on relative error over the published points; bertnas/hardware/calibrate.py",
+        "reproduce": f"bertnas profile calibrate hardware_profiles/{reference}/{Path(spec_path).name}",
+    }
+    return HardwareProfile(
+        **settings,
         host=spec.get("host") or {},
         date=_dt.date.today().isoformat(),
         evidence=evidence,

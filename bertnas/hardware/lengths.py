@@ -110,7 +110,7 @@ class LengthPricedPredictor:
         served = profile.served_seq_lens()
         outside = [length for length in distribution.lengths if length not in served]
         if outside:
-            if profile.provenance == "calibrated":
+            if len(served) == 1:
                 raise BertnasError(
                     f"--seq-len task:{statistic}: profile {profile.name!r} is calibrated at {profile.seq_len} tokens "
                     f"only and cannot price the task's lengths "

@@ -162,7 +162,7 @@ class HardwareProfile:
         if batch is not None and batch != self.batch:
             raise BertnasError(f"profile {self.name!r} is for batch {self.batch}, not {batch}")
         if seq_len is not None and seq_len not in self.served_seq_lens():
-            if self.provenance == "calibrated":
+            if len(self.served_seq_lens()) == 1:
                 raise BertnasError(
                     f"profile {self.name!r} is calibrated at seq_len {self.seq_len} only (the published "
                     f"measurements' length); it cannot price seq_len {seq_len}"
@@ -173,8 +173,9 @@ class HardwareProfile:
             )
 
     def served_seq_lens(self) -> range:
-        """Sequence lengths the profile prices: its own only if calibrated, else up to it (interpolated)."""
-        if self.provenance == "calibrated":
+        """Sequence lengths the profile prices: its own only if calibrated analytically (a MAC count
+        knows nothing of length), else every length up to it (measured tables, scaled or not)."""
+        if self.provenance == "calibrated" and all(isinstance(k, AnalyticCost) for k in self.kernels.values()):
             return range(self.seq_len, self.seq_len + 1)
         return range(1, self.seq_len + 1)
 

@@ -17,6 +17,9 @@ supernet (``training.json`` / ``run.json``), so that a supernet says how it was 
 - ``attention_weight``: weight of the attention-map transfer (TinyBERT / MobileBERT): MSE
   between each layer's head-averaged attention map and that of the teacher layer it comes
   from, while no token has been dropped (0: off).
+- ``augment``: input perturbation for distillation (:mod:`bertnas.training.augment`): the
+  probability that a word piece of a perturbed row is replaced (half the rows of each batch;
+  0: off). The task loss is kept for the unperturbed rows only.
 
 The per-step strategy objects (:class:`SubnetSampler` and its subclasses) are what the
 trainer calls: ``sampler.subnets(step, total)`` gives the list of subnets for one step,
@@ -58,6 +61,7 @@ class Recipe:
     label_weight: float = 0.0
     hidden_weight: float = 0.1
     attention_weight: float = 0.0
+    augment: float = 0.0
     distill_from: str = "teacher"  # teacher | largest
     # The sandwich's top: the space's largest subnet ("largest"; in the unified space it has
     # stacked FFNs, about 3x the backbone's MACs) or the backbone's own shape ("backbone").
@@ -72,6 +76,8 @@ class Recipe:
             raise BertnasError(f"recipe {self.name}: top={self.top!r} must be 'largest' or 'backbone'")
         if min(self.random_subnets, self.label_weight, self.hidden_weight, self.attention_weight) < 0:
             raise BertnasError(f"recipe {self.name}: random_subnets and loss weights must be >= 0")
+        if not 0.0 <= self.augment <= 1.0:
+            raise BertnasError(f"recipe {self.name}: augment={self.augment} must be a probability in [0, 1]")
         starts = [stage.start for stage in self.stages]
         if starts and (starts[0] != 0.0 or starts != sorted(starts) or not all(0 <= s < 1 for s in starts)):
             raise BertnasError(f"recipe {self.name}: stage starts {starts} must begin at 0 and increase below 1")
@@ -144,6 +150,29 @@ RECIPES: dict[str, Recipe] = {
             "The budget recipe plus attention-map transfer from the teacher (weight 1) and hidden-state MSE "
             "at weight 1 instead of 0.1: a dense per-layer signal for tasks with few labels.",
             sampling="families",
+            label_weight=0.5,
+            hidden_weight=1.0,
+            attention_weight=1.0,
+            top="backbone",
+        ),
+        Recipe(
+            "budget-augment",
+            "The budget-attention recipe plus input perturbation: half the rows of every batch have 30 % of "
+            "their word pieces replaced ([MASK] or another word piece of the batch) and are learnt from the "
+            "teacher's outputs only, so a small task shows the subnets more distinct inputs.",
+            sampling="families",
+            label_weight=0.5,
+            hidden_weight=1.0,
+            attention_weight=1.0,
+            augment=0.3,
+            top="backbone",
+        ),
+        Recipe(
+            "progressive-attention",
+            "The budget-attention recipe under Once-for-All progressive shrinking: retention and depth "
+            "first, then widths, then hidden and head dims, then bottlenecks and stacked FFNs.",
+            sampling="families",
+            stages=_SHRINK,
             label_weight=0.5,
             hidden_weight=1.0,
             attention_weight=1.0,

@@ -61,6 +61,7 @@ from bertnas.training.common import (
     set_seed,
     write_json,
 )
+from bertnas.training.augment import perturb_batch
 from bertnas.training.distill import attention_loss, hidden_loss, logit_loss
 from bertnas.training.distributed import current_world, world_size
 from bertnas.training.evaluate import SEARCH_SPLIT_JSON, TrainDev, evaluate_model, load_train_dev, read_search_split
@@ -82,12 +83,13 @@ class SupernetTrainConfig:
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
     # The training strategy (bertnas.training.strategies.RECIPES); the four fields after it
-    # override the recipe's own values when set.
+    # override the recipe's own values when set (``augment`` too).
     recipe: str = DEFAULT_RECIPE
     random_subnets: int | None = None
     hidden_weight: float | None = None
     attention_weight: float | None = None
     label_weight: float | None = None
+    augment: float | None = None
     distill_from: str | None = None  # teacher | largest
     stages: str = "joint"  # joint | width-depth
     rewire: bool = True
@@ -132,7 +134,14 @@ class SupernetTrainConfig:
         recipe = get_recipe(self.recipe)
         overrides = {
             key: getattr(self, key)
-            for key in ("random_subnets", "hidden_weight", "attention_weight", "label_weight", "distill_from")
+            for key in (
+                "random_subnets",
+                "hidden_weight",
+                "attention_weight",
+                "label_weight",
+                "augment",
+                "distill_from",
+            )
             if getattr(self, key) is not None
         }
         return replace(recipe, **overrides) if overrides else recipe
@@ -249,6 +258,8 @@ class SupernetTrainer:
             raise BertnasError(f"{self.out} already holds a finished supernet; choose another --out")
         set_seed(config.seed)
         teacher, tokenizer = self._load_teacher()
+        self._special_ids = list(tokenizer.all_special_ids)
+        self._mask_id = tokenizer.mask_token_id
         resume = self._checkpoint_state()
         if resume is not None:
             supernet = ElasticBert.from_pretrained(self.out / CHECKPOINT_DIR)
@@ -394,6 +405,14 @@ class SupernetTrainer:
     ) -> dict[str, float]:
         """Step ``step``: the sandwich over ``subnets`` (largest first); gradients accumulate, no optimizer step."""
         labels = batch.pop("labels")
+        clean = None  # (batch,) rows the task loss may use; None: all of them
+        if recipe.augment > 0:
+            seed = int(np.random.SeedSequence([self.config.seed, step, self.world.rank]).generate_state(1)[0])
+            generator = torch.Generator().manual_seed(seed)  # the same perturbation after a resume
+            batch["input_ids"], perturbed = perturb_batch(
+                batch["input_ids"], batch["attention_mask"], recipe.augment, generator, self._mask_id, self._special_ids
+            )
+            clean = ~perturbed
         maps = recipe.attention_weight > 0
         states = recipe.hidden_weight > 0 or maps  # the attention loss needs each layer's input mask
         with torch.no_grad(), self._autocast():
@@ -408,12 +427,12 @@ class SupernetTrainer:
                 output = supernet(**batch, output_hidden_states=states, output_attentions=maps)
             if position == 0 and recipe.distill_from == "largest":
                 # the largest subnet learns from the teacher and the labels; the rest from it
-                loss = logit_loss(output.logits, reference.logits) + _task_loss(output.logits, labels)
+                loss = logit_loss(output.logits, reference.logits) + _task_loss(output.logits, labels, clean)
                 target_logits = output.logits.detach()
             else:
                 loss = logit_loss(output.logits, target_logits)
                 if recipe.label_weight > 0:
-                    loss = loss + recipe.label_weight * _task_loss(output.logits, labels)
+                    loss = loss + recipe.label_weight * _task_loss(output.logits, labels, clean)
             if recipe.hidden_weight > 0:
                 hidden = hidden_loss(
                     supernet.get_active_arch(),
@@ -516,7 +535,12 @@ class SupernetTrainer:
         return result
 
 
-def _task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _task_loss(logits: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """The loss on the true labels, over ``rows`` only when given (zero when no row is left)."""
+    if rows is not None:
+        if not bool(rows.any()):
+            return logits.sum() * 0.0
+        logits, labels = logits[rows], labels[rows]
     logits = logits.float()
     if logits.shape[-1] == 1:
         return F.mse_loss(logits.squeeze(-1), labels.float())
