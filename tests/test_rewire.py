@@ -338,3 +338,43 @@ def test_distillation_matches_teacher_channels_after_hidden_rewiring(tmp_path):
     aligned = hidden_loss(arch, output.hidden_states, output.hidden_masks, reference.hidden_states, channels)
     unaligned = hidden_loss(arch, output.hidden_states, output.hidden_masks, reference.hidden_states)
     assert float(aligned) < 1e-10 < 0.1 < float(unaligned)
+
+
+def test_fitted_bottlenecks_start_closer_to_the_backbone_layer_than_the_identity():
+    """The ``fit`` bottleneck start: on held-out inputs, a bottleneck layer's output is closer to
+    the backbone layer's output than under the identity start, at every width of the space, and
+    the projection stays shared (width 8 uses the first 8 columns of the width-16 fit)."""
+    from toys import tiny_bert
+
+    from bertnas.arch import LayerConfig
+    from bertnas.model.functional import layer_forward
+    from bertnas.supernet.bottleneck_init import fit_bottlenecks
+
+    supernet = ElasticBert.from_hf_model(tiny_bert(100), "tiny", max_bottleneck=16).eval()
+    generator = torch.Generator().manual_seed(0)
+
+    def batch():
+        ids = torch.randint(5, 100, (16, 12), generator=generator)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+    fit_on, held_out = [batch() for _ in range(8)], batch()
+    c = supernet.config
+
+    def layer_gap(b):
+        """MSE between layer 0 of width b and the backbone's layer 0, on the held-out batch."""
+        supernet.set_active_subnet(supernet.full_arch())
+        with torch.no_grad():
+            states = supernet(**held_out, output_hidden_states=True).hidden_states
+            shape = LayerConfig(0, c.num_heads, c.head_dim, c.head_dim, c.ffn_dim, bottleneck=b)
+            mask = held_out["attention_mask"].bool()
+            out, _ = layer_forward(
+                states[0], mask, mask.sum(1), supernet._layer_weights(shape, c.hidden_size), shape, supernet.run_options()
+            )
+        return float(F.mse_loss(out, states[1]))
+
+    before = {b: layer_gap(b) for b in (8, 16)}
+    report = fit_bottlenecks(supernet, fit_on, [8, 16])
+    after = {b: layer_gap(b) for b in (8, 16)}
+    assert set(report) == {0, 1} and all(0 < r < 1 for layer in report.values() for r in layer.values())
+    assert all(after[b] < 0.7 * before[b] for b in (8, 16)), (before, after)
+    assert supernet.get_active_arch() == supernet.full_arch() and not supernet.training

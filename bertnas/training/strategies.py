@@ -20,6 +20,9 @@ supernet (``training.json`` / ``run.json``), so that a supernet says how it was 
 - ``augment``: input perturbation for distillation (:mod:`bertnas.training.augment`): the
   probability that a word piece of a perturbed row is replaced (half the rows of each batch;
   0: off). The task loss is kept for the unperturbed rows only.
+- ``bottleneck_init``: how the bottleneck projections start: ``identity`` (the first ``b``
+  channels in and back out) or ``fit`` (the output projection and norm fitted by least
+  squares to the backbone layer's output, :mod:`bertnas.supernet.bottleneck_init`).
 
 The per-step strategy objects (:class:`SubnetSampler` and its subclasses) are what the
 trainer calls: ``sampler.subnets(step, total)`` gives the list of subnets for one step,
@@ -62,6 +65,7 @@ class Recipe:
     hidden_weight: float = 0.1
     attention_weight: float = 0.0
     augment: float = 0.0
+    bottleneck_init: str = "identity"  # identity | fit
     distill_from: str = "teacher"  # teacher | largest
     # The sandwich's top: the space's largest subnet ("largest"; in the unified space it has
     # stacked FFNs, about 3x the backbone's MACs) or the backbone's own shape ("backbone").
@@ -76,6 +80,10 @@ class Recipe:
             raise BertnasError(f"recipe {self.name}: top={self.top!r} must be 'largest' or 'backbone'")
         if min(self.random_subnets, self.label_weight, self.hidden_weight, self.attention_weight) < 0:
             raise BertnasError(f"recipe {self.name}: random_subnets and loss weights must be >= 0")
+        if self.bottleneck_init not in ("identity", "fit"):
+            raise BertnasError(
+                f"recipe {self.name}: bottleneck_init={self.bottleneck_init!r} must be 'identity' or 'fit'"
+            )
         if not 0.0 <= self.augment <= 1.0:
             raise BertnasError(f"recipe {self.name}: augment={self.augment} must be a probability in [0, 1]")
         starts = [stage.start for stage in self.stages]
@@ -165,6 +173,17 @@ RECIPES: dict[str, Recipe] = {
             hidden_weight=1.0,
             attention_weight=1.0,
             augment=0.3,
+            top="backbone",
+        ),
+        Recipe(
+            "budget-fit",
+            "The budget-attention recipe with the bottleneck output projections and norms fitted by least "
+            "squares to each backbone layer's output before training, instead of the identity start.",
+            sampling="families",
+            label_weight=0.5,
+            hidden_weight=1.0,
+            attention_weight=1.0,
+            bottleneck_init="fit",
             top="backbone",
         ),
         Recipe(

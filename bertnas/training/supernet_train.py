@@ -295,6 +295,8 @@ class SupernetTrainer:
         record = run_record("supernet train", {**asdict(config), "resolved_recipe": recipe.to_dict()})
         if resume is None and config.rewire:
             self._rewire(supernet, train)
+        if resume is None and recipe.bottleneck_init == "fit":
+            self._fit_bottlenecks(supernet, train, space)  # after rewiring: it needs the identity start
         if self.world.distributed:  # every process starts from process 0's weights and channel order
             self.world.broadcast_module(supernet)
             supernet.config.channel_order = self.world.broadcast_object(supernet.config.channel_order)
@@ -393,6 +395,18 @@ class SupernetTrainer:
             if len(batches) >= self.config.rewire_batches:
                 break
         rewire_supernet(supernet, batches)
+
+    def _fit_bottlenecks(self, supernet: ElasticBert, train: Any, space: SearchSpace) -> None:
+        from bertnas.supernet.bottleneck_init import fit_bottlenecks
+
+        widths = {b for d in space.dimensions if d.name.startswith("bottleneck.") for b in d.choices if b}
+        loader = make_dataloader(train, self.config.batch_size, shuffle=True, seed=self.config.seed + 1)
+        batches = []
+        for batch in loader:
+            batches.append({key: value.to(self.device) for key, value in batch.items()})
+            if len(batches) >= self.config.rewire_batches:
+                break
+        fit_bottlenecks(supernet, batches, sorted(widths))
 
     def _step(
         self,
