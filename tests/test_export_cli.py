@@ -207,9 +207,13 @@ def test_export_cli_errors(search_run, tmp_path, capsys, args, message):
 
 
 def _unified_trial(search_run: Path) -> int:
-    """A completed trial whose subnet drops tokens (so retention runs inside the fixed-shape graph)."""
-    trials = SearchRun.open(search_run / "run").trials
+    """A completed front trial (it has a dev report to compare with) whose subnet drops tokens (so
+    retention runs inside the fixed-shape graph), if one does."""
+    run = SearchRun.open(search_run / "run")
+    trials = run.trials
     done = trials[trials["state"] == "COMPLETE"]
+    reported = [row["arch_hash"] for _, row in done.iterrows() if run.dev_metric(row["arch_hash"]) is not None]
+    done = done[done["arch_hash"].isin(reported)] if reported else done
     for _, row in done.iterrows():
         if any(layer["retention"] < 1 for layer in json.loads(row["config"])["layers"]):
             return int(row["number"])
