@@ -14,9 +14,9 @@
         README.md                      the model card (with the Hugging Face metadata block)
 
 Each model is checked before it is written: compact PyTorch, supernet subnet and ONNX
-logits agree within :data:`PARITY_TOLERANCE` on real dev sentences, and the dev metric
-recomputed from the exported weights (and from the ONNX and TFLite files) equals the one
-the search reported; anything else stops the export with an error. An int8 file's dev
+logits agree within :data:`PARITY_TOLERANCE` (of their scale) on real dev sentences, and
+the dev metric recomputed from the exported weights (and from the ONNX and TFLite files)
+equals the one the search reported (to :data:`METRIC_TOLERANCE`); anything else stops the export with an error. An int8 file's dev
 metric is measured on the file itself; one that drops more than ``max_int8_drop`` is
 reported and left out of the manifest's ``recommended`` list. A converter that fails
 (TFLite on an operator it lacks) is recorded in the manifest and the other formats kept. The whole tree is built in a
@@ -61,7 +61,13 @@ from bertnas.paths import portable
 
 FORMATS = ("hf", "onnx", "tflite")
 QUANTIZE = ("int8",)
+# Logits agree to this, relative to their scale (max(1, largest |logit|)): float32 sums in
+# another order (a sliced supernet vs contiguous tensors, ONNX's kernels) differ by ~1e-5 of it.
 PARITY_TOLERANCE = 1e-4
+# A recomputed metric equals the reported one to this (0.01 points): a correlation of float32
+# predictions moves by ~1e-6 when two near-tied predictions swap; changed weights or data move
+# it by far more.
+METRIC_TOLERANCE = 1e-4
 #: The latency profile measured on this kind of machine with onnxruntime.
 MEASURE_PROFILE = "host-cpu-onnxruntime"
 MANIFEST_JSON = "manifest.json"
@@ -482,10 +488,11 @@ def _parity_batch(data: Any, count: int, pad_id: int) -> dict[str, torch.Tensor]
 
 def _check_close(got: np.ndarray, expected: np.ndarray, name: str, what: str, against: str) -> float:
     difference = float(np.abs(got - expected).max())
-    if not difference <= PARITY_TOLERANCE:  # also catches NaN
+    tolerance = PARITY_TOLERANCE * max(1.0, float(np.abs(expected).max()))
+    if not difference <= tolerance:  # also catches NaN
         raise BertnasError(
             f"{name}: {what} logits differ from the {against}'s by {difference:.2e} "
-            f"(tolerance {PARITY_TOLERANCE:g}); the export is not faithful, nothing was written"
+            f"(tolerance {tolerance:.2g}); the export is not faithful, nothing was written"
         )
     return difference
 
@@ -517,7 +524,7 @@ def _copy_finetuned(candidate: Candidate, expected_hash: str, tokenizer: Any, di
 def _check_metric(value: float, candidate: Candidate, metric: str, what: str) -> None:
     if candidate.metric is None:
         return
-    if abs(value - candidate.metric) > 1e-9:
+    if not abs(value - candidate.metric) <= METRIC_TOLERANCE:
         raise BertnasError(
             f"{candidate.name}: dev {metric} of {what} is {value:.6f} but "
             f"{'the search' if candidate.weights is None else 'finetune-subnets'} reported "

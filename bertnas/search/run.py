@@ -242,7 +242,10 @@ class SearchRun:
         if budget_ms is None:
             budget_ms = recorded["requested_budget_ms"] if recorded else self.budgets_ms.get(device)
         if budget_ms is None:
-            raise BertnasError(f"--confidence needs a budget: the search did not target {device}; pass --budget")
+            raise BertnasError(
+                f"--confidence needs a budget: the search did not target {device}; give one "
+                "(pareto --budget 40ms, export --select best-under:40ms)"
+            )
         from bertnas.hardware import load_profile
         from bertnas.hardware.conformal import effective_budgets
 
