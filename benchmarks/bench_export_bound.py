@@ -17,7 +17,7 @@ Reports per exported model: predicted, bound and measured (median of the export'
 runs), and the share of models whose measured latency exceeds the bound (the guarantee
 says at most 1 - confidence, over subnets drawn like the validation ones; a front is not
 such a draw, so this is a check, not a coverage estimate). Writes
-``benchmarks/results/export_bound_<run name>.json`` and prints markdown.
+``benchmarks/results/export_bound_<parent>_<run>.json`` and prints markdown.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def main() -> None:
         "over_prediction": sum(r["over_prediction"] for r in rows),
         "over_budget": sum(r["over_budget"] for r in rows),
     }
-    write_results(f"export_bound_{args.run.name}", results)
+    write_results(f"export_bound_{args.run.parent.name}_{args.run.name}", results)
     print(f"{len(rows)} exported models, confidence {args.confidence}; {seconds:.0f} s")
     print("| budget ms | model | predicted ms | bound ms | measured ms |\n|---:|---|---:|---:|---:|")
     for r in rows:
