@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", default="runs/bench_union")
     parser.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR"))
+    parser.add_argument("--tag", default="", help="Suffix of the results file name (e.g. the profile's version).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -86,7 +87,7 @@ def main() -> None:
     full = evaluator.supernet.full_arch()
     full_ms = float(predictor.predict(full))
     column = latency_column(args.device)
-    name = f"union_{args.task}_{supernet_dir.name}"
+    name = f"union_{args.task}_{supernet_dir.name}" + (f"_{args.tag}" if args.tag else "")
     results: dict = {
         "task": args.task,
         "metric": main_metric,
