@@ -58,7 +58,10 @@ def main() -> None:
             "pixel4 (scaled LiteRT tables)": new.evidence["published"],
             "pixel4-analytic (MAC count)": old.evidence["published"],
         },
-        "coefficients": {"pixel4": new.evidence["fitted_coefficients"], "pixel4-analytic": old.evidence["fitted_coefficients"]},
+        "coefficients": {
+            "pixel4": new.evidence["fitted_coefficients"],
+            "pixel4-analytic": old.evidence["fitted_coefficients"],
+        },
         "ranking": {},
         "dimensions": {},
     }
@@ -108,14 +111,21 @@ def main() -> None:
                 "pixel4": round(p_new.predict(arch) / base_new, 3),
                 "pixel4-analytic": round(p_old.predict(arch) / base_old, 3),
             }
-        rows["32 tokens instead of 128"] = {"pixel4": round(p_new.predict(full, 32) / base_new, 3), "pixel4-analytic": None}
-        results["dimensions"][backbone] = {"full_ms": {"pixel4": round(base_new, 2), "pixel4-analytic": round(base_old, 2)}, "relative": rows}
+        rows["32 tokens instead of 128"] = {
+            "pixel4": round(p_new.predict(full, 32) / base_new, 3),
+            "pixel4-analytic": None,
+        }
+        results["dimensions"][backbone] = {
+            "full_ms": {"pixel4": round(base_new, 2), "pixel4-analytic": round(base_old, 2)},
+            "relative": rows,
+        }
 
     write_results("pixel4_tables", results)
     print("| published model | published ms | pixel4 (scaled tables) | pixel4-analytic |\n|---|---:|---:|---:|")
     for row_new, row_old in zip(new.evidence["published"], old.evidence["published"], strict=True):
         print(
-            f"| {row_new['model']} | {row_new['published_ms']} | {row_new['predicted_ms']} ({row_new['error_pct']:+.1f} %) "
+            f"| {row_new['model']} | {row_new['published_ms']} "
+            f"| {row_new['predicted_ms']} ({row_new['error_pct']:+.1f} %) "
             f"| {row_old['predicted_ms']} ({row_old['error_pct']:+.1f} %) |"
         )
     print("\n| backbone | Kendall tau | Spearman rho | pairs flipped | fastest 10 shared | new/old median (min-max) |")
@@ -127,7 +137,10 @@ def main() -> None:
             f"| {r['fastest_10_shared']} | {q['median']:.2f} ({q['min']:.2f}-{q['max']:.2f}) |"
         )
     for backbone, d in results["dimensions"].items():
-        print(f"\n{backbone}: full model {d['full_ms']['pixel4']} ms (pixel4) / {d['full_ms']['pixel4-analytic']} ms (analytic)")
+        print(
+            f"\n{backbone}: full model {d['full_ms']['pixel4']} ms (pixel4) / "
+            f"{d['full_ms']['pixel4-analytic']} ms (analytic)"
+        )
         print("| change of the full model | pixel4 | pixel4-analytic |\n|---|---:|---:|")
         for label, row in d["relative"].items():
             if "skipped" in row:

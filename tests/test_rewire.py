@@ -368,7 +368,12 @@ def test_fitted_bottlenecks_start_closer_to_the_backbone_layer_than_the_identity
             shape = LayerConfig(0, c.num_heads, c.head_dim, c.head_dim, c.ffn_dim, bottleneck=b)
             mask = held_out["attention_mask"].bool()
             out, _ = layer_forward(
-                states[0], mask, mask.sum(1), supernet._layer_weights(shape, c.hidden_size), shape, supernet.run_options()
+                states[0],
+                mask,
+                mask.sum(1),
+                supernet._layer_weights(shape, c.hidden_size),
+                shape,
+                supernet.run_options(),
             )
         return float(F.mse_loss(out, states[1]))
 

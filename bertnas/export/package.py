@@ -16,7 +16,8 @@
 Each model is checked before it is written: compact PyTorch, supernet subnet and ONNX
 logits agree within :data:`PARITY_TOLERANCE` (of their scale) on real dev sentences, and
 the dev metric recomputed from the exported weights (and from the ONNX and TFLite files)
-equals the one the search reported (to :data:`METRIC_TOLERANCE`); anything else stops the export with an error. An int8 file's dev
+equals the one the search reported (to :data:`METRIC_TOLERANCE`); anything else stops the
+export with an error. An int8 file's dev
 metric is measured on the file itself; one that drops more than ``max_int8_drop`` is
 reported and left out of the manifest's ``recommended`` list. A converter that fails
 (TFLite on an operator it lacks) is recorded in the manifest and the other formats kept. The whole tree is built in a

@@ -149,7 +149,11 @@ def fit_tables(points: list[PublishedPoint], base: HardwareProfile, seq_len: int
     scale = rows.max(axis=0)
     coefficients, _ = nnls(rows / scale, np.ones(len(y)))
     coefficients = coefficients / scale
-    return {"scale": float(coefficients[0]), "heavy_scale": float(coefficients[1]), "per_call_ms": float(coefficients[2])}
+    return {
+        "scale": float(coefficients[0]),
+        "heavy_scale": float(coefficients[1]),
+        "per_call_ms": float(coefficients[2]),
+    }
 
 
 def scaled_kernels(base: HardwareProfile, coefficients: dict[str, float]) -> dict[str, KernelTable | AnalyticCost]:
@@ -267,7 +271,9 @@ def _calibrate_tables(
     """A calibrated profile made of a measured profile's tables, scaled to the published points."""
     base = load_profile(str(spec["tables"]))
     if base.provenance != "measured":
-        raise BertnasError(f"{spec_path}: tables: {base.name} is {base.provenance}; scaled tables need a measured profile")
+        raise BertnasError(
+            f"{spec_path}: tables: {base.name} is {base.provenance}; scaled tables need a measured profile"
+        )
     if base.seq_len < seq_len:
         raise BertnasError(f"{spec_path}: tables: {base.name} covers {base.seq_len} tokens, the points need {seq_len}")
     coefficients = fit_tables(points, base, seq_len)
@@ -298,7 +304,8 @@ def _calibrate_tables(
         },
         "fitted_coefficients": {k: float(f"{v:.6g}") for k, v in coefficients.items()},
         "fitted": ["scale (matrix products and light kernels)", "heavy_scale (LayerNorm, GELU)", "per_call_ms"],
-        "method": "non-negative least squares on relative error over the published points; bertnas/hardware/calibrate.py",
+        "method": "non-negative least squares on relative error over the published points; "
+        "bertnas/hardware/calibrate.py",
         "reproduce": f"bertnas profile calibrate hardware_profiles/{reference}/{Path(spec_path).name}",
     }
     return HardwareProfile(

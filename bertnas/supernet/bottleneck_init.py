@@ -114,4 +114,3 @@ def fit_bottlenecks(
     supernet.set_active_subnet(previous)
     supernet.train(was_training)
     return report
-

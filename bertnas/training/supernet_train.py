@@ -51,6 +51,7 @@ from bertnas.model.compact import CompactBert
 from bertnas.space import SearchSpace, load_space
 from bertnas.supernet.backbone import teacher_fingerprint
 from bertnas.supernet.elastic import CONFIG_NAME, WEIGHTS_NAME, ElasticBert
+from bertnas.training.augment import perturb_batch
 from bertnas.training.common import (
     linear_schedule,
     make_optimizer,
@@ -61,7 +62,6 @@ from bertnas.training.common import (
     set_seed,
     write_json,
 )
-from bertnas.training.augment import perturb_batch
 from bertnas.training.distill import attention_loss, hidden_loss, logit_loss
 from bertnas.training.distributed import current_world, world_size
 from bertnas.training.evaluate import SEARCH_SPLIT_JSON, TrainDev, evaluate_model, load_train_dev, read_search_split
