@@ -173,10 +173,12 @@ def test_a_node_killed_mid_study_loses_no_trial(env, slow_trials, cluster, tmp_p
         os.kill(int(pid), signal.SIGKILL)
 
     out = tmp_path / "run"
-    config = _config(env, out, trials=6, glue_dir=slow_trials)
+    # Enough trials after the kill (at the second completion) that the restarted worker surely gets some:
+    # with 6 the surviving worker could finish the study while the new one was still starting.
+    config = _config(env, out, trials=12, glue_dir=slow_trials)
     run_search_ray(config, RayOptions(address=cluster_.address, workers=2), progress=False, on_trial=kill_a_busy_node)
     assert killed and killed["running"]
-    _, complete = _check_run(out, 6)  # the requested count, every trial COMPLETE or rejected, none lost
+    _, complete = _check_run(out, 12)  # the requested count, every trial COMPLETE or rejected, none lost
     numbers = {t.number for t in complete}
     assert set(killed["running"]) <= numbers  # the trials in flight at the kill completed
     workers = {t.user_attrs[WORKER_ATTR] for t in complete}
