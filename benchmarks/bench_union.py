@@ -2,7 +2,7 @@
 
     GLUE_DIR=/work/shared/data/glue python benchmarks/bench_union.py --task mrpc \\
         --supernet ~/.cache/bertnas/supernets/mrpc-families [--evaluations 100] [--device pixel4]
-        [--searches unified/surrogate,unified/nsga2,dynabert/nsga2,...] [--threads 2]
+        [--searches unified/surrogate,unified/nsga2,dynabert/nsga2,...] [--seeds 0,1,2] [--threads 2]
 
 For one task and one trained supernet (the same for every row):
 
@@ -20,6 +20,12 @@ For one task and one trained supernet (the same for every row):
    baseline or have constant predictions.
 3. **DynaBERT grid**: the 12 width x depth points, how many are within 3 points of the teacher.
 
+A search label is ``SPACE/SAMPLER[:VARIANT][@SEED]``: ``@SEED`` runs it with another seed (the
+default is ``--seed``), and a ``surrogate`` variant switches one of its levers off for the
+ablation: ``:no-floor`` (not told the input-ignoring score: collapsed subnets breed and count
+on the front), ``:no-moves`` (no family moves: every child by crossover and mutation over
+all dimensions), ``:neither``. ``--seeds 0,1,2`` runs every label at each of those seeds.
+
 Every search selects on the supernet's search split (the slice of train held out from
 teacher and supernet training), and every table figure is on that split, the teacher's
 included; the best points of each search are also evaluated once on the dev split
@@ -30,6 +36,7 @@ included; the best points of each search are also evaluated once on the dev spli
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
@@ -42,6 +49,7 @@ from common import write_results
 from bertnas.arch import ArchConfig
 from bertnas.hardware import load_predictor
 from bertnas.search import SearchConfig, SearchRun, hypervolume, run_search
+from bertnas.search import study as study_module
 from bertnas.search.evaluate import reference_archs
 from bertnas.search.objectives import latency_column
 from bertnas.search.pareto import degenerate_mask
@@ -69,6 +77,7 @@ def main() -> None:
     parser.add_argument("--random", type=int, default=20, help="Random unified subnets to evaluate.")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="", help="Run every search at each of these seeds (e.g. 0,1,2).")
     parser.add_argument("--runs", default="runs/bench_union")
     parser.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR"))
     parser.add_argument("--tag", default="", help="Suffix of the results file name (e.g. the profile's version).")
@@ -135,9 +144,17 @@ def main() -> None:
     write_results(name, results)
 
     # 1. the searches
-    for label in filter(None, args.searches.split(",")):  # --searches "": only parts 2 and 3
-        space_name, sampler = label.split("/")
-        out = Path(args.runs) / args.task / supernet_dir.name / f"{space_name}-{sampler}-{args.evaluations}"
+    labels = [label for label in args.searches.split(",") if label]  # --searches "": only parts 2 and 3
+    if args.seeds:
+        labels = [f"{label}@{seed}" for seed in args.seeds.split(",") for label in labels]
+    for label in labels:
+        name_part, _, seed_part = label.partition("@")
+        seed = int(seed_part) if seed_part else args.seed
+        space_name, sampler_part = name_part.split("/")
+        sampler, _, variant = sampler_part.partition(":")
+        run_name = f"{space_name}-{sampler}{'-' + variant if variant else ''}-{args.evaluations}"
+        run_name += f"-seed{seed}" if seed_part else ""
+        out = Path(args.runs) / args.task / supernet_dir.name / run_name
         config = SearchConfig(
             task=args.task,
             budgets_ms={args.device: full_ms},
@@ -145,14 +162,15 @@ def main() -> None:
             supernet=str(supernet_dir),
             trials=args.evaluations,
             sampler=sampler,
-            seed=args.seed,
+            seed=seed,
             out=str(out),
             references=False,
             glue_dir=args.glue_dir,
             command=["benchmarks/bench_union.py"],
         )
         start = time.perf_counter()
-        run_search(config, progress=True)
+        with surrogate_variant(variant):
+            run_search(config, progress=True)
         wall = time.perf_counter() - start
         run = SearchRun.open(out)
         trials = run.trials
@@ -160,6 +178,7 @@ def main() -> None:
         metric, latency = done["metric"].to_numpy(float), done[column].to_numpy(float)
         entry = {
             "search": label,
+            "seed": seed,
             "evaluated": int(len(done)),
             "fresh_evaluations": int((done["cached"] == False).sum()),  # noqa: E712 (pandas)
             "degenerate": int(degenerate_mask(done).sum()),
@@ -182,6 +201,30 @@ def main() -> None:
         write_results(name, results)
         print(f"{label}: hypervolume {entry['hypervolume']:.3f} in {wall:.0f}s", flush=True)
     print(markdown(results))
+
+
+VARIANTS = {"": {}, "no-floor": {"floor": None}, "no-moves": {"move_share": 0.0}}
+VARIANTS["neither"] = {**VARIANTS["no-floor"], **VARIANTS["no-moves"]}
+
+
+@contextlib.contextmanager
+def surrogate_variant(variant: str):
+    """The surrogate sampler with one of its levers switched off (the ablation), for one search."""
+    if variant not in VARIANTS:
+        raise SystemExit(f"unknown surrogate variant {variant!r}; choose one of {', '.join(v for v in VARIANTS if v)}")
+    original = study_module.make_surrogate_sampler
+
+    def patched(*args, **kwargs):
+        sampler = original(*args, **kwargs)
+        for name, value in VARIANTS[variant].items():
+            setattr(sampler, name, value)
+        return sampler
+
+    study_module.make_surrogate_sampler = patched
+    try:
+        yield
+    finally:
+        study_module.make_surrogate_sampler = original
 
 
 def dev_metric(run: SearchRun, row, dev_evaluator: SubnetEvaluator) -> float:

@@ -277,14 +277,26 @@ def test_predict_many_equals_predict(device, tiny_profiles):
     assert np.all(many > 0)
 
 
-def test_tiny_profile_predicts_end_to_end_roughly(tiny_profiles):
-    """Sanity, not the accuracy claim (that is `bertnas profile validate` on a quiet CPU)."""
-    from bertnas.hardware.validate import validate
+def test_tiny_profile_validation_reports_what_it_measured(tiny_profiles):
+    """The report's figures are the profile's predictions against the end-to-end timings it made. How
+    close they are is a timing, so it is not a pass/fail condition here (that claim is `bertnas
+    profile validate` on a quiet CPU, README); a contended CI machine once measured 66 % MAPE."""
+    from bertnas.hardware.predictor import LatencyPredictor
+    from bertnas.hardware.validate import metrics, validate
 
     rng = np.random.default_rng(11)
     archs = [tiny_arch(rng) for _ in range(4)]
     result = validate(tiny_profiles["onnxruntime"], 4, archs=archs, timing=FAST)
-    assert result["samples"] == 4 and result["mape_pct"] < 60
+    assert result["samples"] == 4
+    assert [p["hash"] for p in result["points"]] == [a.hash() for a in archs]
+    predicted = np.array([p["predicted_ms"] for p in result["points"]])
+    measured = np.array([p["measured_ms"] for p in result["points"]])
+    expected = LatencyPredictor(tiny_profiles["onnxruntime"]).predict_many(archs)
+    np.testing.assert_allclose(predicted, expected, atol=1e-4)
+    assert bool(np.all(np.isfinite(measured) & (measured > 0)))
+    recomputed = metrics(predicted, measured)
+    for key in ("mape_pct", "within_10pct", "max_abs_error_pct"):
+        assert result[key] == pytest.approx(recomputed[key], abs=0.05)
 
 
 def test_end_to_end_timing_in_interleaved_rounds():

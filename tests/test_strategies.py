@@ -159,6 +159,64 @@ def test_surrogate_learns_the_surface_and_improvement_prefers_the_front(unified)
     assert gains[0] > gains[1] > 0 > gains[2]
 
 
+def test_family_moves_change_only_their_groups(unified):
+    from bertnas.space.families import family_groups
+
+    groups = {family.name: family_groups(family) for family in family_spaces(unified)}
+    assert groups["powerbert"] == {"retention"}
+    assert groups["dynabert"] == {"depth", "heads", "ffn_dim"}  # the width multiplier's per-layer dimensions
+    rng = np.random.default_rng(3)
+    full = unified.full()
+    for move in (frozenset({"retention"}), groups["mobilebert"], frozenset({"hidden_size", "qk_dim"})):
+        changed = set()
+        for _ in range(30):
+            changed |= _groups_changed(unified, unified.mutate(full, rng, prob=0.5, groups=move))
+        assert changed and changed <= move
+    with pytest.raises(BertnasError, match="unknown dimension group 'heads.1'"):
+        unified.mutate(full, rng, groups={"heads.1"})
+
+
+def test_improvement_is_measured_above_the_floor():
+    front_metric, front_latency = np.array([0.82, 0.86]), np.array([10.0, 20.0])
+    gains = improvement(
+        np.array([0.85, 0.80, 0.79]), np.array([5.0, 5.0, 5.0]), front_metric, front_latency, floor=0.81
+    )
+    assert gains[0] > 0 >= gains[1] > gains[2]  # at or below the floor nothing is gained
+    # with no useful point yet, the distance above the floor
+    first = improvement(np.array([0.83, 0.80]), np.array([5.0, 5.0]), front_metric[:0], front_latency[:0], floor=0.81)
+    assert first == pytest.approx([0.02, -0.01])
+
+
+def test_collapsed_subnets_are_neither_parents_nor_front_points(unified):
+    """With the floor known, a trial whose predictions are constant, or that scores no better than
+    the floor, is not bred from and counts at most the floor for the predictor."""
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import create_trial
+
+    from bertnas.search.surrogate import Population
+
+    rng = np.random.default_rng(5)
+    archs = [unified.sample(rng) for _ in range(5)]
+    # (metric, degenerate, within budget)
+    rows = [(0.80, True, True), (0.00, True, True), (0.79, False, True), (0.84, False, True), (0.90, False, False)]
+    trials = [
+        create_trial(
+            values=[metric, 10.0 + k],
+            params={"x": 0},
+            distributions={"x": CategoricalDistribution([0])},
+            user_attrs={"config": arch.to_json(), "degenerate": degenerate},
+            system_attrs={"constraints": [-1.0 if fits else 1.0]},
+        )
+        for k, ((metric, degenerate, fits), arch) in enumerate(zip(rows, archs, strict=True))
+    ]
+    aware = Population.of(trials, 1.0, floor=0.80)
+    assert aware.useful.tolist() == [False, False, False, True, False]
+    assert aware.parents().tolist() == [3]
+    assert aware.learned.tolist() == [0.80, 0.00, 0.79, 0.84, 0.90]  # a constant minority class stays lower
+    blind = Population.of(trials, 1.0, floor=None)
+    assert blind.parents().tolist() == [0, 1, 2, 3]  # every feasible trial breeds without the floor
+
+
 # ---------------------------------------------------------------------- degenerate subnets
 def test_constant_predictions_are_degenerate():
     assert is_degenerate(np.array([1, 1, 1, 1]), is_regression=False)

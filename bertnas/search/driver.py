@@ -228,7 +228,8 @@ def _supernet_path(config: SearchConfig, task: str) -> Path:
 
 def context_sampler(context: SearchContext, sampler_seed: int) -> optuna.samplers.BaseSampler:
     """The search's sampler. The surrogate sampler seeds each trial by (seed, trial number) and
-    keeps its state in the study, so it keeps the search's own seed when a study is resumed."""
+    keeps its state in the study, so it keeps the search's own seed when a study is resumed; it
+    is told the input-ignoring score of the split trials are scored on (its floor)."""
     config = context.config
     surrogate = config.sampler == "surrogate"
     references = reference_archs(context.space, context.space.full()).values() if surrogate else ()
@@ -240,6 +241,7 @@ def context_sampler(context: SearchContext, sampler_seed: int) -> optuna.sampler
         latency_ms=context.trial_evaluator.latencies,
         budgets=context.objectives.budgets,
         references=list(references),
+        floor=float(context.evaluator.baseline()["score"]) if surrogate else None,
     )
 
 

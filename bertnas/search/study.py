@@ -31,11 +31,13 @@ def make_sampler(
     latency_ms: Callable[[ArchConfig], Mapping[str, float]] | None = None,
     budgets: Mapping[str, float] | None = None,
     references: Sequence[ArchConfig] = (),
+    floor: float | None = None,
 ) -> optuna.samplers.BaseSampler:
     """The sampler ``name``; NSGA-II, TPE and evolution honour the trials' constraint (``trial.set_constraint``).
 
     ``surrogate`` (bertnas.search.surrogate) also needs ``latency_ms`` (arch -> latency per
-    device), the ``budgets`` and the ``references`` its first generation starts from. Given
+    device), the ``budgets`` and the ``references`` its first generation starts from (and, where
+    known, the ``floor``: the input-ignoring score of the data trials are scored on). Given
     those, ``random`` and ``evolution`` draw only configs that meet a budget (screened in
     memory, :mod:`bertnas.search.planned`); NSGA-II and TPE learn from rejected trials instead.
     """
@@ -59,7 +61,7 @@ def make_sampler(
     if name == "surrogate":
         if latency_ms is None or budgets is None:
             raise BertnasError("the surrogate sampler needs the latency predictors and budgets of the search")
-        return make_surrogate_sampler(space, latency_ms, budgets, references, population_size, seed)
+        return make_surrogate_sampler(space, latency_ms, budgets, references, population_size, seed, floor)
     raise BertnasError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
 
 

@@ -10,14 +10,25 @@ search in three parts, as Once-for-All's accuracy predictor and DyNAS-T's LINAS 
    family alone would find, instead of from uniform draws that change every dimension at
    once.
 2. **Offspring**: ``candidates`` children per trial from tournament-selected parents of
-   the current non-dominated set (crossover, then mutation), plus fresh family draws for
-   diversity. Children over every budget, and children already evaluated, are dropped
-   *before* screening, so the screening never proposes a candidate over every budget.
+   the current non-dominated set: half by crossover and mutation over every dimension, half
+   by a *family move*, a mutation along one family's own axes only (its dimension groups:
+   retention alone for PoWER-BERT, depth, heads and FFN for DynaBERT, ...; or one group of
+   the space), which is how each family's own search walks from a good point; plus fresh
+   family draws for diversity. Children over every budget, and children already evaluated,
+   are dropped *before* screening, so the screening never proposes a candidate over every
+   budget.
 3. **Screening**: an :class:`AccuracySurrogate` (extremely randomized trees on the
    space's encoding and the predicted latency, refit on every evaluated trial of the
    study) predicts each child's metric with an uncertainty; the child with the largest
    optimistic hypervolume improvement (mean + ``kappa`` x spread) over the current front
    is the one evaluated.
+
+With a ``floor`` (the score of a model that ignores its input: the majority class, the mean
+prediction), the search knows what a useless subnet scores: a trial whose predictions are
+constant (``degenerate``) or that scores no better than the floor is never a parent nor a
+front point, the predictor learns it at the floor, and improvement is measured above the
+floor, as the benchmark's hypervolume is. On a small task, where much of the space
+collapses to the majority class, the evaluations then go to subnets that learned something.
 
 Every draw is seeded by ``(seed, trial number)`` and the state is the study itself, so a
 resumed study continues the same search.
@@ -26,6 +37,7 @@ resumed study continues the same search.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,7 +49,8 @@ from bertnas.arch import ArchConfig
 from bertnas.search.pareto import front_mask, hypervolume
 from bertnas.search.planned import PlannedSampler
 from bertnas.space import SearchSpace
-from bertnas.space.families import family_spaces
+from bertnas.space.families import family_groups, family_spaces
+from bertnas.space.space import dimension_group
 
 
 class AccuracySurrogate:
@@ -70,12 +83,47 @@ class AccuracySurrogate:
         return per_tree.mean(axis=0), per_tree.std(axis=0)
 
 
+@dataclass
+class Population:
+    """The evaluated trials a surrogate generation breeds from, on the maximized scale (``sign`` x metric)."""
+
+    archs: list[ArchConfig]
+    metric: np.ndarray  # sign x metric: larger is better
+    latency: np.ndarray  # on the optimized device
+    feasible: np.ndarray  # within at least one budget
+    useful: np.ndarray  # feasible, and (with a floor) learned something: not degenerate, above the floor
+    learned: np.ndarray  # what the predictor fits: the metric, a degenerate subnet's at most the floor
+    floor: float | None  # sign x floor
+
+    @classmethod
+    def of(cls, trials: Sequence[FrozenTrial], sign: float, floor: float | None) -> Population:
+        archs = [ArchConfig.from_json(t.user_attrs["config"]) for t in trials]
+        metric = np.array([sign * t.values[0] for t in trials], dtype=float)
+        latency = np.array([t.values[1] for t in trials], dtype=float)
+        feasible = np.array([all(c <= 0 for c in t.constraints.values()) for t in trials], dtype=bool)
+        if floor is None:
+            return cls(archs, metric, latency, feasible, feasible.copy(), metric, None)
+        floor = sign * floor
+        degenerate = np.array([bool(t.user_attrs.get("degenerate", False)) for t in trials], dtype=bool)
+        useful = feasible & ~degenerate & (metric > floor + 1e-12)
+        learned = np.where(degenerate, np.minimum(metric, floor), metric)
+        return cls(archs, metric, latency, feasible, useful, learned, floor)
+
+    def parents(self) -> np.ndarray:
+        """Indices to breed from: the useful points, else the feasible ones, else all."""
+        for mask in (self.useful, self.feasible):
+            if mask.any():
+                return np.flatnonzero(mask)
+        return np.arange(len(self.archs))
+
+
 class SurrogateSampler(PlannedSampler):
     """Family-seeded, surrogate-screened evolution over a :class:`SearchSpace` (see the module docstring).
 
     ``latency(arch)`` gives the predicted latency on the optimized (first) device;
     ``feasible(arch)`` whether the arch meets at least one device's budget; ``references``
-    the configs the first generation starts with; ``families`` bound sub-spaces of ``space``.
+    the configs the first generation starts with; ``families`` bound sub-spaces of ``space``;
+    ``floor`` the input-ignoring score (None: unknown).
     """
 
     def __init__(
@@ -89,6 +137,8 @@ class SurrogateSampler(PlannedSampler):
         candidates: int = 256,
         kappa: float = 1.0,
         seed: int | None = None,
+        floor: float | None = None,
+        move_share: float = 0.45,
     ) -> None:
         super().__init__(space, seed, feasible)
         self.latency = latency
@@ -97,6 +147,12 @@ class SurrogateSampler(PlannedSampler):
         self.population_size = population_size
         self.candidates = candidates
         self.kappa = kappa
+        self.floor = floor
+        self.move_share = move_share  # share of the offspring made by family moves
+        # Family moves: each family's groups, then each single group of the space, once each.
+        moves = [family_groups(family) & set(space.groups()) for family in self.families]
+        moves += [frozenset({group}) for group in space.groups()]
+        self.moves = list(dict.fromkeys(move for move in moves if move))
 
     # ------------------------------------------------------------------ the plan of one trial
     def _plan(self, study: optuna.Study, number: int) -> dict[str, Any]:
@@ -131,21 +187,22 @@ class SurrogateSampler(PlannedSampler):
         self, study: optuna.Study, evaluated: list[FrozenTrial], rng: np.random.Generator, seen: set
     ) -> ArchConfig | None:
         maximize = study.directions[0] == StudyDirection.MAXIMIZE
-        sign = 1.0 if maximize else -1.0
-        archs = [ArchConfig.from_json(t.user_attrs["config"]) for t in evaluated]
-        metric = np.array([sign * t.values[0] for t in evaluated])
-        latency = np.array([t.values[1] for t in evaluated])
-        feasible = np.array([all(c <= 0 for c in t.constraints.values()) for t in evaluated])
-        ranks = _pareto_ranks(metric, latency)
-        parents = [i for i in range(len(archs)) if feasible[i]] or list(range(len(archs)))
+        population = Population.of(evaluated, 1.0 if maximize else -1.0, self.floor)
+        archs, metric, latency, useful = population.archs, population.metric, population.latency, population.useful
+        parents = population.parents()
+        ranks = np.full(len(archs), len(archs))
+        ranks[parents] = _pareto_ranks(metric[parents], latency[parents])
 
         children: dict[str, ArchConfig] = {}
         mutation = 1.0 / max(1, len(self.space.dimensions))
         for _ in range(self.candidates * 4):
             if len(children) >= self.candidates:
                 break
-            if self.families and rng.random() < 0.1:
+            draw = rng.random()
+            if self.families and draw < 0.1:
                 child = self._in_space(self.families[int(rng.integers(len(self.families)))].sample(rng))
+            elif self.moves and draw < 0.1 + self.move_share:
+                child = self._family_move(archs[self._tournament(parents, ranks, rng)], rng)
             else:
                 a = archs[self._tournament(parents, ranks, rng)]
                 if rng.random() < 0.5:
@@ -160,15 +217,24 @@ class SurrogateSampler(PlannedSampler):
         pool = list(children.values())
         pool_latency = np.array([self.latency(arch) for arch in pool])
         surrogate = AccuracySurrogate(self.space, seed=int(rng.integers(2**31)))
-        surrogate.fit(archs, latency, metric)
+        surrogate.fit(archs, latency, population.learned)
         mean, spread = surrogate.predict(pool, pool_latency)
         optimistic = mean + self.kappa * spread
-        front = front_mask(metric[feasible], latency[feasible]) if feasible.any() else None
-        front_metric = metric[feasible][front] if front is not None else metric
-        front_latency = latency[feasible][front] if front is not None else latency
-        gains = improvement(optimistic, pool_latency, front_metric, front_latency)
+        if useful.any():
+            front = front_mask(metric[useful], latency[useful])
+            front_metric, front_latency = metric[useful][front], latency[useful][front]
+        else:
+            front_metric, front_latency = metric[:0], latency[:0]
+        gains = improvement(optimistic, pool_latency, front_metric, front_latency, floor=population.floor)
         best = np.flatnonzero(gains >= gains.max() - 1e-12)
         return pool[int(best[int(rng.integers(len(best)))])]
+
+    def _family_move(self, parent: ArchConfig, rng: np.random.Generator) -> ArchConfig:
+        """``parent`` mutated along one move's dimension groups only (1-3 changes expected)."""
+        groups = self.moves[int(rng.integers(len(self.moves)))]
+        names = [dim.name for dim in self.space.dimensions if dimension_group(dim.name) in groups]
+        prob = min(1.0, (1 + int(rng.integers(3))) / max(1, len(names)))
+        return self.space.mutate(parent, rng, prob=prob, groups=groups)
 
     @staticmethod
     def _tournament(candidates: list[int], ranks: np.ndarray, rng: np.random.Generator) -> int:
@@ -177,14 +243,20 @@ class SurrogateSampler(PlannedSampler):
 
 
 def improvement(
-    metric: np.ndarray, latency: np.ndarray, front_metric: np.ndarray, front_latency: np.ndarray
+    metric: np.ndarray,
+    latency: np.ndarray,
+    front_metric: np.ndarray,
+    front_latency: np.ndarray,
+    floor: float | None = None,
 ) -> np.ndarray:
     """For each candidate point, the hypervolume it would add to the front (metric maximized,
     latency minimized); a dominated candidate gets minus its distance to the front instead,
-    so the least dominated one still wins when none improves it."""
+    so the least dominated one still wins when none improves it. With a ``floor`` the
+    hypervolume is measured above it (a point at or below the floor adds nothing)."""
+    metric = np.asarray(metric, dtype=float)
     if not len(front_metric):
-        return np.asarray(metric, dtype=float)
-    ref_metric = float(min(front_metric.min(), np.min(metric))) - 1e-3
+        return metric if floor is None else metric - floor
+    ref_metric = float(min(front_metric.min(), np.min(metric))) - 1e-3 if floor is None else float(floor)
     ref_latency = float(max(front_latency.max(), np.max(latency))) * 1.1 + 1e-9
     base = hypervolume(front_metric, front_latency, ref_metric, ref_latency)
     gains = np.empty(len(metric))
@@ -194,7 +266,8 @@ def improvement(
             gains[k] = gain
         else:
             reachable = front_metric[front_latency <= lat]
-            gains[k] = -(float(reachable.max()) - m) if len(reachable) else 0.0
+            best = float(reachable.max()) if len(reachable) else ref_metric
+            gains[k] = -(best - m) if len(reachable) or floor is not None else 0.0
     return gains
 
 
@@ -218,8 +291,10 @@ def make_surrogate_sampler(
     references: Sequence[ArchConfig],
     population_size: int | None,
     seed: int,
+    floor: float | None = None,
 ) -> SurrogateSampler:
-    """The ``surrogate`` sampler of a search over ``space`` with these budgets (first device optimized)."""
+    """The ``surrogate`` sampler of a search over ``space`` with these budgets (first device optimized);
+    ``floor``: the input-ignoring score of the data it is scored on."""
     first = next(iter(budgets))
 
     def feasible(arch: ArchConfig) -> bool:
@@ -234,4 +309,5 @@ def make_surrogate_sampler(
         families=family_spaces(space),
         population_size=population_size or 20,
         seed=seed,
+        floor=floor,
     )

@@ -20,3 +20,12 @@ def family_spaces(space: SearchSpace) -> list[SearchSpace]:
         if all(space.contains(arch) for arch in (family.largest(), family.smallest())):
             found.append(family)
     return found
+
+
+def family_groups(family: SearchSpace) -> frozenset[str]:
+    """The dimension groups of a larger space that ``family`` moves along: its own groups, with
+    DynaBERT's global ``width`` multiplier standing for the per-layer ``heads`` and ``ffn_dim``."""
+    groups = set(family.groups())
+    if "width" in groups:
+        groups = (groups - {"width"}) | {"heads", "ffn_dim"}
+    return frozenset(groups)

@@ -470,17 +470,41 @@ class SearchSpace:
                 vector[k] = self._index(dim.name, dim.choices, values[dim.name]) / (len(dim.choices) - 1)
         return vector
 
-    def mutate(self, arch: ArchConfig, rng: np.random.Generator | int, prob: float = 0.1) -> ArchConfig:
-        """Change each dimension (inactive ones included) with probability ``prob`` to another choice."""
+    def mutate(
+        self,
+        arch: ArchConfig,
+        rng: np.random.Generator | int,
+        prob: float = 0.1,
+        groups: frozenset[str] | set[str] | None = None,
+    ) -> ArchConfig:
+        """Change each dimension (inactive ones included) with probability ``prob`` to another choice.
+
+        With ``groups`` (names of :data:`DIMENSION_GROUPS`), only the dimensions of those groups
+        may change: a move along one compression family's own axes (``{"retention"}`` is a
+        PoWER-BERT move, ``{"depth", "heads", "ffn_dim"}`` a DynaBERT one).
+        """
         if not 0.0 <= prob <= 1.0:
             raise BertnasError(f"mutation probability {prob} must be between 0 and 1")
+        if groups is not None:
+            unknown = set(groups) - set(DIMENSION_GROUPS)
+            if unknown:
+                raise BertnasError(
+                    f"unknown dimension group {sorted(unknown)[0]!r}; choose from {', '.join(DIMENSION_GROUPS)}"
+                )
         generator = _generator(rng)
         values = self.to_values(arch)
         for dim in self._dimensions:
+            if groups is not None and dimension_group(dim.name) not in groups:
+                continue
             if generator.random() < prob:
                 others = [choice for choice in dim.choices if not _same(choice, values[dim.name])]
                 values[dim.name] = others[int(generator.integers(len(others)))]
         return self.from_values(values)
+
+    def groups(self) -> tuple[str, ...]:
+        """The dimension groups (:data:`DIMENSION_GROUPS`) this space varies, in that order."""
+        present = {dimension_group(dim.name) for dim in self._dimensions}
+        return tuple(group for group in DIMENSION_GROUPS if group in present)
 
     def restrict(self, arch: ArchConfig, released: frozenset[str] | set[str]) -> ArchConfig:
         """``arch`` with every dimension whose group is not in ``released`` set back to its
