@@ -16,8 +16,8 @@ import dataclasses
 from common import write_results
 
 from bertnas.paths import supernet_dir
+from bertnas.search.accuracy import SubnetEvaluator
 from bertnas.supernet.backbone import DEFAULT_BACKBONE
-from bertnas.training.evaluate import SubnetEvaluator
 
 
 def main() -> None:
@@ -57,10 +57,10 @@ def main() -> None:
     print("| change (from DynaBERT 0.5, 1.0) | dev acc | vs base | GMACs |\n|---|---:|---:|---:|")
     for name, arch in variants.items():
         result = evaluator.evaluate(arch)
-        reference = result["score"] if reference is None else reference
-        rows.append({"change": name, "score": result["score"], "macs": result["macs"], "arch": arch.to_dict()})
-        delta = (result["score"] - reference) * 100
-        print(f"| {name} | {result['score']:.2%} | {delta:+.1f} | {result['macs'] / 1e9:.2f} |")
+        reference = result.metric if reference is None else reference
+        rows.append({"change": name, "score": result.metric, "macs": result.macs, "arch": arch.to_dict()})
+        delta = (result.metric - reference) * 100
+        print(f"| {name} | {result.metric:.2%} | {delta:+.1f} | {result.macs / 1e9:.2f} |")
     write_results("dimension_ablation", {"supernet": args.supernet, "rows": rows})
 
 

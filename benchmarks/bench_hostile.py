@@ -123,9 +123,9 @@ def rejection_cost() -> dict:
 
     from bertnas.arch import ArchLimits
     from bertnas.hardware import load_predictor
-    from bertnas.search.evaluate import TrialEvaluator
     from bertnas.search.objectives import Objectives
     from bertnas.search.study import make_sampler, open_storage
+    from bertnas.search.trial import TrialEvaluator
     from bertnas.space import load_space
 
     optuna.logging.set_verbosity(logging.WARNING)

@@ -74,7 +74,7 @@ def run_pipeline(task: str, preset: str, trials: int, sampler: str, out: Path, g
         step.action()
         steps.append({"step": step.name, "estimate_s": step.estimate_s, "seconds": time.perf_counter() - began})
     began = time.perf_counter()
-    result = run_search(config, progress=True)
+    result = run_search(config, progress=True).to_json()
     steps.append({"step": "search", "estimate_s": plan.steps[-1].estimate_s, "seconds": time.perf_counter() - began})
 
     supernet_path = Path(config.supernet)

@@ -89,9 +89,9 @@ def main() -> None:
             torch.set_num_threads(threads)
             start = time.perf_counter()
             if backend == "local":
-                result = run_search(config, progress=False)
+                result = run_search(config, progress=False).to_json()
             else:
-                result = run_search_ray(config, RayOptions(workers=workers), progress=False)
+                result = run_search_ray(config, RayOptions(workers=workers), progress=False).to_json()
             end_to_end = time.perf_counter() - start
             info = json.loads((root / "run" / "run.json").read_text())
         loop = float(info["wall_time_s"])

@@ -26,10 +26,10 @@ from common import write_results
 
 from bertnas.data import load_task, padding_comparison, tokenize_split
 from bertnas.paths import supernet_dir, teacher_dir
+from bertnas.search.accuracy import SubnetEvaluator
 from bertnas.space import load_space
 from bertnas.supernet.backbone import DEFAULT_BACKBONE
 from bertnas.training.common import hardware, pick_device
-from bertnas.training.evaluate import SubnetEvaluator
 from bertnas.training.finetune import PRESETS as TEACHER_PRESETS
 from bertnas.training.finetune import FinetuneConfig, finetune
 from bertnas.training.supernet_train import SupernetTrainer, config_from, is_trained_supernet
@@ -73,9 +73,9 @@ def main() -> None:
             {
                 "group": group,
                 "name": name,
-                "accuracy": result["metrics"]["accuracy"],
-                "macs": result["macs"],
-                "params": result["params"],
+                "accuracy": result.metrics["accuracy"],
+                "macs": result.macs,
+                "params": result.params,
                 "arch": arch.to_dict(),
             }
         )

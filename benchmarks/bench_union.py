@@ -50,11 +50,11 @@ from bertnas.arch import ArchConfig
 from bertnas.hardware import load_predictor
 from bertnas.search import SearchConfig, SearchRun, hypervolume, run_search
 from bertnas.search import study as study_module
-from bertnas.search.evaluate import reference_archs
+from bertnas.search.accuracy import SubnetEvaluator
 from bertnas.search.objectives import latency_column
 from bertnas.search.pareto import degenerate_mask
+from bertnas.search.trial import reference_archs
 from bertnas.space import load_space
-from bertnas.training.evaluate import SubnetEvaluator
 
 SEARCHES = (
     "unified/surrogate",
@@ -120,8 +120,8 @@ def main() -> None:
     scores, flags = [], []
     for arch in space.sample_many(args.random, seed=args.seed):
         result = evaluator.evaluate(arch)
-        scores.append(float(result["score"]))
-        flags.append(bool(result["degenerate"]))
+        scores.append(float(result.metric))
+        flags.append(bool(result.degenerate))
     scores_np = np.array(scores)
     results["random_unified"] = {
         "n": len(scores),
@@ -135,7 +135,7 @@ def main() -> None:
     grid = {}
     for label, arch in reference_archs(space, full).items():
         if label != "full":
-            grid[label] = float(evaluator.evaluate(arch)["score"])
+            grid[label] = float(evaluator.evaluate(arch).metric)
     results["dynabert_grid"] = {
         "points": grid,
         "within_3_points": int(sum(teacher - v <= 0.03 for v in grid.values())),
@@ -232,7 +232,7 @@ def dev_metric(run: SearchRun, row, dev_evaluator: SubnetEvaluator) -> float:
     known = run.dev_metric(row["arch_hash"])
     if known is not None:
         return float(known)
-    return float(dev_evaluator.evaluate(ArchConfig.from_json(row["config"]))["score"])
+    return float(dev_evaluator.evaluate(ArchConfig.from_json(row["config"])).metric)
 
 
 def teacher_score(supernet_dir: Path, evaluator: SubnetEvaluator, main_metric: str) -> float:

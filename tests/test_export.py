@@ -24,8 +24,8 @@ from bertnas.export.onnx import OnnxModel, export_onnx
 from bertnas.export.package import Candidate, ExportOptions, export_models
 from bertnas.model import CompactBert
 from bertnas.model.compact import CompactConfig
+from bertnas.search.accuracy import SubnetEvaluator
 from bertnas.supernet import ElasticBert
-from bertnas.training.evaluate import SubnetEvaluator
 
 GOOD = ["wonderful", "brilliant", "moving", "delightful", "superb", "charming"]
 BAD = ["dull", "awful", "tedious", "boring", "clumsy", "lifeless"]
@@ -73,7 +73,7 @@ def _candidates(env, glue) -> list[Candidate]:
     ]
     evaluator = SubnetEvaluator.open(env / "supernet", task="sst2", split="dev", glue_dir=str(glue), use_cache=False)
     return [
-        Candidate(f"trial-{number}", arch, evaluator.evaluate(arch)["score"], trial=number)
+        Candidate(f"trial-{number}", arch, evaluator.evaluate(arch).metric, trial=number)
         for number, arch in zip((3, 7), archs, strict=True)
     ]
 

@@ -123,7 +123,7 @@ def test_study_on_a_two_node_cluster(env, cluster, tmp_path):
     options = RayOptions(address=cluster_.address, workers=2)
     result = run_search_ray(_config(env, out), options, progress=False, on_trial=record_addresses)
     assert addresses == {LOOPBACK}  # every node, as the driver sees them, is on loopback
-    assert result["backend"]["workers"] == 2 and result["counts"]["evaluated"] == 6
+    assert result.backend["workers"] == 2 and result.counts["evaluated"] == 6
     _, complete = _check_run(out, 6)
     workers = {t.user_attrs[WORKER_ATTR] for t in complete}
     nodes = {w.split(":")[0] for w in workers}
@@ -212,9 +212,9 @@ def test_a_killed_driver_resumes(env, cluster, tmp_path):
     assert killed_at >= 3
     config = _config(env, out, trials=killed_at + 2)
     result = run_search_ray(config, RayOptions(address=cluster_.address, workers=2), progress=False)
-    assert result["counts"]["evaluated"] == killed_at + 2
-    assert result["counts"]["failed"] == 0
-    assert result["counts"]["running_or_interrupted"] <= 2  # at most the killed driver's in-flight trials
+    assert result.counts["evaluated"] == killed_at + 2
+    assert result.counts["failed"] == 0
+    assert result.counts["running_or_interrupted"] <= 2  # at most the killed driver's in-flight trials
     assert (SearchRun.open(out).trials["state"] == "RUNNING").sum() == 0  # closed by the rerun
     frame = SearchRun.open(out).trials
     assert (frame["state"] == "COMPLETE").sum() == killed_at + 2

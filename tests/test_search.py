@@ -177,7 +177,7 @@ def _config(env, out: Path, budgets_ms: dict[str, float], **overrides) -> Search
 
 def test_default_supernet_is_the_spaces_own_else_the_unified_one(env, tmp_path, monkeypatch):
     from bertnas.paths import supernet_dir
-    from bertnas.search.driver import _supernet_path
+    from bertnas.search.setup import _supernet_path
 
     monkeypatch.setenv("BERTNAS_CACHE", str(tmp_path / "cache"))
     teacher = tmp_path / "teacher"
@@ -215,7 +215,7 @@ def test_search_writes_the_run_directory(two_device_run):
             assert (out / f"pareto_{device}.{suffix}").is_file()
     run = SearchRun.open(out)
     assert run.devices == list(budgets_ms)
-    assert run.info["counts"]["evaluated"] == 8 == result["counts"]["evaluated"]
+    assert run.info["counts"]["evaluated"] == 8 == result.counts["evaluated"]
     assert run.info["hashes"]["supernet_fingerprint"] and "optuna" in run.info["versions"]
     trials = run.trials
     assert set(trials["state"]) <= {"COMPLETE", "PRUNED"}
@@ -238,7 +238,7 @@ def test_every_reported_point_respects_its_budget(two_device_run):
         written = json.loads((out / f"pareto_{device}.json").read_text())
         assert written["budget_ms"] == budget and written["points"]
         assert all(p["latency_ms"][device] <= budget for p in written["points"])
-        assert all(p["latency_ms"] <= budget for p in result["fronts"][device]["points"])
+        assert all(p.latency_ms[device] <= budget for p in result.fronts[device].points)
         metrics = [p["metric"] for p in written["points"]]
         assert metrics == sorted(metrics) and len(set(metrics)) == len(metrics)  # a real front
 
@@ -281,8 +281,8 @@ def test_resume_continues_to_the_requested_count(env, budgets, tmp_path):
 def test_other_samplers(env, budgets, tmp_path, sampler):
     budgets_ms = {DEVICE_A: budgets[DEVICE_A][1]}
     result = run_search(_config(env, tmp_path / "run", budgets_ms, trials=7, population=3, sampler=sampler), False)
-    assert result["counts"]["evaluated"] == 7
-    assert all(p["latency_ms"] <= budgets_ms[DEVICE_A] for p in result["fronts"][DEVICE_A]["points"])
+    assert result.counts["evaluated"] == 7
+    assert all(p.latency_ms[DEVICE_A] <= budgets_ms[DEVICE_A] for p in result.fronts[DEVICE_A].points)
 
 
 def test_kill_minus_nine_loses_nothing(env, budgets, tmp_path):
@@ -322,8 +322,8 @@ def test_kill_minus_nine_loses_nothing(env, budgets, tmp_path):
     config = _config(env, out, {DEVICE_A: budgets[DEVICE_A][1]}, trials=killed_at + 2, sampler="random")
     config.references = False
     result = run_search(config, progress=False)
-    assert result["counts"]["evaluated"] == killed_at + 2
-    assert result["counts"]["running_or_interrupted"] <= 1  # the trial the kill interrupted, if any
+    assert result.counts["evaluated"] == killed_at + 2
+    assert result.counts["running_or_interrupted"] <= 1  # the trial the kill interrupted, if any
     # ... closed by the rerun (it holds the run directory's lock): nothing is left RUNNING
     assert (SearchRun.open(out).trials["state"] == "RUNNING").sum() == 0
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # temporaries cleaned up
@@ -384,7 +384,7 @@ def test_study_run_cli(env, budgets, tmp_path, capsys):
 
 
 def test_rejected_subnets_are_never_evaluated(env, budgets, tmp_path, monkeypatch):
-    from bertnas.training.evaluate import SubnetEvaluator
+    from bertnas.search.accuracy import SubnetEvaluator
 
     evaluated: list[str] = []
     reported: list[str] = []
@@ -402,7 +402,7 @@ def test_rejected_subnets_are_never_evaluated(env, budgets, tmp_path, monkeypatc
     config.references = False
     result = run_search(config, progress=False)
     trials = SearchRun.open(tmp_path / "run").trials
-    assert result["counts"]["rejected"] > 0
+    assert result.counts["rejected"] > 0
     assert sorted(evaluated) == sorted(trials.loc[trials["state"] == "COMPLETE", "arch_hash"])
     assert reported and set(reported) <= set(evaluated)  # the dev report: front points only, after the search
 
@@ -417,7 +417,7 @@ def test_screening_samplers_reject_in_memory_not_in_the_study(env, budgets, tmp_
     config.references = False
     result = run_search(config, progress=False)
     trials = SearchRun.open(tmp_path / "run").trials
-    assert result["counts"]["rejected"] == 0 and result["counts"]["evaluated"] == 6
+    assert result.counts["rejected"] == 0 and result.counts["evaluated"] == 6
     assert (trials[latency_column(DEVICE_A)] <= budget).all()
 
 
@@ -460,7 +460,7 @@ def test_seed_from_a_directory_that_is_not_a_run_is_refused_before_anything_is_w
 
 def test_seeded_study_starts_from_the_references(env, budgets, tmp_path):
     from bertnas.arch import ArchConfig
-    from bertnas.search.evaluate import reference_archs
+    from bertnas.search.trial import reference_archs
     from bertnas.space import load_space
     from bertnas.supernet import ElasticBert
 
@@ -486,7 +486,7 @@ def test_seeded_study_starts_from_the_references(env, budgets, tmp_path):
 
 
 def test_multi_fidelity_search_prunes_only_dominated_subnets(env, budgets, tmp_path):
-    from bertnas.search.evaluate import BOUND_ATTR, PRUNED_FRONT
+    from bertnas.search.trial import BOUND_ATTR, PRUNED_FRONT
 
     budgets_ms = {DEVICE_A: budgets[DEVICE_A][1]}
     config = _config(env, tmp_path / "run", budgets_ms, trials=10, sampler="random", fidelity=0.5)
@@ -499,7 +499,7 @@ def test_multi_fidelity_search_prunes_only_dominated_subnets(env, budgets, tmp_p
         earlier = [t for t in done if t.number < trial.number and t.values[1] <= latency]
         assert earlier and max(t.values[0] for t in earlier) >= trial.user_attrs[BOUND_ATTR]
         assert 0 < trial.user_attrs["eval_fraction"] < 1
-    assert result["counts"]["pruned_multi_fidelity"] == len(stopped)
+    assert result.counts["pruned_multi_fidelity"] == len(stopped)
     assert len(done) + int(sum(t.user_attrs["eval_fraction"] for t in stopped)) >= 10
 
 
@@ -509,7 +509,7 @@ def test_fronts_carry_the_baseline_and_degenerate_flags(two_device_run):
     out, result, budgets_ms = two_device_run
     baseline = json.loads((out / "baseline.json").read_text())
     assert baseline["kind"] == "majority class" and 0.5 <= baseline["score"] <= 1.0
-    assert result["baseline"] == baseline
+    assert result.baseline == baseline
     trials = SearchRun.open(out).trials
     done = trials[trials["state"] == "COMPLETE"]
     assert done["degenerate"].notna().all()
@@ -696,7 +696,7 @@ def test_guaranteed_budgets_bound_the_front_and_its_export_selection(env, budget
     budget = budgets[DEVICE_A][1]
     out = tmp_path / "run"
     result = run_search(_config(env, out, {"guaranteed": budget}, trials=6, confidence=0.9), progress=False)
-    front = result["fronts"]["guaranteed"]
+    front = result.to_json()["fronts"]["guaranteed"]  # as `bertnas search --json` prints it
     assert front["budget_ms"] == pytest.approx(budget / 1.18)
     assert front["conformal"]["requested_budget_ms"] == budget and front["conformal"]["quantile"] == pytest.approx(0.18)
     assert front["points"] and all(p["latency_ms"] * 1.18 <= budget * (1 + 1e-9) for p in front["points"])

@@ -10,10 +10,10 @@ import pytest
 from bertnas.arch import ArchLimits
 from bertnas.errors import BertnasError
 from bertnas.hardware import load_predictor
-from bertnas.search.evaluate import reference_archs
 from bertnas.search.objectives import Objectives
 from bertnas.search.study import make_sampler
 from bertnas.search.surrogate import AccuracySurrogate, improvement
+from bertnas.search.trial import reference_archs
 from bertnas.space import load_space
 from bertnas.space.families import family_spaces
 from bertnas.space.space import DIMENSION_GROUPS, dimension_group
@@ -232,8 +232,8 @@ def test_multi_fidelity_never_drops_a_candidate_that_could_reach_the_front(task)
     each is scored on 30 % first and pruned by the real pruner when its bound is dominated.
     Every pruned one must end below the front of the trials evaluated before it."""
     from bertnas.data import compute_metrics
-    from bertnas.search.evaluate import BOUND_ATTR, FrontPruner
     from bertnas.search.objectives import latency_column
+    from bertnas.search.trial import BOUND_ATTR, FrontPruner
     from bertnas.training.evaluate import optimistic_score
 
     rng = np.random.default_rng(1)

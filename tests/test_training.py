@@ -13,7 +13,7 @@ import pytest
 from toys import tiny_bert
 
 from bertnas.errors import BertnasError
-from bertnas.training.evaluate import SubnetEvaluator
+from bertnas.search.accuracy import SubnetEvaluator
 from bertnas.training.finetune import FinetuneConfig, finetune
 from bertnas.training.supernet_train import CHECKPOINT_DIR, STATE_NAME, SupernetTrainer, config_from
 
@@ -262,10 +262,10 @@ def test_evaluation_is_cached(teacher, glue_dir, tmp_path):
     evaluator = SubnetEvaluator.open(out, glue_dir=str(glue_dir))
     arch = evaluator.supernet.full_arch()
     first = evaluator.evaluate(arch)
-    assert first["cached"] is False and 0.0 <= first["score"] <= 1.0
+    assert first.cached is False and 0.0 <= first.metric <= 1.0
 
     calls = []
-    import bertnas.training.evaluate as evaluate_module
+    import bertnas.search.accuracy as evaluate_module  # where SubnetEvaluator looks it up
 
     original = evaluate_module.evaluate_predictions
 
@@ -277,10 +277,10 @@ def test_evaluation_is_cached(teacher, glue_dir, tmp_path):
     try:
         reopened = SubnetEvaluator.open(out, glue_dir=str(glue_dir))  # a new process would do the same
         second = reopened.evaluate(arch)
-        assert second["cached"] is True and second["metrics"] == first["metrics"]
+        assert second.cached is True and second.metrics == first.metrics
         assert calls == []
         smaller = arch.replace(layers=arch.layers[:1])
-        assert reopened.evaluate(smaller)["cached"] is False
+        assert reopened.evaluate(smaller).cached is False
         assert calls == [1]
     finally:
         evaluate_module.evaluate_predictions = original

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -21,6 +21,9 @@ from bertnas.cli.task_options import (
 )
 from bertnas.space.backbone_dims import DEFAULT_BACKBONE
 from bertnas.training.presets import DEFAULT_PRESET, PRESET_HELP
+
+if TYPE_CHECKING:
+    from bertnas.search.results import FrontPoint
 
 study_app = typer.Typer(help="Searches described by study files (studies/*.yaml).", no_args_is_help=True)
 app.add_typer(study_app, name="study")
@@ -194,10 +197,15 @@ def pareto_command(
     requested = parse_budget(budget) if budget is not None else None
     budget_ms, conformal = search_run.guaranteed_budget(device, requested, confidence)
     front = search_run.write_front(device, budget_ms) if write else search_run.pareto(device, budget_ms)
-    points = front_points(front, device)
+    points = front_points(front)
     baseline = search_run.baseline
     if as_json:
-        payload = {"device": device, "budget_ms": budget_ms, "baseline": baseline, "points": points}
+        payload = {
+            "device": device,
+            "budget_ms": budget_ms,
+            "baseline": baseline,
+            "points": [point.summary(device) for point in points],
+        }
         if conformal:
             payload["conformal"] = conformal
         typer.echo(json.dumps(payload, indent=2))
@@ -206,13 +214,16 @@ def pareto_command(
 
 
 def _backend(name: str, address: str | None, workers: int | None, gpus_per_trial: float) -> Any:
-    """None for the local backend, else the Ray options; Ray flags without --backend ray are refused."""
+    """The backend's options (:class:`~bertnas.search.loop.LocalOptions`, or the Ray options); Ray flags
+    without --backend ray are refused."""
     from bertnas.errors import BertnasError
 
     if name == "local":
         if address is not None or workers is not None or gpus_per_trial:
             raise BertnasError("--address, --workers and --gpus-per-trial need --backend ray")
-        return None
+        from bertnas.search.loop import LocalOptions
+
+        return LocalOptions()
     if name != "ray":
         raise BertnasError(f"unknown backend {name!r}; choose local or ray")
     from bertnas.search.ray_backend import RayOptions
@@ -220,42 +231,37 @@ def _backend(name: str, address: str | None, workers: int | None, gpus_per_trial
     return RayOptions(address=address, workers=workers, gpus_per_trial=gpus_per_trial)
 
 
-def _run(config: Any, as_json: bool, ray_options: Any = None) -> None:
+def _run(config: Any, as_json: bool, backend: Any) -> None:
     from bertnas.pipeline import plan_search
+    from bertnas.search.loop import run_search
 
     config.validate()
+    backend.check(config)  # before any training: what the backend cannot do is refused first
     plan = plan_search(config)
     if plan.needs_work:
         for line in plan.describe():
             typer.echo(line, err=as_json)
         plan.run()
-    if ray_options is None:
-        from bertnas.search.driver import run_search
-
-        result = run_search(config, progress=not as_json)
-    else:
-        from bertnas.search.ray_backend import run_search_ray
-
-        result = run_search_ray(config, ray_options, progress=not as_json)
+    result = run_search(config, progress=not as_json, backend=backend)
     if as_json:
-        typer.echo(json.dumps(result, indent=2))
+        typer.echo(json.dumps(result.to_json(), indent=2))
         return
-    counts = result["counts"]
+    counts = result.counts
     typer.echo(
-        f"study {result['study']}: {counts['evaluated']} evaluated, {counts['rejected']} rejected before evaluation "
-        f"(over every budget), {counts['failed']} failed; run directory {result['run_dir']}"
+        f"study {result.study}: {counts['evaluated']} evaluated, {counts['rejected']} rejected before evaluation "
+        f"(over every budget), {counts['failed']} failed; run directory {result.run_dir}"
     )
-    for device, front in result["fronts"].items():
+    for device, front in result.fronts.items():
         typer.echo("")
         typer.echo(
             _front_table(
                 device,
-                front["budget_ms"],
-                result["metric"],
-                front["points"],
-                front["full_model"],
-                result["baseline"],
-                front.get("conformal"),
+                front.budget_ms,
+                result.metric,
+                front.points,
+                front.full_model,
+                result.baseline,
+                front.conformal,
             )
         )
 
@@ -264,7 +270,7 @@ def _front_table(
     device: str,
     budget_ms: float | None,
     metric: str,
-    points: list[dict],
+    points: list[FrontPoint],
     full: dict | None = None,
     baseline: dict | None = None,
     conformal: dict | None = None,
@@ -280,16 +286,16 @@ def _front_table(
     header = f"{'trial':>6}  {metric:>10}  {'latency ms':>10}  {'MMACs':>9}  {'params M':>8}"
     lines += [header, "-" * len(header)]
     for p in points:
-        flag = "  DEGENERATE: constant predictions" if p.get("degenerate") else ""
+        flag = "  DEGENERATE: constant predictions" if p.degenerate else ""
         lines.append(
-            f"{p['trial']:>6}  {p['metric']:>10.4f}  {p['latency_ms']:>10.2f}  {p['macs'] / 1e6:>9.1f}  "
-            f"{p['params'] / 1e6:>8.2f}{flag}"
+            f"{p.trial:>6}  {p.metric:>10.4f}  {p.latency_ms[device]:>10.2f}  {p.macs / 1e6:>9.1f}  "
+            f"{p.params / 1e6:>8.2f}{flag}"
         )
     if full is not None:
         lines.append(f"{'full':>6}  {full['metric']:>10.4f}  {full['latency_ms']:>10.2f}  (reference: the backbone)")
     if baseline is not None:
         lines.append(f"{'floor':>6}  {baseline['score']:>10.4f}  {'':>10}  (reference: {baseline['kind']}, no model)")
-        degenerate = sum(bool(p.get("degenerate")) for p in points)
+        degenerate = sum(p.degenerate for p in points)
         if degenerate:
             lines.append(
                 f"warning: {degenerate} of {len(points)} front points predict one constant output; "

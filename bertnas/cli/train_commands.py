@@ -195,8 +195,8 @@ def eval_command(
 ) -> None:
     """A subnet's metric by weight sharing (on the search split by default), with its MACs and parameters (cached)."""
     from bertnas.arch import ArchConfig
+    from bertnas.search.accuracy import SubnetEvaluator
     from bertnas.training.common import pick_device
-    from bertnas.training.evaluate import SubnetEvaluator
 
     config = ArchConfig.load(arch)
     evaluator = SubnetEvaluator.open(
@@ -208,13 +208,13 @@ def eval_command(
         device=str(pick_device(device)),
         use_cache=not no_cache,
     )
-    result = evaluator.evaluate(config)
+    score = evaluator.evaluate(config)
     if as_json:
-        typer.echo(json.dumps(result))
+        typer.echo(json.dumps(score.to_json()))
         return
-    metrics = ", ".join(f"{name} {value:.4f}" for name, value in result["metrics"].items())
+    metrics = ", ".join(f"{name} {value:.4f}" for name, value in score.metrics.items())
     typer.echo(
-        f"{result['task']} {result['split']} ({result['examples']} ex.): {metrics}; "
-        f"{result['macs'] / 1e9:.3f} GMACs at {result['macs_seq_len']} tokens, {result['params'] / 1e6:.2f}M params"
-        + (" [cached]" if result["cached"] else "")
+        f"{score.task} {score.split} ({score.examples} ex.): {metrics}; "
+        f"{score.macs / 1e9:.3f} GMACs at {score.macs_seq_len} tokens, {score.params / 1e6:.2f}M params"
+        + (" [cached]" if score.cached else "")
     )

@@ -144,8 +144,8 @@ def export_models(
     ``.profile.provenance``); the one for :data:`MEASURE_PROFILE` is loaded if missing.
     """
     from bertnas.data import get_task, load_task, tokenize_split
-    from bertnas.supernet.elastic import ElasticBert
-    from bertnas.training.evaluate import subset_of, supernet_fingerprint
+    from bertnas.supernet.elastic import ElasticBert, supernet_fingerprint
+    from bertnas.training.evaluate import subset_of
 
     options.validate()
     out = Path(out)
@@ -535,20 +535,9 @@ def _check_metric(value: float, candidate: Candidate, metric: str, what: str) ->
 
 
 def _provenance(predictor: Any) -> str | None:
-    """How the predictor's profile knows its latencies: ``measured (onnxruntime, 2 threads, fp32, 2026-11-23)``."""
+    """How the predictor's profile knows its latencies (:meth:`HardwareProfile.describe`), if it has one."""
     profile = getattr(predictor, "profile", None)
-    provenance = getattr(profile, "provenance", None)
-    if provenance is None:
-        return None
-    details = [
-        str(getattr(profile, "runtime", "") or ""),
-        f"{profile.threads} threads" if getattr(profile, "threads", None) else "",
-        str(getattr(profile, "precision", "") or ""),
-        f"seq {profile.seq_len}" if getattr(profile, "seq_len", None) else "",
-        str(getattr(profile, "date", "") or ""),
-    ]
-    details = [detail for detail in details if detail]
-    return f"{provenance} ({', '.join(details)})" if details else str(provenance)
+    return None if profile is None else profile.describe()
 
 
 def _measure_note(measure: Any | None) -> str | None:

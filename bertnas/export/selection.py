@@ -12,6 +12,7 @@ from bertnas.arch import ArchConfig
 from bertnas.errors import BertnasError
 from bertnas.export.package import Candidate
 from bertnas.search.pareto import degenerate_mask
+from bertnas.search.results import FrontPoint
 
 SELECT_HELP = (
     "pareto (the device's front under its budget), trial:N, best-under:40ms, or reference:NAME "
@@ -141,13 +142,13 @@ def _trial_number(select: str) -> int:
 def _candidate(row: pd.Series, run: Any) -> Candidate:
     """The trial of ``row`` as a candidate; its metric is the one on dev (what export recomputes):
     the run's dev report, or the trial's own metric when the search scored on dev."""
-    number = int(row["number"])
     if not isinstance(row.get("config"), str):
-        raise BertnasError(f"trial {number} stores no architecture config; it cannot be exported")
-    arch = ArchConfig.from_dict(json.loads(row["config"]), f"trial {number} config")
-    metric = run.dev_metric(str(row["arch_hash"]), float(row["metric"]))
+        raise BertnasError(f"trial {int(row['number'])} stores no architecture config; it cannot be exported")
+    point = FrontPoint.from_row(row)
+    arch = ArchConfig.from_dict(point.config, f"trial {point.trial} config")
+    metric = run.dev_metric(str(point.arch_hash), point.metric)
     return Candidate(
-        name=f"trial-{number:04d}", arch=arch, metric=metric, trial=number, search_metric=float(row["metric"])
+        name=f"trial-{point.trial:04d}", arch=arch, metric=metric, trial=point.trial, search_metric=point.metric
     )
 
 

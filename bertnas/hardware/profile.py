@@ -53,6 +53,7 @@ from bertnas.atomic import atomic_write_text
 from bertnas.errors import BertnasError
 from bertnas.hardware.conformal import Residuals
 from bertnas.hardware.kernels import FAMILIES
+from bertnas.hashing import file_sha256
 from bertnas.readers import load_yaml, read_text
 
 FORMAT = "bertnas-hardware-profile"
@@ -171,6 +172,30 @@ class HardwareProfile:
                 f"profile {self.name!r} covers seq_len 1..{self.seq_len}, not {seq_len}; "
                 f"measure a profile with --seq-len {seq_len}"
             )
+
+    def record(self) -> dict[str, Any]:
+        """What a run keeps of the profile it priced with: name, device, runtime, length, provenance
+        and the file's sha256 (None for a profile built in memory)."""
+        return {
+            "name": self.name,
+            "device": self.device,
+            "runtime": self.runtime,
+            "seq_len": self.seq_len,
+            "provenance": self.provenance,
+            "file_sha256": file_sha256(self.source) if self.source and Path(self.source).is_file() else None,
+        }
+
+    def describe(self) -> str:
+        """How the profile knows its latencies, in words: ``measured (onnxruntime, 2 threads, fp32, 2026-11-23)``."""
+        details = [
+            str(self.runtime or ""),
+            f"{self.threads} threads" if self.threads else "",
+            str(self.precision or ""),
+            f"seq {self.seq_len}" if self.seq_len else "",
+            str(self.date or ""),
+        ]
+        details = [detail for detail in details if detail]
+        return f"{self.provenance} ({', '.join(details)})" if details else str(self.provenance)
 
     def served_seq_lens(self) -> range:
         """Sequence lengths the profile prices: its own only if calibrated analytically (a MAC count

@@ -1,13 +1,15 @@
 """The Ray backend: the same study, its accuracy evaluations spread over a Ray cluster.
 
-The driver keeps the Optuna study (same storage, sampler, constraints and resume rule as
-the local backend) and runs the cheap part of every trial itself: ``study.ask()``, the
-subnet suggestion, the latency predictions and the rejection of subnets over every
-budget. Only the accuracy evaluation, the expensive part, goes to a pool of Ray actors.
-Each actor loads the supernet once (:class:`SubnetEvaluator`) and evaluates every
+:class:`RayTrialLoop` is a :class:`~bertnas.search.loop.TrialLoop`: the study, its resume
+rule, the stop and give-up rules, progress and the run directory are the local backend's.
+The driver runs the cheap part of every trial itself (``study.ask()``, the subnet
+suggestion, the latency predictions and the rejection of subnets over every budget, from
+the plan: it loads no weights and no data). Only scoring, the expensive part, goes to a
+pool of Ray actors: the trials' subnets, and at the end the reference points and the dev
+report. Each actor loads the supernet once (:class:`SubnetEvaluator`) and scores every
 subnet it is sent; they share the supernet's SQLite accuracy cache, so no subnet is
-evaluated twice across workers or runs. Results come back to the driver, which records
-them on the trial and ``tell``s the study, exactly as :class:`TrialEvaluator` does.
+evaluated twice across workers or runs. Scores come back to the driver, which records
+them on the trial and ``tell``s the study, exactly as the local backend does.
 
 Fault tolerance: actors are created with ``max_restarts=-1`` and ``max_task_retries=-1``,
 so a worker process or node that dies mid-trial is restarted elsewhere and the trial's
@@ -31,36 +33,22 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from tqdm.auto import tqdm
 
 from bertnas.arch import ArchConfig
 from bertnas.errors import BertnasError
-from bertnas.locks import exclusive
+from bertnas.search.accuracy import SubnetEvaluator
 from bertnas.search.config import SearchConfig
-from bertnas.search.driver import (
-    SearchContext,
-    _existing_trials,
-    close_interrupted,
-    context_sampler,
-    count_states,
-    finalize,
-    prepare,
-    rejection_limit,
-    report_progress,
-    save_sessions,
-    seed_study,
-    start_session,
-    too_tight,
-)
-from bertnas.search.evaluate import Candidate, measurement
-from bertnas.search.study import open_storage, open_study
+from bertnas.search.loop import OnTrial, TrialLoop, evaluation_units, run_search
+from bertnas.search.results import SearchSummary, SubnetScore
+from bertnas.search.setup import SearchPlan
+from bertnas.search.trial import Proposal
 
 #: Trial user attribute: which worker (node id, process id) evaluated the trial.
 WORKER_ATTR = "ray_worker"
@@ -91,15 +79,24 @@ class RayOptions:
         if self.cpus_per_worker <= 0:
             raise BertnasError(f"cpus per worker {self.cpus_per_worker} must be positive")
 
+    def check(self, config: SearchConfig) -> None:
+        """Refuse what the Ray backend cannot do, before anything starts."""
+        self.validate()
+        if config.fidelity is not None:
+            raise BertnasError(
+                "--multi-fidelity runs on the local backend only for now; drop it or use --backend local"
+            )
+
+    def make_loop(self, plan: SearchPlan, progress: bool = True, on_trial: OnTrial | None = None) -> RayTrialLoop:
+        return RayTrialLoop(plan, self, progress, on_trial)
+
 
 class SubnetWorker:
-    """A Ray actor's state: one supernet, loaded once, evaluating the subnets it is sent."""
+    """A Ray actor's state: one supernet, loaded once, scoring the subnets it is sent."""
 
     def __init__(
         self, supernet: str, task: str, split: str, subset: int | None, glue_dir: str | None, device: str
     ) -> None:
-        from bertnas.training.evaluate import SubnetEvaluator
-
         if not Path(supernet).is_dir():
             raise BertnasError(
                 f"supernet {supernet} is not on this worker's node; put it on a volume every node mounts at that path"
@@ -107,6 +104,8 @@ class SubnetWorker:
         self.evaluator = SubnetEvaluator.open(
             supernet, task=task, split=split, subset=subset, glue_dir=glue_dir, device=device
         )
+        self.glue_dir = glue_dir
+        self.splits = {split: self.evaluator}
         self.loaded_at = time.time()
         self.evaluations = 0
 
@@ -114,17 +113,21 @@ class SubnetWorker:
         """When this process loaded the supernet (a cheap call that waits for the actor to start)."""
         return self.loaded_at
 
-    def measure(self, arch_json: str) -> dict[str, Any]:
-        """Metric, MACs and params of one subnet (the shared cache first), and who computed it."""
+    def baseline(self) -> dict[str, Any]:
+        """The input-ignoring score of the split trials are scored on."""
+        return self.evaluator.baseline()
+
+    def score(self, arch_json: str, split: str | None = None) -> tuple[SubnetScore, str, float]:
+        """One subnet's score on the trials' split (or ``split``; the shared cache first), and who
+        computed it: ``(score, worker, loaded_at)``."""
         import ray
 
-        result = self.evaluator.evaluate(ArchConfig.from_json(arch_json))
+        if split is not None and split not in self.splits:
+            self.splits[split] = self.evaluator.on_split(split, glue_dir=self.glue_dir)
+        evaluator = self.evaluator if split is None else self.splits[split]
+        score = evaluator.evaluate(ArchConfig.from_json(arch_json))
         self.evaluations += 1
-        return {
-            **measurement(result),
-            "worker": f"{ray.get_runtime_context().get_node_id()[:12]}:{os.getpid()}",
-            "loaded_at": self.loaded_at,
-        }
+        return score, f"{ray.get_runtime_context().get_node_id()[:12]}:{os.getpid()}", self.loaded_at
 
 
 def connect(options: RayOptions) -> bool:
@@ -206,30 +209,31 @@ def _worker_count(options: RayOptions) -> int:
     return max(1, int(cpus // options.cpus_per_worker))
 
 
-class RayTrialLoop:
+class RayTrialLoop(TrialLoop):
     """Asks the study for trials, rejects or dispatches them, tells the results; see the module doc."""
 
+    backend = "ray"
+
     def __init__(
-        self,
-        context: SearchContext,
-        options: RayOptions,
-        progress: bool = True,
-        on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+        self, plan: SearchPlan, options: RayOptions, progress: bool = True, on_trial: OnTrial | None = None
     ) -> None:
-        self.context = context
+        super().__init__(plan, progress, on_trial)
         self.options = options
-        self.progress = progress
-        self.on_trial = on_trial  # called after each told trial, once the free workers have new work
         self.actors: list[Any] = []
-        self.in_flight: dict[Any, tuple[int, optuna.Trial, Candidate]] = {}  # ref -> (slot, trial, candidate)
+        self.in_flight: dict[Any, tuple[int, optuna.Trial, Proposal]] = {}  # ref -> (slot, trial, proposal)
         self.dispatches: dict[int, int] = {}  # trial number -> times sent
         self.lost_in_a_row = 0  # actor losses since the last result; many in a row means workers cannot start
+        self._started_ray = False
+        self._baseline: dict[str, Any] | None = None
+
+    def description(self) -> str:
+        return f"search {self.plan.study_name} (ray x{len(self.actors)})"
 
     # ------------------------------------------------------------------ actors
     def _new_actor(self) -> Any:
         import ray
 
-        config = self.context.config
+        config = self.config
         glue_dir = str(Path(config.glue_dir).resolve()) if config.glue_dir else None
         device = "cuda" if self.options.gpus_per_trial > 0 and config.eval_device == "cpu" else config.eval_device
         actor_class = ray.remote(SubnetWorker).options(
@@ -240,109 +244,106 @@ class RayTrialLoop:
             scheduling_strategy="SPREAD",
         )
         return actor_class.remote(
-            str(Path(self.context.supernet_path).resolve()),
-            self.context.evaluator.data.task.ref,
+            str(Path(self.plan.supernet_path).resolve()),
+            self.plan.task.ref,
             config.split,
             config.dev_subset,
             glue_dir,
             device,
         )
 
-    def _dispatch(self, slot: int, trial: optuna.Trial, candidate: Candidate) -> None:
-        ref = self.actors[slot].measure.remote(candidate.arch.to_json())
-        self.in_flight[ref] = (slot, trial, candidate)
-        self.dispatches[trial.number] = self.dispatches.get(trial.number, 0) + 1
-
-    # ------------------------------------------------------------------ trials
-    def _propose(self, study: optuna.Study) -> tuple[optuna.Trial, Candidate | None]:
-        """A new trial with its candidate; None as candidate when it was rejected (and told PRUNED)."""
-        trial = study.ask()
-        try:
-            return trial, self.context.trial_evaluator.begin(trial)
-        except optuna.TrialPruned:
-            study.tell(trial, state=TrialState.PRUNED)
-            return trial, None
-
-    def _record(self, study: optuna.Study, trial: optuna.Trial, candidate: Candidate, record: dict) -> None:
-        trial.set_user_attr(WORKER_ATTR, record["worker"])
-        trial.set_user_attr(LOADED_ATTR, record["loaded_at"])
-        study.tell(trial, self.context.trial_evaluator.finish(trial, candidate, record))
-
-    def run(self) -> optuna.Study:
+    def open(self) -> dict[str, Any]:
         import ray
-        from ray.exceptions import RayActorError, RayTaskError
+        from ray.exceptions import RayActorError
 
-        context, config = self.context, self.context.config
-        storage = open_storage(context.storage_url)
-        before = _existing_trials(storage, context.study_name)
-        sampler_seed = config.seed + before  # as the local backend: a resumed study draws new numbers
-        sampler = context_sampler(context, sampler_seed)
-        study, resumed = open_study(storage, context.study_name, context.objectives, sampler, context.identity)
-        close_interrupted(study, context)
-        if not resumed and (config.seed_references or config.seed_from):
-            seed_study(study, context)
+        self._started_ray = connect(self.options)
         workers = _worker_count(self.options)
-        start_session(
-            study,
-            context,
-            {
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "trials_before": before,
-                "sampler_seed": sampler_seed,
-                "backend": "ray",
-                "workers": workers,
-                "address": self.options.address or "embedded",
-            },
-        )
-        # Trials a killed driver left RUNNING past the grace period become FAIL (optimize() does the same);
-        # the heartbeats below are recorded by hand, which Optuna warns about outside optimize().
-        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        done = count_states(study)["COMPLETE"]
-        if done >= config.trials:
-            return study
         started = time.perf_counter()
         self.actors = [self._new_actor() for _ in range(workers)]
         # No trial can run before a worker has loaded the supernet; waiting here separates that startup cost.
         try:
             ray.get([actor.ready.remote() for actor in self.actors])
         except RayActorError as error:  # a constructor failed: e.g. the supernet is not on a worker's node
-            for actor in self.actors:
-                ray.kill(actor, no_restart=True)
             raise BertnasError(f"a Ray worker could not start: {_reason(error)}") from None
-        context.identity["sessions"][-1]["worker_startup_s"] = round(time.perf_counter() - started, 2)
-        save_sessions(study, context)
-        bar = tqdm(
-            total=config.trials,
-            initial=done,
-            desc=f"search {context.study_name} (ray x{workers})",
-            unit="trial",
-            disable=not self.progress,
-        )
-        rejected_in_a_row, last_table, last_heartbeat = 0, done, time.monotonic()
-        pending_notify: list[int] = []  # told trials the hook has not seen yet
+        return {
+            "workers": workers,
+            "address": self.options.address or "embedded",
+            "worker_startup_s": round(time.perf_counter() - started, 2),
+        }
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor, no_restart=True)
+        self.actors = []
+        if self._started_ray:
+            ray.shutdown()
+            self._started_ray = False
+
+    def baseline(self) -> dict[str, Any]:
+        import ray
+
+        if self._baseline is None:
+            self._baseline = ray.get(self.actors[0].baseline.remote())
+        return self._baseline
+
+    def score(self, archs: Sequence[ArchConfig], split: str) -> list[SubnetScore]:
+        """Scores spread over the workers (in order); the trials' split when ``split`` is the search's own."""
+        import ray
+
+        wanted = None if split == self.config.split else split
+        refs = [self.actors[k % len(self.actors)].score.remote(arch.to_json(), wanted) for k, arch in enumerate(archs)]
+        return [result[0] for result in ray.get(refs)]
+
+    def _dispatch(self, slot: int, trial: optuna.Trial, proposal: Proposal) -> None:
+        ref = self.actors[slot].score.remote(proposal.arch.to_json())
+        self.in_flight[ref] = (slot, trial, proposal)
+        self.dispatches[trial.number] = self.dispatches.get(trial.number, 0) + 1
+
+    # ------------------------------------------------------------------ trials
+    def _propose(self, study: optuna.Study) -> tuple[optuna.Trial, Proposal]:
+        """Ask for trials until one is not rejected: ``(trial, proposal)``; a rejected trial is told
+        PRUNED and counted (the give-up rule raises)."""
+        while True:
+            trial = study.ask()
+            try:
+                return trial, self.plan.trials.begin(trial)
+            except optuna.TrialPruned:
+                study.tell(trial, state=TrialState.PRUNED)
+                self.after_trial(study, study._storage.get_trial(trial._trial_id))
+
+    def run_trials(self, study: optuna.Study) -> None:
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        storage = study._storage
+        # Trials a killed driver left RUNNING past the grace period become FAIL (optimize() does the same);
+        # the heartbeats below are recorded by hand, which Optuna warns about outside optimize().
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        trials = self.config.trials
+        last_heartbeat = time.monotonic()
+        done = False
+        told: list[int] = []  # told trials the hook has not seen yet: it sees them once idle workers have work
         try:
             while True:
-                complete = count_states(study)["COMPLETE"]
+                complete = evaluation_units(study)
                 # Fill idle workers, never asking for more trials than can still be needed.
                 busy = {slot for slot, _, _ in self.in_flight.values()}
                 for slot in range(len(self.actors)):
-                    if slot in busy or complete + len(self.in_flight) >= config.trials:
+                    if slot in busy or done or complete + len(self.in_flight) >= trials:
                         continue
-                    while True:
-                        trial, candidate = self._propose(study)
-                        if candidate is not None:
-                            rejected_in_a_row = 0
-                            self._dispatch(slot, trial, candidate)
-                            break
-                        rejected_in_a_row += 1
-                        if rejected_in_a_row >= rejection_limit(study.sampler):
-                            raise too_tight(config, study.sampler)
-                if pending_notify:
-                    self._notify(study, pending_notify)
-                    pending_notify = []
+                    trial, proposal = self._propose(study)
+                    self._dispatch(slot, trial, proposal)
+                if told and self.on_trial is not None:
+                    trials_by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+                    for number in told:
+                        self.on_trial(study, trials_by_number[number])
+                told = []
                 if not self.in_flight:
                     break
                 ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=HEARTBEAT_EVERY)
@@ -350,11 +351,10 @@ class RayTrialLoop:
                     for _, trial, _ in self.in_flight.values():
                         storage.record_heartbeat(trial._trial_id)
                     last_heartbeat = time.monotonic()
-                told = []
                 for ref in ready:
-                    slot, trial, candidate = self.in_flight.pop(ref)
+                    slot, trial, proposal = self.in_flight.pop(ref)
                     try:
-                        record = ray.get(ref)
+                        score, worker, loaded_at = ray.get(ref)
                     except RayActorError as error:
                         # The actor is gone for good (restarts exhausted): replace it and send the trial again.
                         self.lost_in_a_row += 1
@@ -362,7 +362,7 @@ class RayTrialLoop:
                             study.tell(trial, state=TrialState.FAIL)
                             reason = _reason(error)
                             raise BertnasError(f"Ray workers keep dying before finishing a trial: {reason}") from None
-                        self._retry(study, slot, trial, candidate)
+                        self._retry(study, slot, trial, proposal)
                         continue
                     except RayTaskError as error:
                         study.tell(trial, state=TrialState.FAIL)
@@ -371,13 +371,11 @@ class RayTrialLoop:
                             raise BertnasError(str(cause)) from None
                         raise
                     self.lost_in_a_row = 0
-                    self._record(study, trial, candidate, record)
+                    trial.set_user_attr(WORKER_ATTR, worker)
+                    trial.set_user_attr(LOADED_ATTR, loaded_at)
+                    study.tell(trial, self.plan.trials.finish(trial, proposal, score))
+                    done = self.after_trial(study, storage.get_trial(trial._trial_id), notify=False) or done
                     told.append(trial.number)
-                if not told:
-                    continue
-                _, last_table = report_progress(bar, study, context, last_table)
-                if self.on_trial is not None:
-                    pending_notify.extend(told)
         except BaseException:
             # Stopped by an error or Ctrl-C: the trials still in flight end FAIL (as optimize() does with its
             # running trial) instead of staying RUNNING; they never count as evaluated.
@@ -386,20 +384,8 @@ class RayTrialLoop:
                     study.tell(trial, state=TrialState.FAIL)
             self.in_flight.clear()
             raise
-        finally:
-            bar.close()
-            for actor in self.actors:
-                ray.kill(actor, no_restart=True)
-            self.actors = []
-        return study
 
-    def _notify(self, study: optuna.Study, told: list[int]) -> None:
-        """The hook (tests, monitoring) sees the trials just told, after the idle workers got new work."""
-        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-        for number in told:
-            self.on_trial(study, trials[number])
-
-    def _retry(self, study: optuna.Study, slot: int, trial: optuna.Trial, candidate: Candidate) -> None:
+    def _retry(self, study: optuna.Study, slot: int, trial: optuna.Trial, proposal: Proposal) -> None:
         import ray
 
         ray.kill(self.actors[slot], no_restart=True)
@@ -407,33 +393,11 @@ class RayTrialLoop:
         if self.dispatches.get(trial.number, 0) >= MAX_DISPATCHES:
             study.tell(trial, state=TrialState.FAIL)  # not counted: the study still reaches its trials
             return
-        self._dispatch(slot, trial, candidate)
+        self._dispatch(slot, trial, proposal)
 
 
 def run_search_ray(
-    config: SearchConfig,
-    options: RayOptions | None = None,
-    progress: bool = True,
-    on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
-) -> dict[str, Any]:
+    config: SearchConfig, options: RayOptions | None = None, progress: bool = True, on_trial: OnTrial | None = None
+) -> SearchSummary:
     """``run_search`` on Ray: same checks, same study, same run directory; the summary."""
-    import ray
-
-    options = options or RayOptions()
-    options.validate()
-    if config.fidelity is not None:
-        raise BertnasError("--multi-fidelity runs on the local backend only for now; drop it or use --backend local")
-    with exclusive(config.run_dir(), "run directory"):
-        context = prepare(config)
-        started = connect(options)
-        try:
-            start = time.perf_counter()
-            study = RayTrialLoop(context, options, progress, on_trial).run()
-            wall = time.perf_counter() - start
-        finally:
-            if started:
-                ray.shutdown()
-        result = finalize(context, study, wall_time_s=wall)
-    result["run_dir"] = str(context.run_dir)
-    result["backend"] = {"name": "ray", **context.identity["sessions"][-1]}
-    return result
+    return run_search(config, progress, options or RayOptions(), on_trial)

@@ -31,10 +31,11 @@ from bertnas.arch import ArchConfig
 from bertnas.atomic import atomic_write, atomic_write_text
 from bertnas.errors import BertnasError
 from bertnas.readers import read_json
-from bertnas.search.evaluate import CONFIG_ATTR, STATUS_ATTR
 from bertnas.search.objectives import latency_column
-from bertnas.search.pareto import is_flagged, pareto_front
+from bertnas.search.pareto import pareto_front
 from bertnas.search.plot import plot_front
+from bertnas.search.results import FrontPoint
+from bertnas.search.trial import CONFIG_ATTR, STATUS_ATTR
 
 RUN_JSON = "run.json"
 STUDY_DB = "study.db"
@@ -111,22 +112,7 @@ def write_front_files(
     """
     front = with_dev_metric(pareto_front(trials, device, budget_ms), dev)
     _atomic_write_csv(front, directory / f"pareto_{device}.csv")
-    latency_columns = [c for c in trials.columns if c.startswith("latency_ms.")]
-    points = []
-    for _, row in front.iterrows():
-        points.append(
-            {
-                "trial": int(row["number"]),
-                "metric": float(row["metric"]),
-                "dev_metric": _float(row["dev_metric"]),
-                "degenerate": is_flagged(row.get("degenerate")),
-                "latency_ms": {c.removeprefix("latency_ms."): _float(row[c]) for c in latency_columns},
-                "macs": _int(row["macs"]),
-                "params": _int(row["params"]),
-                "arch_hash": row["arch_hash"],
-                "config": json.loads(row["config"]),
-            }
-        )
+    points = [point.to_json() for point in front_points(front)]
     payload = {
         "device": device,
         "budget_ms": budget_ms,
@@ -162,21 +148,9 @@ def write_dev_metrics(directory: Path, report: dict[str, Any]) -> None:
     atomic_write_text(directory / DEV_METRICS_JSON, json.dumps(report, indent=2) + "\n")
 
 
-def front_points(front: pd.DataFrame, device: str) -> list[dict[str, Any]]:
-    """The points of a front (from :meth:`SearchRun.pareto`) as plain JSON-ready dicts."""
-    column = latency_column(device)
-    return [
-        {
-            "trial": int(row["number"]),
-            "metric": float(row["metric"]),
-            "dev_metric": _float(row["dev_metric"]) if "dev_metric" in row else None,
-            "degenerate": is_flagged(row.get("degenerate")),
-            "latency_ms": float(row[column]),
-            "macs": int(row["macs"]),
-            "params": int(row["params"]),
-        }
-        for _, row in front.iterrows()
-    ]
+def front_points(front: pd.DataFrame) -> list[FrontPoint]:
+    """The points of a front (from :meth:`SearchRun.pareto`), typed."""
+    return [FrontPoint.from_row(row) for _, row in front.iterrows()]
 
 
 def write_trials(directory: Path, trials: pd.DataFrame) -> None:
@@ -269,8 +243,7 @@ class SearchRun:
     def supernet_dir(self, override: str | Path | None = None) -> Path:
         """The supernet the search evaluated (or ``override``), checked by its weights' fingerprint."""
         from bertnas.paths import from_portable
-        from bertnas.supernet.elastic import WEIGHTS_NAME
-        from bertnas.training.evaluate import supernet_fingerprint
+        from bertnas.supernet.elastic import WEIGHTS_NAME, supernet_fingerprint
 
         directory = Path(override) if override else from_portable(self.info["supernet"], self.directory)
         if not (directory / WEIGHTS_NAME).is_file():
@@ -392,11 +365,3 @@ class SearchRun:
 
 def _atomic_write_csv(frame: pd.DataFrame, path: Path) -> None:
     atomic_write(path, lambda target: frame.to_csv(target, index=False))
-
-
-def _float(value: Any) -> float | None:
-    return None if pd.isna(value) else float(value)
-
-
-def _int(value: Any) -> int | None:
-    return None if pd.isna(value) else int(value)

@@ -34,6 +34,7 @@ from torch import nn
 
 from bertnas.arch import ArchConfig, ArchLimits, LayerConfig, full_arch
 from bertnas.errors import BertnasError
+from bertnas.hashing import file_sha256
 from bertnas.model.compact import CompactBert, CompactConfig, load_weights
 from bertnas.model.functional import (
     Affine,
@@ -131,6 +132,37 @@ class SupernetConfig:
         if data.get("id2label"):
             data["id2label"] = {int(k): v for k, v in data["id2label"].items()}
         return cls(**data)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> SupernetConfig:
+        """The config of the saved supernet in ``directory`` (its ``config.json``; no weights read)."""
+        from bertnas.readers import read_json
+
+        path = Path(directory) / CONFIG_NAME
+        data = read_json(path, "model config") if path.is_file() else None
+        if not isinstance(data, dict) or data.get("model_type") != MODEL_TYPE:
+            raise BertnasError(
+                f"{directory} is not a saved supernet directory (no {CONFIG_NAME} of a bertnas supernet)"
+            )
+        try:
+            return cls.from_dict(data)
+        except TypeError as error:
+            raise BertnasError(f"{path}: not a bertnas supernet config ({error})") from None
+
+    def complete(self, arch: ArchConfig) -> ArchConfig:
+        """``arch`` with the fields the backbone owns (vocabulary, head, pooler) set from it."""
+        return arch.replace(
+            vocab_size=self.vocab_size,
+            max_position_embeddings=self.max_position_embeddings,
+            type_vocab_size=self.type_vocab_size,
+            num_labels=self.num_labels,
+            pooler=self.pooler,
+            backbone=self.backbone,
+        )
+
+    def full_arch(self) -> ArchConfig:
+        """The backbone itself: the largest subnet without extra FFNs or bottlenecks."""
+        return self.complete(full_arch(self.limits, hidden_act=self.hidden_act))
 
 
 def _heads_slice(linear: nn.Linear, heads: int, head_dim: int, keep_heads: int, keep_dim: int, cols: int) -> Affine:
@@ -293,19 +325,11 @@ class ElasticBert(nn.Module):
 
     def complete(self, arch: ArchConfig) -> ArchConfig:
         """``arch`` with the fields the backbone owns (vocabulary, head, pooler) set from it."""
-        c = self.config
-        return arch.replace(
-            vocab_size=c.vocab_size,
-            max_position_embeddings=c.max_position_embeddings,
-            type_vocab_size=c.type_vocab_size,
-            num_labels=c.num_labels,
-            pooler=c.pooler,
-            backbone=c.backbone,
-        )
+        return self.config.complete(arch)
 
     def full_arch(self) -> ArchConfig:
         """The backbone itself: the largest subnet without extra FFNs or bottlenecks."""
-        return self.complete(full_arch(self.limits, hidden_act=self.config.hidden_act))
+        return self.config.full_arch()
 
     def set_active_subnet(self, arch: ArchConfig) -> None:
         arch.check_fits(self.limits, backbone_name=f"backbone {self.config.backbone}")
@@ -465,3 +489,8 @@ class ElasticBert(nn.Module):
             # warning about it; tokenizer_config.json names the class, BertConfig is only the fallback.
             supernet.tokenizer = AutoTokenizer.from_pretrained(str(path), config=BertConfig())
         return supernet.eval()
+
+
+def supernet_fingerprint(directory: str | Path) -> str:
+    """sha256 of a saved supernet's weights: the cache key for "this supernet"."""
+    return file_sha256(Path(directory) / WEIGHTS_NAME)[:16]

@@ -1,9 +1,13 @@
-"""Weight-shared evaluation: the dev metric of any subnet, cached so none runs twice."""
+"""Evaluating a model on a task's split, and the held-out search split the trainings keep.
+
+The weight-shared evaluation of subnets that the search scores with (``SubnetEvaluator``)
+is :mod:`bertnas.search.accuracy`; this module holds what training and it share: predictions
+and metrics of a model on a tokenized split, the degenerate-prediction test, the
+input-ignoring baseline, and the search split's record.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,19 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from bertnas.arch import ArchConfig
-from bertnas.cost import count_macs, count_params
 from bertnas.data import compute_metrics, get_task, load_task, make_dataloader, tokenize_split
 from bertnas.data.glue import TaskInfo, TokenizedSplit
 from bertnas.data.holdout import SEARCH, Holdout, SearchSplitSpec, check_record, make_holdout
 from bertnas.data.tasks import data_identity
 from bertnas.errors import BertnasError
-from bertnas.hashing import file_sha256
 from bertnas.readers import read_json
-from bertnas.supernet.elastic import WEIGHTS_NAME, ElasticBert
-from bertnas.training.eval_cache import EvalCache
 
-CACHE_NAME = "eval_cache.sqlite"
 #: The file a trained model directory keeps its held-out search split's record in.
 SEARCH_SPLIT_JSON = "search_split.json"
 
@@ -187,21 +185,6 @@ def search_holdout(train: TokenizedSplit, spec: SearchSplitSpec, fingerprint: st
     return make_holdout(train.labels.numpy(), spec, fingerprint, train.task.is_regression)
 
 
-def supernet_fingerprint(directory: str | Path) -> str:
-    """sha256 of a saved supernet's weights: the cache key for "this supernet"."""
-    return file_sha256(Path(directory) / WEIGHTS_NAME)[:16]
-
-
-def _task_name(task: str | None) -> str | None:
-    """The name of the task a supernet records (None when it records none, or its data is gone)."""
-    if task is None:
-        return None
-    try:
-        return get_task(task).name
-    except BertnasError:
-        return None
-
-
 def read_search_split(directory: str | Path) -> dict[str, Any] | None:
     """The search-split record a trained supernet or teacher keeps (None if it held none out)."""
     path = Path(directory) / SEARCH_SPLIT_JSON
@@ -213,11 +196,8 @@ def read_search_split(directory: str | Path) -> dict[str, Any] | None:
     return record
 
 
-def search_split_of(
-    directory: str | Path, info: TaskInfo, tokenizer: Any, glue_dir: str | None = None
-) -> tuple[TokenizedSplit, str]:
-    """The search split the model in ``directory`` held out of ``info``'s train split, recomputed
-    from its record and checked against it; ``(split, cache key)``."""
+def require_search_split(directory: str | Path, info: TaskInfo) -> dict[str, Any]:
+    """The search-split record of the model in ``directory``, or the one-line error saying how to get one."""
     record = read_search_split(directory)
     if record is None:
         raise BertnasError(
@@ -225,173 +205,17 @@ def search_split_of(
             f"--search-split none): retrain it with `bertnas supernet train --task {info.ref}` (it holds 5 % of "
             "train out), or pass --split dev to score on dev (selection and report then share that data)"
         )
+    return record
+
+
+def search_split_of(
+    directory: str | Path, info: TaskInfo, tokenizer: Any, glue_dir: str | None = None
+) -> tuple[TokenizedSplit, str]:
+    """The search split the model in ``directory`` held out of ``info``'s train split, recomputed
+    from its record and checked against it; ``(split, cache key)``."""
+    record = require_search_split(directory, info)
     loaded = load_task(info, "train", glue_dir)
     train = tokenize_split(loaded, tokenizer)
     holdout = search_holdout(train, SearchSplitSpec.from_dict(record["spec"]), loaded.fingerprint)
     check_record(record, holdout, f"the model in {directory}")
     return take(train, holdout.indices, SEARCH), f"{SEARCH}:{record['ids_sha256']}"
-
-
-@dataclass
-class SubnetEvaluator:
-    """Evaluates subnets of one saved supernet on one split of its task (by default the search
-    split it held out of train; ``dev`` to report), with a persistent cache."""
-
-    supernet: ElasticBert
-    data: TokenizedSplit
-    fingerprint: str
-    cache: EvalCache | None
-    subset: str
-    batch_size: int = 64
-    device: str = "cpu"
-    directory: Path | None = None  # the supernet's directory
-
-    @classmethod
-    def open(
-        cls,
-        directory: str | Path,
-        task: str | None = None,
-        split: str = SEARCH,
-        subset: int | None = None,
-        glue_dir: str | None = None,
-        batch_size: int = 64,
-        device: str = "cpu",
-        use_cache: bool = True,
-    ) -> SubnetEvaluator:
-        directory = Path(directory)
-        if not (directory / WEIGHTS_NAME).is_file():
-            raise BertnasError(
-                f"{directory} is not a trained supernet directory (no {WEIGHTS_NAME}); "
-                "train one with `bertnas supernet train --task TASK`"
-            )
-        supernet = ElasticBert.from_pretrained(directory).to(device)
-        task = task or supernet.config.task
-        if task is None:
-            raise BertnasError(f"the supernet in {directory} records no task; pass --task")
-        if supernet.tokenizer is None:
-            raise BertnasError(f"the supernet in {directory} has no tokenizer files")
-        info = get_task(task)
-        trained_on = _task_name(supernet.config.task)
-        if trained_on is not None and trained_on != info.name:
-            raise BertnasError(
-                f"the supernet in {directory} was trained on {trained_on}, not {info.name}: its scores there "
-                f"would mean nothing; evaluate it on its own task (drop --task) or train one for {info.name}"
-            )
-        if supernet.config.num_labels != info.num_labels:
-            raise BertnasError(
-                f"the supernet in {directory} has {supernet.config.num_labels} outputs but task {info.name} "
-                f"needs {info.num_labels}; evaluate it on the task it was trained for ({supernet.config.task})"
-            )
-        if split == SEARCH:
-            data, key = search_split_of(directory, info, supernet.tokenizer, glue_dir)
-        else:
-            data, key = tokenize_split(load_task(info, split, glue_dir), supernet.tokenizer), split
-        data = subset_of(data, subset)
-        cache = EvalCache(directory / CACHE_NAME) if use_cache else None
-        subset_key = f"{key}:first{len(data)}"
-        return cls(supernet, data, supernet_fingerprint(directory), cache, subset_key, batch_size, device, directory)
-
-    def on_split(self, split: str, subset: int | None = None, glue_dir: str | None = None) -> SubnetEvaluator:
-        """An evaluator of the same loaded supernet (and cache) on another split of its task."""
-        if split == SEARCH:
-            data, key = search_split_of(self.directory, self.data.task, self.supernet.tokenizer, glue_dir)
-        else:
-            data, key = tokenize_split(load_task(self.data.task, split, glue_dir), self.supernet.tokenizer), split
-        data = subset_of(data, subset)
-        return SubnetEvaluator(
-            self.supernet,
-            data,
-            self.fingerprint,
-            self.cache,
-            f"{key}:first{len(data)}",
-            self.batch_size,
-            self.device,
-            self.directory,
-        )
-
-    def baseline(self) -> dict[str, Any]:
-        """The input-ignoring score on this evaluator's data (:func:`baseline_metrics`)."""
-        return baseline_metrics(self.data)
-
-    def evaluate(self, arch: ArchConfig) -> dict[str, Any]:
-        """Metrics plus MACs and params of ``arch``; ``cached`` tells whether it was looked up;
-        ``degenerate`` whether its predictions are constant (:func:`is_degenerate`)."""
-        arch, key, cached = self._lookup(arch)
-        if cached is not None:
-            return cached
-        start = time.perf_counter()
-        metrics, predictions, _ = evaluate_predictions(self.supernet, self.data, self.batch_size, self.device)
-        return self._store(arch, key, metrics, predictions, start)
-
-    def evaluate_staged(
-        self, arch: ArchConfig, fraction: float, could_reach: Callable[[float], bool]
-    ) -> dict[str, Any]:
-        """Multi-fidelity evaluation: score ``fraction`` of the examples (a fixed seeded draw) first,
-        and finish only if ``could_reach(bound)``, where ``bound`` is the best final score still
-        possible (every remaining example predicted right; exact for :data:`BOUNDED_METRICS`).
-
-        Returns the full result, as :meth:`evaluate` does (cached the same way), or a partial one
-        with ``pruned: True``, ``bound``, ``partial_score`` and ``fraction``. For other metrics it
-        is :meth:`evaluate`.
-        """
-        main = self.data.task.main_metric
-        if main not in BOUNDED_METRICS or not 0.0 < fraction < 1.0:
-            return self.evaluate(arch)
-        arch, key, cached = self._lookup(arch)
-        if cached is not None:
-            return cached
-        start = time.perf_counter()
-        order = np.random.default_rng(0).permutation(len(self.data))
-        first = max(1, int(round(fraction * len(order))))
-        if first >= len(order):
-            return self.evaluate(arch)
-        head, rest = take(self.data, order[:first]), take(self.data, order[first:])
-        _, head_predictions, head_labels = evaluate_predictions(self.supernet, head, self.batch_size, self.device)
-        optimistic = optimistic_score(self.data.task, head_predictions, head_labels, np.asarray(rest.labels))
-        if not could_reach(float(optimistic)):
-            partial = compute_metrics(self.data.task, head_predictions, head_labels)[main]
-            return {
-                "pruned": True,
-                "bound": float(optimistic),
-                "partial_score": float(partial),
-                "fraction": first / len(order),
-                "seconds": time.perf_counter() - start,
-            }
-        _, rest_predictions, rest_labels = evaluate_predictions(self.supernet, rest, self.batch_size, self.device)
-        predictions = np.concatenate([head_predictions, rest_predictions])
-        labels = np.concatenate([head_labels, rest_labels])
-        metrics = compute_metrics(self.data.task, predictions, labels)
-        return self._store(arch, key, metrics, predictions, start)
-
-    def _lookup(self, arch: ArchConfig) -> tuple[ArchConfig, tuple, dict[str, Any] | None]:
-        """Activate ``arch``; ``(active arch, cache key, cached result or None)``. Entries from
-        before the degenerate flag existed count as missing, so they are evaluated again."""
-        self.supernet.set_active_subnet(arch)
-        arch = self.supernet.get_active_arch()
-        key = (self.fingerprint, self.data.task.name, self.data.split, arch.hash(), self.subset)
-        cached = self.cache.get(*key) if self.cache is not None else None
-        if cached is None or "degenerate" not in cached:
-            return arch, key, None
-        return arch, key, {**cached, "cached": True}
-
-    def _store(
-        self, arch: ArchConfig, key: tuple, metrics: dict[str, float], predictions: np.ndarray, start: float
-    ) -> dict[str, Any]:
-        task = self.data.task.name
-        result = {
-            "task": task,
-            "split": self.data.split,
-            "examples": len(self.data),
-            "metrics": metrics,
-            "main_metric": self.data.task.main_metric,
-            "score": metrics[self.data.task.main_metric],
-            "degenerate": is_degenerate(predictions, self.data.task.is_regression),
-            "macs": count_macs(arch, min(128, arch.max_position_embeddings)),
-            "macs_seq_len": min(128, arch.max_position_embeddings),
-            "params": count_params(arch),
-            "arch_hash": arch.hash(),
-            "seconds": time.perf_counter() - start,
-        }
-        if self.cache is not None:
-            self.cache.put(*key, arch.to_json(), result)
-        return {**result, "cached": False}
