@@ -30,10 +30,10 @@ from common import write_results
 from scipy.stats import kendalltau, spearmanr
 
 from bertnas.arch import LayerConfig
+from bertnas.backbones import backbone_limits
 from bertnas.hardware.calibrate import calibrate
 from bertnas.hardware.predictor import LatencyPredictor
 from bertnas.space import load_space
-from bertnas.space.backbone_dims import backbone_limits
 
 REFERENCE = Path(__file__).resolve().parents[1] / "hardware_profiles" / "reference_models"
 BACKBONES = ("all-MiniLM-L6-v2", "bert-base-uncased")

@@ -20,9 +20,9 @@ import time
 import numpy as np
 from common import median_seconds, write_results
 
+from bertnas.backbones import backbone_limits
 from bertnas.hardware import load_predictor
 from bertnas.space import load_space
-from bertnas.space.backbone_dims import backbone_limits
 
 
 def main() -> None:

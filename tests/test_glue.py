@@ -63,7 +63,7 @@ def offline_hub(monkeypatch):
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from bertnas.supernet.backbone import resolve_backbone
+    from bertnas.backbones import resolve_backbone
 
     return AutoTokenizer.from_pretrained(resolve_backbone("minilm"))
 

@@ -193,9 +193,9 @@ def _with(arch: ArchConfig, **changes) -> ArchConfig:
 def test_pixel4_monotone_and_retention():
     """Bigger in any dimension costs more; retention costs less (analytic profile: exact; the
     scaled-table pixel4 agrees on these large changes)."""
+    from bertnas.backbones import backbone_limits
     from bertnas.cost import count_macs_batch
     from bertnas.space import load_space
-    from bertnas.space.backbone_dims import backbone_limits
 
     predictor = load_predictor("pixel4-analytic")
     tables = load_predictor("pixel4")
@@ -261,8 +261,8 @@ def test_layers_priced_at_their_own_token_counts(tiny_profiles):
 def test_predict_many_equals_predict(device, tiny_profiles):
     rng = np.random.default_rng(3)
     if device.startswith("pixel4"):
+        from bertnas.backbones import backbone_limits
         from bertnas.space import load_space
-        from bertnas.space.backbone_dims import backbone_limits
 
         space = load_space("unified").bind(backbone_limits("bert-base-uncased"), "bert-base-uncased")
         archs = space.sample_many(200, seed=1)

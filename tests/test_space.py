@@ -11,9 +11,9 @@ import optuna
 import pytest
 
 from bertnas.arch import ArchConfig, ArchLimits, full_arch
+from bertnas.backbones import backbone_limits
 from bertnas.errors import BertnasError
 from bertnas.space import SearchSpace, dynabert_kept_layers, dynabert_width, list_spaces, load_space
-from bertnas.space.backbone_dims import backbone_limits
 from bertnas.space.spec import parse_space
 
 MINILM = ArchLimits(hidden_size=384, num_layers=6, num_heads=12, head_dim=32, ffn_dim=1536)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from bertnas.arch import ArchConfig
+from bertnas.backbones import backbone_limits
 from bertnas.cli.main import main
 from bertnas.space import load_space
-from bertnas.space.backbone_dims import backbone_limits
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
+from bertnas.backbones import DEFAULT_BACKBONE
 from bertnas.cli.main import app
-from bertnas.space.backbone_dims import DEFAULT_BACKBONE
 
 
 @app.command("extract")
@@ -42,8 +42,8 @@ def _check_backbone_fits(config, source: str) -> None:
     load (a trained supernet directory is checked when it loads)."""
     from dataclasses import replace
 
+    from bertnas.backbones import backbone_limits
     from bertnas.errors import BertnasError
-    from bertnas.space.backbone_dims import backbone_limits
     from bertnas.supernet.elastic import WEIGHTS_NAME
 
     if (Path(source) / WEIGHTS_NAME).is_file() and (Path(source) / "training.json").is_file():

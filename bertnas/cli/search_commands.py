@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from bertnas.backbones import DEFAULT_BACKBONE
 from bertnas.cli.main import app
 from bertnas.cli.task_options import (
     LABEL_COLUMN_OPTION,
@@ -19,7 +20,6 @@ from bertnas.cli.task_options import (
     TEXT_COLUMNS_OPTION,
     task_spec,
 )
-from bertnas.space.backbone_dims import DEFAULT_BACKBONE
 from bertnas.training.presets import DEFAULT_PRESET, PRESET_HELP
 
 if TYPE_CHECKING:

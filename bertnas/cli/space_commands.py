@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from bertnas.backbones import DEFAULT_BACKBONE
 from bertnas.cli.main import app
 from bertnas.errors import BertnasError
 
@@ -24,8 +25,8 @@ _BACKBONE_HELP = (
 
 
 def _bind(name: str, backbone: str) -> Any:
+    from bertnas.backbones import backbone_limits
     from bertnas.space import load_space
-    from bertnas.space.backbone_dims import backbone_limits
 
     spec = load_space(name)  # BertnasError (exit 2) for an unknown name or a malformed file
     return spec.bind(backbone_limits(backbone), backbone=backbone)
@@ -43,7 +44,7 @@ def list_command() -> None:
 @space_app.command("show")
 def show_command(
     name: str = typer.Argument(..., help=_NAME_HELP),
-    backbone: str = typer.Option("all-MiniLM-L6-v2", "--backbone", help=_BACKBONE_HELP),
+    backbone: str = typer.Option(DEFAULT_BACKBONE, "--backbone", help=_BACKBONE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
 ) -> None:
     """Describe space NAME for a backbone: its dimensions with resolved choices, and its size."""
@@ -60,7 +61,7 @@ def sample_command(
     name: str = typer.Argument(..., help=_NAME_HELP),
     n: int = typer.Option(1, "--n", help="Number of configs to draw."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same configs."),
-    backbone: str = typer.Option("all-MiniLM-L6-v2", "--backbone", help=_BACKBONE_HELP),
+    backbone: str = typer.Option(DEFAULT_BACKBONE, "--backbone", help=_BACKBONE_HELP),
 ) -> None:
     """Print N random configs of space NAME, one architecture JSON per line."""
     if n < 1:

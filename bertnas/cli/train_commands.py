@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from bertnas.backbones import DEFAULT_BACKBONE
 from bertnas.cli.main import app
 from bertnas.cli.task_options import (
     LABEL_COLUMN_OPTION,
@@ -18,7 +19,6 @@ from bertnas.cli.task_options import (
     TEXT_COLUMNS_OPTION,
     task_spec,
 )
-from bertnas.space.backbone_dims import DEFAULT_BACKBONE
 from bertnas.training.presets import DEFAULT_PRESET, PRESET_HELP
 
 supernet_app = typer.Typer(help="Train weight-sharing supernets.", no_args_is_help=True)

@@ -5,21 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-#: Hub names and licenses of the backbones bertnas knows (a card names the backbone it derives from).
-BACKBONES = {
-    "all-MiniLM-L6-v2": ("sentence-transformers/all-MiniLM-L6-v2", "apache-2.0"),
-    "bert-base-uncased": ("google-bert/bert-base-uncased", "apache-2.0"),
-    "bert-base-cased": ("google-bert/bert-base-cased", "apache-2.0"),
-    "bert-large-uncased": ("google-bert/bert-large-uncased", "apache-2.0"),
-    "google/mobilebert-uncased": ("google/mobilebert-uncased", "apache-2.0"),
-}
+from bertnas.backbones import HUB_CARDS
+
 _GLUE_CONFIGS = {"cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"}
 
 
 def metadata_block(entry: dict[str, Any]) -> list[str]:
     """The Hugging Face model card metadata (YAML front matter): base model, license, task, data, metrics."""
     backbone = entry["arch"].get("backbone") or ""
-    hub_name, license_name = BACKBONES.get(backbone, (backbone, None))
+    hub_name, license_name = HUB_CARDS.get(backbone, (backbone, None))
     task = str(entry["task"])
     glue_config = task.lower().replace("-", "")
     lines = ["---", "library_name: transformers", "pipeline_tag: text-classification"]

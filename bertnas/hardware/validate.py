@@ -32,8 +32,8 @@ DEFAULT_BACKBONES = ("all-MiniLM-L6-v2",)
 
 def sample_subnets(n: int, seed: int, backbones: Sequence[str] = DEFAULT_BACKBONES, space: str = "unified") -> list:
     """``n`` random configs of ``space`` (2-way classifier), spread evenly over ``backbones``."""
+    from bertnas.backbones import backbone_limits
     from bertnas.space import load_space
-    from bertnas.space.backbone_dims import backbone_limits
 
     if n < 1:
         raise BertnasError(f"--samples {n}: need at least one subnet")

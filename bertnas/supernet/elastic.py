@@ -33,6 +33,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from bertnas.arch import ArchConfig, ArchLimits, LayerConfig, full_arch
+from bertnas.backbones import limits_from_config
 from bertnas.errors import BertnasError
 from bertnas.hashing import file_sha256
 from bertnas.model.compact import CompactBert, CompactConfig, load_weights
@@ -100,15 +101,15 @@ class SupernetConfig:
             raise BertnasError(
                 f"backbone {backbone!r} uses relative position embeddings; only absolute ones are supported"
             )
-        heads = hf_config.num_attention_heads
+        limits = limits_from_config(hf_config, f"backbone {backbone!r}")
         values: dict[str, Any] = dict(
             backbone=backbone,
             vocab_size=hf_config.vocab_size,
-            hidden_size=hf_config.hidden_size,
-            num_layers=hf_config.num_hidden_layers,
-            num_heads=heads,
-            head_dim=hf_config.hidden_size // heads,
-            ffn_dim=hf_config.intermediate_size,
+            hidden_size=limits.hidden_size,
+            num_layers=limits.num_layers,
+            num_heads=limits.num_heads,
+            head_dim=limits.head_dim,
+            ffn_dim=limits.ffn_dim,
             max_position_embeddings=hf_config.max_position_embeddings,
             type_vocab_size=hf_config.type_vocab_size,
             layer_norm_eps=hf_config.layer_norm_eps,

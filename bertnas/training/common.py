@@ -7,6 +7,7 @@ import platform
 import random
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,34 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def apply_gradients(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    max_norm: float = 1.0,
+) -> None:
+    """The update every trainer makes once a step's gradients are in: clip their norm, step the
+    optimizer and the schedule, clear the gradients."""
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def batches_from(sampler: Any, step: int, total: int) -> Iterator[tuple[int, list[int]]]:
+    """``(epoch, batch indices)`` for training steps ``step`` (0, or the step a checkpoint resumes at)
+    to ``total``, epoch after epoch, in the sampler's order for each epoch (seeded by the epoch, so a
+    resumed run sees the batches an uninterrupted one would)."""
+    steps_per_epoch = len(sampler)
+    while step < total:
+        epoch, offset = divmod(step, steps_per_epoch)
+        for indices in sampler.batches(epoch)[offset:]:
+            if step >= total:
+                return
+            yield epoch, indices
+            step += 1
 
 
 def versions() -> dict[str, str]:

@@ -24,13 +24,16 @@ from tqdm.auto import tqdm
 
 from bertnas import killpoints
 from bertnas.atomic import atomic_directory, settle
+from bertnas.backbones import DEFAULT_BACKBONE
 from bertnas.data import Collator, get_task
 from bertnas.data.batching import LengthBucketSampler
 from bertnas.data.holdout import SearchSplitSpec
 from bertnas.errors import BertnasError, check_range
 from bertnas.locks import exclusive
-from bertnas.supernet.backbone import DEFAULT_BACKBONE, load_backbone
+from bertnas.supernet.backbone import load_backbone
 from bertnas.training.common import (
+    apply_gradients,
+    batches_from,
     linear_schedule,
     make_optimizer,
     pick_device,
@@ -158,27 +161,20 @@ def _finetune(config: FinetuneConfig, out: Path, force: bool) -> dict[str, Any]:
     start = time.perf_counter()
     model.train()
     progress = tqdm(total=total, initial=step, desc=f"finetune {info.name}", unit="step", dynamic_ncols=True)
-    while step < total:
-        epoch, offset = divmod(step, steps_per_epoch)
-        for indices in sampler.batches(epoch)[offset:]:
-            if step >= total:
-                break
-            batch = collate([train[i] for i in indices])
-            labels = batch.pop("labels").to(device)
-            logits = model(**{key: value.to(device) for key, value in batch.items()}).logits
-            loss = loss_for(logits, labels)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.4f}", epoch=epoch)
-            if step % config.checkpoint_every == 0 and step < total:
-                seconds = elapsed_before + time.perf_counter() - start
-                _save_checkpoint(checkpoint, model, tokenizer, optimizer, scheduler, config, step, record, seconds)
-            killpoints.reached("train-step")
+    for epoch, indices in batches_from(sampler, step, total):
+        batch = collate([train[i] for i in indices])
+        labels = batch.pop("labels").to(device)
+        logits = model(**{key: value.to(device) for key, value in batch.items()}).logits
+        loss = loss_for(logits, labels)
+        loss.backward()
+        apply_gradients(model, optimizer, scheduler)
+        step += 1
+        progress.update(1)
+        progress.set_postfix(loss=f"{loss.item():.4f}", epoch=epoch)
+        if step % config.checkpoint_every == 0 and step < total:
+            seconds = elapsed_before + time.perf_counter() - start
+            _save_checkpoint(checkpoint, model, tokenizer, optimizer, scheduler, config, step, record, seconds)
+        killpoints.reached("train-step")
     progress.close()
     train_seconds = elapsed_before + time.perf_counter() - start
 

@@ -102,15 +102,16 @@ def probe_supernet(config: SupernetTrainConfig, steps: int = 3, backbone: str | 
     from bertnas.space import load_space
     from bertnas.supernet.elastic import ElasticBert
     from bertnas.training.strategies import make_sampler
-    from bertnas.training.supernet_train import SupernetTrainer, teacher_limits
+    from bertnas.training.supernet_train import SupernetTrainer
 
     info = get_task(config.task)
     set_seed(config.seed)
     device = pick_device(config.device)
     source = backbone or config.teacher
     num_labels = None if backbone is None else info.num_labels
-    teacher = ElasticBert.from_backbone(source, num_labels=num_labels).get_active_subnet().to(device).eval()
-    probe_space = load_space(config.space).bind(teacher_limits(teacher), backbone=source)
+    teacher_supernet = ElasticBert.from_backbone(source, num_labels=num_labels)
+    teacher = teacher_supernet.get_active_subnet().to(device).eval()
+    probe_space = load_space(config.space).bind(teacher_supernet.limits, backbone=source)
     supernet = ElasticBert.from_backbone(
         source,
         num_labels=num_labels,

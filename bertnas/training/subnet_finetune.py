@@ -41,7 +41,7 @@ from bertnas.data.holdout import SearchSplitSpec
 from bertnas.errors import BertnasError
 from bertnas.locks import exclusive
 from bertnas.model.compact import CompactBert
-from bertnas.training.common import linear_schedule, make_optimizer, pick_device, set_seed, versions
+from bertnas.training.common import apply_gradients, linear_schedule, make_optimizer, pick_device, set_seed, versions
 from bertnas.training.distill import attention_loss, hidden_loss, logit_loss
 from bertnas.training.evaluate import evaluate_predictions, load_train_dev, predict, read_search_split
 
@@ -232,10 +232,7 @@ def finetune_subnet(
             batch = {key: value.to(device) for key, value in batch.items()}
             loss = distillation_step_loss(student, teacher, batch, config)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            apply_gradients(student, optimizer, scheduler)
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", best=f"{best[0]:.4f}")

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bertnas import killpoints
-from bertnas.arch import ArchConfig
+from bertnas.arch import ArchConfig, ArchLimits
 from bertnas.atomic import PARTIAL_MARK, atomic_directory, file_mode
 from bertnas.data import Collator, get_task, make_dataloader
 from bertnas.data.batching import LengthBucketSampler
@@ -53,6 +53,8 @@ from bertnas.supernet.backbone import teacher_fingerprint
 from bertnas.supernet.elastic import CONFIG_NAME, WEIGHTS_NAME, ElasticBert
 from bertnas.training.augment import perturb_batch
 from bertnas.training.common import (
+    apply_gradients,
+    batches_from,
     linear_schedule,
     make_optimizer,
     pick_device,
@@ -216,7 +218,8 @@ class SupernetTrainer:
         self.info = get_task(config.task)
 
     # ------------------------------------------------------------------ setup
-    def _load_teacher(self) -> tuple[CompactBert, Any]:
+    def _load_teacher(self) -> tuple[CompactBert, Any, ArchLimits]:
+        """The frozen teacher, its tokenizer and its sizes (what the space binds against)."""
         from bertnas.supernet.backbone import check_teacher
 
         check_teacher(self.config.teacher, self.info.num_labels, self.info.labels, self.info.name)
@@ -224,7 +227,7 @@ class SupernetTrainer:
         teacher = teacher_supernet.get_active_subnet().to(self.device).eval()
         for parameter in teacher.parameters():
             parameter.requires_grad_(False)
-        return teacher, teacher_supernet.tokenizer
+        return teacher, teacher_supernet.tokenizer, teacher_supernet.limits
 
     def _checkpoint_state(self) -> dict[str, Any] | None:
         path = self.out / CHECKPOINT_DIR / STATE_NAME
@@ -257,14 +260,14 @@ class SupernetTrainer:
             shutil.rmtree(self.out / CHECKPOINT_DIR, ignore_errors=True)
             raise BertnasError(f"{self.out} already holds a finished supernet; choose another --out")
         set_seed(config.seed)
-        teacher, tokenizer = self._load_teacher()
+        teacher, tokenizer, teacher_limits = self._load_teacher()
         self._special_ids = list(tokenizer.all_special_ids)
         self._mask_id = tokenizer.mask_token_id
         resume = self._checkpoint_state()
         if resume is not None:
             supernet = ElasticBert.from_pretrained(self.out / CHECKPOINT_DIR)
         else:
-            probe = load_space(config.space).bind(teacher_limits(teacher), backbone=config.teacher)
+            probe = load_space(config.space).bind(teacher_limits, backbone=config.teacher)
             supernet = ElasticBert.from_backbone(
                 config.teacher,
                 max_ffn_stack=probe.max_ffn_stack,
@@ -326,32 +329,25 @@ class SupernetTrainer:
         )
         supernet.train()
         last_losses: dict[str, float] = {}
-        while step < total:
-            epoch, offset = divmod(step, steps_per_epoch)
-            for indices in sampler.batches(epoch)[offset:]:
-                if step >= total:
-                    break
-                shard = self.world.shard(indices)  # this process's examples of the batch (all of them alone)
-                subnets = strategy.subnets(step, total)
-                if shard:
-                    batch = collate([train[i] for i in shard])
-                    batch = {key: value.to(self.device) for key, value in batch.items()}
-                    last_losses = self._step(supernet, teacher, recipe, batch, step, subnets)
-                self.world.reduce_gradients(supernet.parameters(), len(shard) / len(indices))
-                torch.nn.utils.clip_grad_norm_(supernet.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                progress.update(1)
-                if last_losses:
-                    progress.set_postfix(loss=f"{last_losses['mean']:.4f}", epoch=epoch)
-                if step % config.checkpoint_every == 0 and step < total:
-                    seconds = elapsed_before + time.perf_counter() - start_time
-                    if self.world.main:
-                        self._save_checkpoint(supernet, optimizer, scheduler, step, record, seconds)
-                    self.world.barrier()
-                killpoints.reached("train-step")
+        for epoch, indices in batches_from(sampler, step, total):
+            shard = self.world.shard(indices)  # this process's examples of the batch (all of them alone)
+            subnets = strategy.subnets(step, total)
+            if shard:
+                batch = collate([train[i] for i in shard])
+                batch = {key: value.to(self.device) for key, value in batch.items()}
+                last_losses = self._step(supernet, teacher, recipe, batch, step, subnets)
+            self.world.reduce_gradients(supernet.parameters(), len(shard) / len(indices))
+            apply_gradients(supernet, optimizer, scheduler)
+            step += 1
+            progress.update(1)
+            if last_losses:
+                progress.set_postfix(loss=f"{last_losses['mean']:.4f}", epoch=epoch)
+            if step % config.checkpoint_every == 0 and step < total:
+                seconds = elapsed_before + time.perf_counter() - start_time
+                if self.world.main:
+                    self._save_checkpoint(supernet, optimizer, scheduler, step, record, seconds)
+                self.world.barrier()
+            killpoints.reached("train-step")
         progress.close()
         train_seconds = elapsed_before + time.perf_counter() - start_time
         if not self.world.main:
@@ -559,21 +555,6 @@ def _task_loss(logits: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor | 
     if logits.shape[-1] == 1:
         return F.mse_loss(logits.squeeze(-1), labels.float())
     return F.cross_entropy(logits, labels)
-
-
-def teacher_limits(teacher: CompactBert) -> Any:
-    """The backbone limits of a full-size compact teacher (what the space binds against)."""
-    from bertnas.arch import ArchLimits
-
-    arch = teacher.arch
-    first = arch.layers[0]
-    return ArchLimits(
-        hidden_size=arch.hidden_size,
-        num_layers=len(arch.layers),
-        num_heads=first.heads,
-        head_dim=first.qk_dim,
-        ffn_dim=first.ffn_dim,
-    )
 
 
 def is_trained_supernet(directory: str | Path) -> bool:
