@@ -2,10 +2,11 @@
 
 import logging as _logging
 
-from bertnas.arch import ArchConfig, ArchLimits, LayerConfig, kept_tokens
-from bertnas.errors import BertnasError
-
+# First, so that a module imported below can import it at its top.
 __version__ = "0.1.0"
+
+from bertnas.arch import ArchConfig, ArchLimits, LayerConfig, kept_tokens  # noqa: E402
+from bertnas.errors import BertnasError  # noqa: E402
 
 # The export extra's converters install torchao, which transformers imports on its way: on a
 # CPU-only torch it logs, at every import, that its CUDA kernels do not load, and registers

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from bertnas.arch import ArchConfig
+from bertnas.atomic import atomic_write_bytes, atomic_write_text
 from bertnas.errors import BertnasError
 from bertnas.search.objectives import latency_column
 from bertnas.search.pareto import degenerate_mask
@@ -123,7 +124,6 @@ def trust_report(
 ) -> dict[str, Any]:
     """Fine-tune ``k`` spread subnets of ``run`` (reusing ones already fine-tuned with the same
     settings), write ``trust.json`` and ``trust.png``; the report."""
-    from bertnas.atomic import atomic_write_text
 
     picked = pick_spread(run, device, k)
     finetune_run(run, picked, config, supernet_dir, progress=progress)
@@ -163,8 +163,6 @@ def plot_trust(report: dict[str, Any], path: Path, metric_name: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from bertnas.atomic import atomic_write_bytes
 
     points = report["points"]
     shared = [p["shared_dev_metric"] for p in points]

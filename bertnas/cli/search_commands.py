@@ -214,29 +214,29 @@ def pareto_command(
 
 
 def _backend(name: str, address: str | None, workers: int | None, gpus_per_trial: float) -> Any:
-    """The backend's options (:class:`~bertnas.search.loop.LocalOptions`, or the Ray options); Ray flags
-    without --backend ray are refused."""
+    """The backend's options (bertnas.search.backends); Ray flags without --backend ray are refused."""
     from bertnas.errors import BertnasError
+    from bertnas.search.backends import BACKENDS, RayOptions
 
-    if name == "local":
-        if address is not None or workers is not None or gpus_per_trial:
-            raise BertnasError("--address, --workers and --gpus-per-trial need --backend ray")
-        from bertnas.search.loop import LocalOptions
-
-        return LocalOptions()
-    if name != "ray":
-        raise BertnasError(f"unknown backend {name!r}; choose local or ray")
-    from bertnas.search.ray_backend import RayOptions
-
-    return RayOptions(address=address, workers=workers, gpus_per_trial=gpus_per_trial)
+    if name not in BACKENDS:
+        raise BertnasError(f"unknown backend {name!r}; choose {' or '.join(BACKENDS)}")
+    if name == "ray":
+        return RayOptions(address=address, workers=workers, gpus_per_trial=gpus_per_trial)
+    if address is not None or workers is not None or gpus_per_trial:
+        raise BertnasError("--address, --workers and --gpus-per-trial need --backend ray")
+    return BACKENDS[name]()
 
 
 def _run(config: Any, as_json: bool, backend: Any) -> None:
+    from bertnas.search.request import check
+
+    # Before any training (and before its heavy imports): what the backend cannot do and what needs
+    # no supernet (devices, budgets, space, lengths) is refused first.
+    backend.check(config)
+    check(config)
     from bertnas.pipeline import plan_search
     from bertnas.search.loop import run_search
 
-    config.validate()
-    backend.check(config)  # before any training: what the backend cannot do is refused first
     plan = plan_search(config)
     if plan.needs_work:
         for line in plan.describe():

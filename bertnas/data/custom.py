@@ -42,6 +42,7 @@ from typing import Any
 from bertnas.data.glue import Example, GlueSplit, TaskInfo
 from bertnas.errors import BertnasError
 from bertnas.hashing import file_sha256
+from bertnas.hub import ensure_reachable_or_offline
 
 CUSTOM_FORMAT_VERSION = 1
 """Bumped whenever reading or label mapping changes, so a task's identity (and caches) change too."""
@@ -343,7 +344,6 @@ def _read_hub(source: str) -> dict[str, _RawSplit]:
     name, _, config = source[len(HUB_PREFIX) :].partition(":")
     if not name:
         raise BertnasError(f"--task {source}: give the hub dataset as hf:NAME or hf:NAME:CONFIG")
-    from bertnas.hub import ensure_reachable_or_offline
 
     offline = ensure_reachable_or_offline()
     try:

@@ -46,6 +46,7 @@ import torch
 
 from bertnas.atomic import file_mode, temporary_file
 from bertnas.errors import BertnasError
+from bertnas.hub import ensure_reachable_or_offline
 
 HUB_DATASET = "nyu-mll/glue"
 """The hub id of GLUE (the canonical ``glue`` name redirects here on the hub)."""
@@ -511,7 +512,6 @@ def _load_from_hub(info: TaskInfo, split: str) -> GlueSplit | str:
         import datasets
     except ImportError:
         return "the datasets package is not installed"
-    from bertnas.hub import ensure_reachable_or_offline
 
     offline = ensure_reachable_or_offline()
     try:

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from bertnas import __version__
 from bertnas.arch import ArchConfig
 from bertnas.atomic import atomic_directory
 from bertnas.cost import count_macs
@@ -34,7 +35,6 @@ def extract_subnet(
     supernet: ElasticBert, arch: ArchConfig, out: str | Path, force: bool = False, source: str | None = None
 ) -> tuple[Path, CompactBert]:
     """Extract ``arch`` from ``supernet`` into the directory ``out`` (written atomically)."""
-    from bertnas import __version__
 
     if supernet.tokenizer is None:
         raise BertnasError(

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bertnas import __version__
 from bertnas.atomic import file_mode, temporary_file
 from bertnas.errors import BertnasError
 from bertnas.model.compact import CompactBert
@@ -71,8 +72,6 @@ def _example_inputs(model: CompactBert) -> tuple[torch.Tensor, torch.Tensor, tor
 def export_onnx(model: CompactBert, path: str | Path) -> Path:
     """Write ``model`` as an ONNX graph to ``path`` (through a temporary file and a rename)."""
     from torch.export import Dim
-
-    from bertnas import __version__
 
     if model.classifier is None:
         raise BertnasError("the model has no classification head; only task models (num_labels set) export to ONNX")

@@ -44,10 +44,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bertnas import killpoints
+from bertnas import __version__, killpoints
 from bertnas.arch import ArchConfig
 from bertnas.atomic import atomic_directory, atomic_write_text
 from bertnas.cost import count_macs, count_params
+from bertnas.data import compute_metrics, get_task, load_task, make_dataloader, tokenize_split
+from bertnas.data.batching import collate
 from bertnas.errors import BertnasError
 from bertnas.export.card import render_card
 from bertnas.export.extract import extract_subnet
@@ -55,10 +57,15 @@ from bertnas.export.formats import FORMATS as FILE_FORMATS
 from bertnas.export.formats import INT8, ConversionError
 from bertnas.export.onnx import ONNX_NAME, OnnxModel, export_onnx
 from bertnas.export.plain_bert import PLAIN_DIR, plain_bert_reason, write_plain_bert
+from bertnas.hardware import load_predictor
+from bertnas.hardware.conformal import conformal_quantile
+from bertnas.hardware.measure import host_description
 from bertnas.locks import exclusive
 from bertnas.model.bundle import SOURCES
 from bertnas.model.compact import CONFIG_NAME, WEIGHTS_NAME, CompactBert, config_json
 from bertnas.paths import portable
+from bertnas.supernet.elastic import ElasticBert, supernet_fingerprint
+from bertnas.training.evaluate import evaluate_model, subset_of
 
 FORMATS = ("hf", "onnx", "tflite")
 QUANTIZE = ("int8",)
@@ -143,9 +150,6 @@ def export_models(
     ``predictors`` maps device names to latency predictors (``.predict(arch)`` in ms,
     ``.profile.provenance``); the one for :data:`MEASURE_PROFILE` is loaded if missing.
     """
-    from bertnas.data import get_task, load_task, tokenize_split
-    from bertnas.supernet.elastic import ElasticBert, supernet_fingerprint
-    from bertnas.training.evaluate import subset_of
 
     options.validate()
     out = Path(out)
@@ -218,8 +222,6 @@ def _measure_predictor(predictors: Mapping[str, Any]) -> Any | None:
     if MEASURE_PROFILE in predictors:
         return predictors[MEASURE_PROFILE]
     try:
-        from bertnas.hardware import load_predictor
-
         return load_predictor(MEASURE_PROFILE)
     except (ImportError, BertnasError):
         return None  # the measurement is still taken; the card says there is no prediction to compare
@@ -236,8 +238,6 @@ def _export_one(
     timing_seq_len: int,
     labels: list[str],
 ) -> dict[str, Any]:
-    from bertnas import __version__
-    from bertnas.training.evaluate import evaluate_model
 
     directory = scratch / candidate.name
     if candidate.weights is None:
@@ -344,7 +344,6 @@ def _conformal_bound(measure: Any, arch: ArchConfig, confidence: float | None, s
     residuals = getattr(getattr(measure, "profile", None), "residuals", None)
     if confidence is None or residuals is None:
         return {}
-    from bertnas.hardware.conformal import conformal_quantile
 
     try:
         q = conformal_quantile(residuals.values, confidence)
@@ -444,7 +443,6 @@ def _deployment_files(
 
 def _file_metric(runner: Any, data: Any, batch_size: int) -> float:
     """The task's main metric of a deployable file, on the dev batches the search used."""
-    from bertnas.data import compute_metrics, make_dataloader
 
     all_logits, all_labels = [], []
     for dev_batch in make_dataloader(data, batch_size, shuffle=False, bucket=True):
@@ -479,7 +477,6 @@ def _recommended(entries: list[dict[str, Any]], options: ExportOptions) -> list[
 
 def _parity_batch(data: Any, count: int, pad_id: int) -> dict[str, torch.Tensor]:
     """The first ``count`` dev examples as one padded batch (real sentences, different lengths)."""
-    from bertnas.data.batching import collate
 
     features = [data[index] for index in range(min(count, len(data)))]
     batch = collate(features, pad_token_id=pad_id)
@@ -500,7 +497,6 @@ def _check_close(got: np.ndarray, expected: np.ndarray, name: str, what: str, ag
 
 def _copy_finetuned(candidate: Candidate, expected_hash: str, tokenizer: Any, directory: Path) -> CompactBert:
     """Copy a fine-tuned compact model (finetune-subnets) into ``directory``, as extraction would write it."""
-    from bertnas import __version__
 
     assert candidate.weights is not None
     model = CompactBert.from_pretrained(candidate.weights)
@@ -544,7 +540,6 @@ def _measure_note(measure: Any | None) -> str | None:
     """Why the measured-vs-predicted comparison may not mean what it seems, or None."""
     if measure is None:
         return f"no {MEASURE_PROFILE} profile is installed to compare with"
-    from bertnas.hardware.measure import host_description
 
     profiled = str((getattr(getattr(measure, "profile", None), "host", None) or {}).get("cpu") or "")
     here = host_description()["cpu"]

@@ -11,6 +11,8 @@ import pandas as pd
 from bertnas.arch import ArchConfig
 from bertnas.errors import BertnasError
 from bertnas.export.package import Candidate
+from bertnas.search.budget import format_ms, parse_budget
+from bertnas.search.objectives import latency_column
 from bertnas.search.pareto import degenerate_mask
 from bertnas.search.results import FrontPoint
 
@@ -37,8 +39,6 @@ def select_candidates(
     recommended: ``pareto`` leaves them out, ``best-under`` skips them and ``trial:N``
     refuses one, unless ``allow_degenerate``.
     """
-    from bertnas.search.budget import format_ms, parse_budget
-    from bertnas.search.objectives import latency_column
 
     select = select.strip()
     column = latency_column(device)

@@ -39,10 +39,12 @@ from tqdm import tqdm
 
 from bertnas import killpoints
 from bertnas.arch import ArchConfig
+from bertnas.atomic import atomic_write_text
 from bertnas.errors import BertnasError
 from bertnas.hardware.kernels import FAMILIES
 from bertnas.hardware.profile import Corrections, HardwareProfile, KernelTable
 from bertnas.hardware.runtimes import Runtime, open_runtime
+from bertnas.readers import read_json
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,6 @@ def measure_kernels(
 
 
 def _read_checkpoint(path: Path | None, key: dict) -> dict[str, KernelTable]:
-    from bertnas.readers import read_json
 
     if path is None or not path.is_file():
         return {}
@@ -217,7 +218,6 @@ def _read_checkpoint(path: Path | None, key: dict) -> dict[str, KernelTable]:
 
 
 def _write_checkpoint(path: Path, key: dict, tables: dict[str, KernelTable]) -> None:
-    from bertnas.atomic import atomic_write_text
 
     families = {f: {"axes": [a.astype(int).tolist() for a in t.axes], "ms": t.ms.tolist()} for f, t in tables.items()}
     atomic_write_text(path, json.dumps({"key": key, "families": families}))

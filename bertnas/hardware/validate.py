@@ -19,11 +19,13 @@ import numpy as np
 from scipy.stats import kendalltau
 
 from bertnas.arch import ArchConfig
+from bertnas.backbones import backbone_limits
 from bertnas.errors import BertnasError
 from bertnas.hardware.measure import Timing, measure_models
 from bertnas.hardware.predictor import LatencyPredictor
 from bertnas.hardware.profile import HardwareProfile
 from bertnas.hardware.runtimes import RUNTIMES, open_runtime
+from bertnas.space import load_space
 
 VALIDATION_SEED = 0
 CALIBRATION_SEED = 1_000_003
@@ -32,8 +34,6 @@ DEFAULT_BACKBONES = ("all-MiniLM-L6-v2",)
 
 def sample_subnets(n: int, seed: int, backbones: Sequence[str] = DEFAULT_BACKBONES, space: str = "unified") -> list:
     """``n`` random configs of ``space`` (2-way classifier), spread evenly over ``backbones``."""
-    from bertnas.backbones import backbone_limits
-    from bertnas.space import load_space
 
     if n < 1:
         raise BertnasError(f"--samples {n}: need at least one subnet")

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from bertnas import __version__
 from bertnas.arch import ArchConfig
 from bertnas.atomic import atomic_write, atomic_write_text
 from bertnas.errors import BertnasError
@@ -54,7 +55,6 @@ class CompactConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_hf(self) -> CompactBertConfig:
-        from bertnas import __version__
 
         labels = {}
         if self.id2label:

@@ -24,9 +24,12 @@ from pathlib import Path
 
 from bertnas.backbones import DEFAULT_BACKBONE
 from bertnas.errors import BertnasError, check_range
+from bertnas.hardware.conformal import check_confidence
+from bertnas.hardware.lengths import parse_seq_len
 from bertnas.readers import read_yaml
 from bertnas.search.budget import parse_budget
 from bertnas.search.study import SAMPLERS
+from bertnas.training.presets import check_preset
 
 
 @dataclass
@@ -80,7 +83,6 @@ class SearchConfig:
             raise BertnasError(f"--trials {self.trials} must be at least 1")
         check_range("--dev-subset", self.dev_subset, 1)
         check_range("--seed", self.seed, 0)
-        from bertnas.hardware.lengths import parse_seq_len
 
         self.seq_len = parse_seq_len(self.seq_len)
         if self.split not in ("search", "dev"):
@@ -89,14 +91,11 @@ class SearchConfig:
             raise BertnasError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if not self.budgets_ms:
             raise BertnasError("no device given; pass --device NAME --budget 60ms")
-        from bertnas.training.presets import check_preset
 
         check_preset(self.preset)
         if self.fidelity is not None and not 0.0 < self.fidelity < 1.0:
             raise BertnasError(f"--multi-fidelity {self.fidelity} must be a fraction between 0 and 1 (e.g. 0.3)")
         if self.confidence is not None:
-            from bertnas.hardware.conformal import check_confidence
-
             check_confidence(self.confidence)
         if self.population is not None and self.population < 2:
             raise BertnasError(f"population {self.population} must be at least 2")
@@ -176,8 +175,6 @@ def load_study_file(path: str | Path) -> SearchConfig:
     for key in ("trials", "seed", "dev_subset", "population"):
         if key in data and data[key] is not None and (isinstance(data[key], bool) or not isinstance(data[key], int)):
             raise BertnasError(f"{where(key)}: {key} must be an integer, got {data[key]!r}")
-    from bertnas.hardware.conformal import check_confidence
-    from bertnas.hardware.lengths import parse_seq_len
 
     for key, check in (("seq_len", parse_seq_len), ("confidence", check_confidence)):
         if data.get(key) is not None:

@@ -39,6 +39,7 @@ from bertnas.search.run import (
     write_run_json,
     write_trials,
 )
+from bertnas.search.study import count_states
 from bertnas.search.trial import PRUNED_FRONT, reference_points
 from bertnas.training.common import versions
 
@@ -46,10 +47,12 @@ if TYPE_CHECKING:
     from bertnas.search.loop import TrialLoop
 
 
+#: Status of a trial a killed session left running, closed by the next session (state FAIL).
+INTERRUPTED = "interrupted"
+
+
 def finalize(loop: TrialLoop, study: optuna.Study, wall_time_s: float | None = None) -> SearchSummary:
     """Write the run directory from the study (atomically, file by file) and return the summary."""
-    from bertnas.search.loop import INTERRUPTED, count_states
-
     plan = loop.plan
     config, run_dir, objectives = plan.config, plan.run_dir, plan.objectives
     trials = trials_frame(study, objectives.devices)

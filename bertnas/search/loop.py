@@ -29,8 +29,7 @@ from __future__ import annotations
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
@@ -42,25 +41,24 @@ from bertnas.arch import ArchConfig
 from bertnas.errors import BertnasError
 from bertnas.locks import exclusive
 from bertnas.search.accuracy import SubnetEvaluator
+from bertnas.search.backends import Backend, LocalOptions, OnTrial
 from bertnas.search.budget import format_ms
 from bertnas.search.config import SearchConfig
+from bertnas.search.finalize import INTERRUPTED, finalize
 from bertnas.search.objectives import Objectives, latency_column
 from bertnas.search.planned import SCREEN_DRAWS, PlannedSampler
 from bertnas.search.results import PartialScore, SearchSummary, SubnetScore
 from bertnas.search.run import RUN_JSON, SearchRun, trials_frame, write_trials
 from bertnas.search.setup import SearchPlan, plan
-from bertnas.search.study import make_sampler, open_storage, open_study
+from bertnas.search.study import count_states, evaluation_units, existing_trials, make_sampler, open_storage, open_study
 from bertnas.search.trial import (
     BOUND_ATTR,
-    FRACTION_ATTR,
     PRUNED_FRONT,
     STATUS_ATTR,
     FrontPruner,
     TrialEvaluator,
 )
 
-#: Status of a trial a killed session left running, closed by the next session (state FAIL).
-INTERRUPTED = "interrupted"
 #: Give up when this many trials in a row were rejected (the budget is too tight for the sampler).
 MAX_REJECTIONS_IN_A_ROW = 2000
 #: The same for a sampler that screens its suggestions in memory: each rejected trial already
@@ -70,8 +68,6 @@ MAX_SCREENED_REJECTIONS_IN_A_ROW = 5
 SESSIONS_ATTR = "sessions"
 #: Rewrite trials.csv/.parquet every this many evaluated trials while the search runs.
 TABLE_EVERY = 10
-
-OnTrial = Callable[[optuna.Study, FrozenTrial], None]
 
 
 class TrialLoop(ABC):
@@ -115,8 +111,6 @@ class TrialLoop(ABC):
     # ------------------------------------------------------------------ shared
     def run(self) -> SearchSummary:
         """Open, run the trials, write the run directory; the summary."""
-        from bertnas.search.finalize import finalize
-
         try:
             extra = self.open()
             study = self._open_study(extra)
@@ -202,17 +196,6 @@ class TrialLoop(ABC):
 
 
 # ---------------------------------------------------------------------- the local backend
-@dataclass
-class LocalOptions:
-    """The local backend: trials one after another in this process."""
-
-    def check(self, config: SearchConfig) -> None:
-        """Nothing the local backend cannot do."""
-
-    def make_loop(self, plan: SearchPlan, progress: bool = True, on_trial: OnTrial | None = None) -> TrialLoop:
-        return LocalTrialLoop(plan, progress, on_trial)
-
-
 class LocalTrialLoop(TrialLoop):
     """Trials in this process, through Optuna's ``study.optimize``; the evaluator loaded once."""
 
@@ -276,7 +259,7 @@ class LocalObjective:
 
 # ---------------------------------------------------------------------- the entry point
 def run_search(
-    config: SearchConfig, progress: bool = True, backend: Any = None, on_trial: OnTrial | None = None
+    config: SearchConfig, progress: bool = True, backend: Backend | None = None, on_trial: OnTrial | None = None
 ) -> SearchSummary:
     """Plan, run the trials on ``backend`` (:class:`LocalOptions` when None, or
     :class:`~bertnas.search.ray_backend.RayOptions`), write the run directory; the summary."""
@@ -325,25 +308,6 @@ def too_tight(config: SearchConfig, sampler: optuna.samplers.BaseSampler) -> Ber
     )
 
 
-def count_states(study: optuna.Study) -> dict[str, int]:
-    counts = {state.name: 0 for state in TrialState}
-    for trial in study.get_trials(deepcopy=False):
-        counts[trial.state.name] += 1
-    return counts
-
-
-def evaluation_units(study: optuna.Study) -> int:
-    """Accuracy evaluations spent: evaluated trials, plus the shares of the evaluation data that
-    multi-fidelity stops scored (rounded down), so ``--trials`` bounds the work either way."""
-    complete, partial = 0, 0.0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if trial.state == TrialState.COMPLETE:
-            complete += 1
-        elif trial.user_attrs.get(STATUS_ATTR) == PRUNED_FRONT:
-            partial += float(trial.user_attrs.get(FRACTION_ATTR, 0.0))
-    return complete + int(partial)
-
-
 def best_feasible(study: optuna.Study, objectives: Objectives) -> tuple[float, float] | None:
     """(metric, latency) of the best evaluated trial within the first device's budget."""
     device = objectives.devices[0]
@@ -354,14 +318,6 @@ def best_feasible(study: optuna.Study, objectives: Objectives) -> tuple[float, f
         if latency is not None and latency <= budget and (best is None or trial.values[0] > best[0]):
             best = (trial.values[0], latency)
     return best
-
-
-def existing_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
-    """How many trials study ``name`` already holds (0 for a new study)."""
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        if summary.study_name == name:
-            return summary.n_trials
-    return 0
 
 
 def close_interrupted(study: optuna.Study, plan: SearchPlan) -> int:
@@ -426,4 +382,4 @@ def start_session(study: optuna.Study, plan: SearchPlan, entry: dict[str, Any]) 
     study.set_user_attr(SESSIONS_ATTR, plan.identity["sessions"])
 
 
-__all__ = ["LocalOptions", "LocalTrialLoop", "TrialLoop", "run_search"]
+__all__ = ["LocalTrialLoop", "TrialLoop", "run_search"]

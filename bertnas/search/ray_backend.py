@@ -34,7 +34,6 @@ import socket
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +43,12 @@ from optuna.trial import TrialState
 from bertnas.arch import ArchConfig
 from bertnas.errors import BertnasError
 from bertnas.search.accuracy import SubnetEvaluator
+from bertnas.search.backends import OnTrial, RayOptions
 from bertnas.search.config import SearchConfig
-from bertnas.search.loop import OnTrial, TrialLoop, evaluation_units, run_search
+from bertnas.search.loop import TrialLoop, run_search
 from bertnas.search.results import SearchSummary, SubnetScore
 from bertnas.search.setup import SearchPlan
+from bertnas.search.study import evaluation_units
 from bertnas.search.trial import Proposal
 
 #: Trial user attribute: which worker (node id, process id) evaluated the trial.
@@ -60,35 +61,6 @@ MAX_DISPATCHES = 4
 HEARTBEAT_EVERY = 20.0
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-@dataclass
-class RayOptions:
-    """Where and how wide to run: ``address`` None starts Ray in this process (embedded)."""
-
-    address: str | None = None
-    workers: int | None = None  # default: 2 embedded; on a cluster, its CPUs / cpus_per_worker
-    cpus_per_worker: float = 1.0
-    gpus_per_trial: float = 0.0
-
-    def validate(self) -> None:
-        if self.workers is not None and self.workers < 1:
-            raise BertnasError(f"--workers {self.workers} must be at least 1")
-        if self.gpus_per_trial < 0:
-            raise BertnasError(f"--gpus-per-trial {self.gpus_per_trial} must be 0 or more")
-        if self.cpus_per_worker <= 0:
-            raise BertnasError(f"cpus per worker {self.cpus_per_worker} must be positive")
-
-    def check(self, config: SearchConfig) -> None:
-        """Refuse what the Ray backend cannot do, before anything starts."""
-        self.validate()
-        if config.fidelity is not None:
-            raise BertnasError(
-                "--multi-fidelity runs on the local backend only for now; drop it or use --backend local"
-            )
-
-    def make_loop(self, plan: SearchPlan, progress: bool = True, on_trial: OnTrial | None = None) -> RayTrialLoop:
-        return RayTrialLoop(plan, self, progress, on_trial)
 
 
 class SubnetWorker:

@@ -30,11 +30,16 @@ import pandas as pd
 from bertnas.arch import ArchConfig
 from bertnas.atomic import atomic_write, atomic_write_text
 from bertnas.errors import BertnasError
+from bertnas.hardware import load_predictor, load_profile
+from bertnas.hardware.conformal import effective_budgets
+from bertnas.hardware.lengths import priced
+from bertnas.paths import from_portable
 from bertnas.readers import read_json
 from bertnas.search.objectives import latency_column
 from bertnas.search.pareto import pareto_front
 from bertnas.search.plot import plot_front
 from bertnas.search.results import FrontPoint
+from bertnas.search.study import open_storage, sqlite_url
 from bertnas.search.trial import CONFIG_ATTR, STATUS_ATTR
 
 RUN_JSON = "run.json"
@@ -193,8 +198,6 @@ class SearchRun:
     def predictor(self, device: str) -> tuple[Any, int | None]:
         """``(predictor, seq_len)`` pricing ``device`` as the search priced its devices (its
         ``--seq-len``, or the recorded length distribution for ``task:*``)."""
-        from bertnas.hardware import load_predictor
-        from bertnas.hardware.lengths import priced
 
         return priced(load_predictor(device), self.info.get("seq_len_override"), self.info.get("length_distribution"))
 
@@ -220,8 +223,6 @@ class SearchRun:
                 f"--confidence needs a budget: the search did not target {device}; give one "
                 "(pareto --budget 40ms, export --select best-under:40ms)"
             )
-        from bertnas.hardware import load_profile
-        from bertnas.hardware.conformal import effective_budgets
 
         effective, record = effective_budgets({device: budget_ms}, {device: load_profile(device)}, confidence)
         return effective[device], record[device]
@@ -242,7 +243,6 @@ class SearchRun:
 
     def supernet_dir(self, override: str | Path | None = None) -> Path:
         """The supernet the search evaluated (or ``override``), checked by its weights' fingerprint."""
-        from bertnas.paths import from_portable
         from bertnas.supernet.elastic import WEIGHTS_NAME, supernet_fingerprint
 
         directory = Path(override) if override else from_portable(self.info["supernet"], self.directory)
@@ -284,7 +284,6 @@ class SearchRun:
     def storage_url(self) -> str:
         """The study's storage: the run directory's own ``study.db`` when the search used the default
         (recorded relative, so a moved or copied run opens its own copy), else the URL recorded."""
-        from bertnas.search.study import sqlite_url
 
         relative = self.info.get("storage_file")
         if relative:
@@ -294,7 +293,6 @@ class SearchRun:
         return self.info["storage"]
 
     def study(self) -> optuna.Study:
-        from bertnas.search.study import open_storage
 
         storage = open_storage(self.storage_url, must_exist=True)
         return optuna.load_study(study_name=self.info["study"], storage=storage)

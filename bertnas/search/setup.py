@@ -20,20 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from bertnas.arch import ArchConfig
-from bertnas.data import get_task
 from bertnas.data.glue import TaskInfo
 from bertnas.errors import BertnasError
-from bertnas.hardware import load_predictor
-from bertnas.hardware.conformal import effective_budgets
 from bertnas.hardware.lengths import LengthDistribution, is_task_statistic, priced
 from bertnas.search.accuracy import SubnetEvaluator, check_supernet_task, evaluation_key, scored_split
 from bertnas.search.budget import format_ms
 from bertnas.search.config import SearchConfig
 from bertnas.search.objectives import Objectives
+from bertnas.search.request import check
 from bertnas.search.run import RUN_JSON, STUDY_DB, SearchRun
 from bertnas.search.study import sqlite_url
 from bertnas.search.trial import TrialEvaluator, reference_archs
-from bertnas.space import SearchSpace, load_space
+from bertnas.space import SearchSpace
 from bertnas.supernet.elastic import WEIGHTS_NAME, SupernetConfig, supernet_fingerprint
 from bertnas.training.locate import find_supernet, search_teacher
 
@@ -82,19 +80,10 @@ class SearchPlan:
 
 def plan(config: SearchConfig) -> SearchPlan:
     """Check the request without loading weights; every mistake is a one-line error."""
-    config.validate()
-    task = get_task(config.task)
-    spec = load_space(config.space)
-    predictors = {device: load_predictor(device) for device in config.devices}
-    by_lengths = is_task_statistic(config.seq_len)  # --seq-len task:mean|p50|p90
-    price_len = None if by_lengths else config.seq_len
-    if price_len is not None:
-        for predictor in predictors.values():
-            predictor.profile.check_request(seq_len=price_len)  # the profile says why it cannot
-    # --confidence: each budget on the prediction scale, B / (1 + conformal quantile)
-    budgets, conformal = effective_budgets(
-        config.budgets_ms, {d: p.profile for d, p in predictors.items()}, config.confidence
-    )
+    request = check(config)
+    task, spec, predictors, price_len = request.task, request.spec, request.predictors, request.seq_len
+    budgets, conformal = request.budgets, request.conformal
+    by_lengths = is_task_statistic(config.seq_len)
     supernet_path = _supernet_path(config, task.name)
     supernet = SupernetConfig.load(supernet_path)
     check_supernet_task(supernet, supernet_path, task)

@@ -1,4 +1,4 @@
-"""Creating and resuming the Optuna study behind a search, and choosing its sampler."""
+"""Creating and resuming the Optuna study behind a search, choosing its sampler, and counting its trials."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from bertnas.arch import ArchConfig
 from bertnas.errors import BertnasError
@@ -16,6 +17,7 @@ from bertnas.search.evolution import EvolutionSampler
 from bertnas.search.objectives import Objectives
 from bertnas.search.planned import ScreenedRandomSampler
 from bertnas.search.surrogate import make_surrogate_sampler
+from bertnas.search.trial import FRACTION_ATTR, PRUNED_FRONT, STATUS_ATTR
 from bertnas.space import SearchSpace
 
 SAMPLERS = ("nsga2", "tpe", "random", "evolution", "surrogate")
@@ -149,3 +151,30 @@ def open_study(
     else:
         study.set_user_attr("identity", identity)
     return study, resumed
+
+
+def count_states(study: optuna.Study) -> dict[str, int]:
+    counts = {state.name: 0 for state in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] += 1
+    return counts
+
+
+def evaluation_units(study: optuna.Study) -> int:
+    """Accuracy evaluations spent: evaluated trials, plus the shares of the evaluation data that
+    multi-fidelity stops scored (rounded down), so ``--trials`` bounds the work either way."""
+    complete, partial = 0, 0.0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if trial.state == TrialState.COMPLETE:
+            complete += 1
+        elif trial.user_attrs.get(STATUS_ATTR) == PRUNED_FRONT:
+            partial += float(trial.user_attrs.get(FRACTION_ATTR, 0.0))
+    return complete + int(partial)
+
+
+def existing_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
+    """How many trials study ``name`` already holds (0 for a new study)."""
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        if summary.study_name == name:
+            return summary.n_trials
+    return 0

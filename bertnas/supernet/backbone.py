@@ -14,6 +14,8 @@ from typing import Any
 
 from bertnas.backbones import DEFAULT_BACKBONE, resolve_backbone
 from bertnas.errors import BertnasError
+from bertnas.hashing import update_with_file
+from bertnas.hub import ensure_reachable_or_offline
 
 
 def _load_failure(name: str, error: Exception) -> BertnasError:
@@ -30,8 +32,6 @@ def load_backbone_config(name_or_path: str) -> Any:
 
     source = resolve_backbone(name_or_path)
     if not Path(source).expanduser().exists():  # a hub id: fail in seconds when the hub is out of reach
-        from bertnas.hub import ensure_reachable_or_offline
-
         ensure_reachable_or_offline()
     try:
         config = AutoConfig.from_pretrained(source)
@@ -132,8 +132,6 @@ def teacher_fingerprint(name_or_path: str) -> str:
     ``*.bin``); a hub id hashes the id and the revision ``transformers`` resolved.
     """
     import hashlib
-
-    from bertnas.hashing import update_with_file
 
     source = Path(resolve_backbone(name_or_path))
     digest = hashlib.sha256()

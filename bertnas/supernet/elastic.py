@@ -47,6 +47,7 @@ from bertnas.model.functional import (
     bert_forward,
 )
 from bertnas.model.params import EmbeddingParams, FFNParams, LayerParams, layer_state_dict
+from bertnas.readers import read_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -137,7 +138,6 @@ class SupernetConfig:
     @classmethod
     def load(cls, directory: str | Path) -> SupernetConfig:
         """The config of the saved supernet in ``directory`` (its ``config.json``; no weights read)."""
-        from bertnas.readers import read_json
 
         path = Path(directory) / CONFIG_NAME
         data = read_json(path, "model config") if path.is_file() else None
@@ -465,8 +465,6 @@ class ElasticBert(nn.Module):
         path = Path(name_or_path)
         config_path = path / CONFIG_NAME
         if config_path.is_file():
-            from bertnas.readers import read_json
-
             data = read_json(config_path, "model config")
             if isinstance(data, dict) and data.get("model_type") == MODEL_TYPE:
                 return cls._load_saved(path, data)

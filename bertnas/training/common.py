@@ -14,6 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from bertnas import __version__
+from bertnas.atomic import atomic_write_text
+
 
 def set_seed(seed: int) -> None:
     random.seed(seed)
@@ -115,7 +118,6 @@ def batches_from(sampler: Any, step: int, total: int) -> Iterator[tuple[int, lis
 
 
 def versions() -> dict[str, str]:
-    from bertnas import __version__
 
     found = {"bertnas": __version__, "python": platform.python_version(), "torch": torch.__version__}
     for name in ("transformers", "optuna", "numpy", "tokenizers"):
@@ -137,7 +139,6 @@ def hardware() -> dict[str, Any]:
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    from bertnas.atomic import atomic_write_text
 
     atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 

@@ -17,10 +17,14 @@ import torch
 
 from bertnas.data import Collator, get_task
 from bertnas.data.batching import LengthBucketSampler
+from bertnas.space import load_space
+from bertnas.supernet.backbone import load_backbone
+from bertnas.supernet.elastic import ElasticBert
 from bertnas.training.common import make_optimizer, pick_device, set_seed
 from bertnas.training.evaluate import load_train_dev
 from bertnas.training.finetune import FinetuneConfig, loss_for
-from bertnas.training.supernet_train import SupernetTrainConfig
+from bertnas.training.strategies import make_sampler
+from bertnas.training.supernet_train import SupernetTrainConfig, SupernetTrainer
 
 
 @dataclass
@@ -66,7 +70,6 @@ def _batches(train: Any, batch_size: int, seed: int, count: int, pad_token_id: i
 
 def probe_finetune(config: FinetuneConfig, steps: int = 3) -> StepTiming:
     """Time ``steps`` dense fine-tuning steps of ``config`` (after a warm-up step)."""
-    from bertnas.supernet.backbone import load_backbone
 
     info = get_task(config.task)
     set_seed(config.seed)
@@ -99,10 +102,6 @@ def probe_supernet(config: SupernetTrainConfig, steps: int = 3, backbone: str | 
 
     ``backbone`` stands in for the teacher when ``config.teacher`` does not exist yet.
     """
-    from bertnas.space import load_space
-    from bertnas.supernet.elastic import ElasticBert
-    from bertnas.training.strategies import make_sampler
-    from bertnas.training.supernet_train import SupernetTrainer
 
     info = get_task(config.task)
     set_seed(config.seed)

@@ -41,6 +41,7 @@ from bertnas.data.holdout import SearchSplitSpec
 from bertnas.errors import BertnasError
 from bertnas.locks import exclusive
 from bertnas.model.compact import CompactBert
+from bertnas.supernet.elastic import ElasticBert
 from bertnas.training.common import apply_gradients, linear_schedule, make_optimizer, pick_device, set_seed, versions
 from bertnas.training.distill import attention_loss, hidden_loss, logit_loss
 from bertnas.training.evaluate import evaluate_predictions, load_train_dev, predict, read_search_split
@@ -113,7 +114,6 @@ class FinetuneData:
 def load_teacher(supernet: Any, teacher: str | None, task_ref: str, device: torch.device) -> Teacher:
     """The supernet's teacher when it can be loaded (a directory or cached hub id), else the
     supernet's full model (trained along with the subnets; its channels already rewired)."""
-    from bertnas.supernet.elastic import ElasticBert
 
     model, channels, source = None, None, "the supernet's full model (the teacher could not be loaded)"
     if teacher:
@@ -314,7 +314,6 @@ def finetune_run(
 def _finetune_run(
     run: Any, selected: list[Selected], config: SubnetFinetuneConfig, supernet_dir: Path, progress: bool
 ) -> list[dict[str, Any]]:
-    from bertnas.supernet.elastic import ElasticBert
 
     wanted = {key: value for key, value in asdict(config).items() if key in _RESULT_KEYS}
     todo = []

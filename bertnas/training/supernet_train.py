@@ -49,8 +49,10 @@ from bertnas.errors import BertnasError, check_range
 from bertnas.locks import exclusive
 from bertnas.model.compact import CompactBert
 from bertnas.space import SearchSpace, load_space
-from bertnas.supernet.backbone import teacher_fingerprint
+from bertnas.supernet.backbone import check_teacher, teacher_fingerprint
+from bertnas.supernet.bottleneck_init import fit_bottlenecks
 from bertnas.supernet.elastic import CONFIG_NAME, WEIGHTS_NAME, ElasticBert
+from bertnas.supernet.rewire import rewire_supernet
 from bertnas.training.augment import perturb_batch
 from bertnas.training.common import (
     apply_gradients,
@@ -220,7 +222,6 @@ class SupernetTrainer:
     # ------------------------------------------------------------------ setup
     def _load_teacher(self) -> tuple[CompactBert, Any, ArchLimits]:
         """The frozen teacher, its tokenizer and its sizes (what the space binds against)."""
-        from bertnas.supernet.backbone import check_teacher
 
         check_teacher(self.config.teacher, self.info.num_labels, self.info.labels, self.info.name)
         teacher_supernet = ElasticBert.from_backbone(self.config.teacher, task=self.info.ref)
@@ -382,7 +383,6 @@ class SupernetTrainer:
         return "held out"
 
     def _rewire(self, supernet: ElasticBert, train: Any) -> None:
-        from bertnas.supernet.rewire import rewire_supernet
 
         loader = make_dataloader(train, self.config.batch_size, shuffle=True, seed=self.config.seed)
         batches = []
@@ -393,7 +393,6 @@ class SupernetTrainer:
         rewire_supernet(supernet, batches)
 
     def _fit_bottlenecks(self, supernet: ElasticBert, train: Any, space: SearchSpace) -> None:
-        from bertnas.supernet.bottleneck_init import fit_bottlenecks
 
         widths = {b for d in space.dimensions if d.name.startswith("bottleneck.") for b in d.choices if b}
         loader = make_dataloader(train, self.config.batch_size, shuffle=True, seed=self.config.seed + 1)
