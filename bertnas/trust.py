@@ -16,7 +16,6 @@ search (search split) nor fine-tuning's early stopping (search split) looked at:
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
@@ -26,10 +25,11 @@ import numpy as np
 import pandas as pd
 
 from bertnas.arch import ArchConfig
-from bertnas.atomic import atomic_write_bytes, atomic_write_text
+from bertnas.atomic import atomic_write_text
 from bertnas.errors import BertnasError
 from bertnas.search.objectives import latency_column
 from bertnas.search.pareto import degenerate_mask
+from bertnas.search.plot import save_figure
 from bertnas.training.subnet_finetune import Selected, SubnetFinetuneConfig, finetune_run, finetuned_table
 
 TRUST_JSON = "trust.json"
@@ -159,10 +159,7 @@ def trust_report(
 
 def plot_trust(report: dict[str, Any], path: Path, metric_name: str) -> None:
     """Weight-shared vs. fine-tuned dev metric, the diagonal, weight-shared front points marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the Agg backend, as bertnas.search.plot selects it
 
     points = report["points"]
     shared = [p["shared_dev_metric"] for p in points]
@@ -194,8 +191,4 @@ def plot_trust(report: dict[str, Any], path: Path, metric_name: str) -> None:
     ax.set_ylabel(f"fine-tuned dev {metric_name}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_figure(fig, path)

@@ -41,7 +41,7 @@ from torch import nn
 
 from bertnas.atomic import atomic_write
 from bertnas.errors import BertnasError
-from bertnas.export.onnx import ONNX_NAME, OnnxModel, export_onnx
+from bertnas.export.onnx import ONNX_NAME, LogitsModule, OnnxModel, export_onnx
 from bertnas.model.compact import CompactBert
 
 TFLITE_NAME = "model.tflite"
@@ -114,7 +114,7 @@ class TfliteFormat(ExportFormat):
 
     def write(self, model: CompactBert, directory: Path, seq_len: int) -> Path:
         target = directory / self.file
-        wrapper = _FixedShape(model).eval()
+        wrapper = LogitsModule(model).eval()
         inputs = _example_inputs(model, seq_len)
         model.static_tokens = True
         try:
@@ -271,21 +271,6 @@ def timing_summary(samples: list[float], warmup: int, batch_size: int, seq_len: 
 
 
 # ---------------------------------------------------------------------- helpers
-class _FixedShape(nn.Module):
-    """The compact model with keyword tensor inputs and a plain logits output."""
-
-    def __init__(self, model: CompactBert) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
-    ) -> torch.Tensor:
-        logits = self.model(input_ids, attention_mask, token_type_ids).logits
-        assert logits is not None
-        return logits  # (1, num_labels)
-
-
 def _example_inputs(model: CompactBert, seq_len: int) -> dict[str, torch.Tensor]:
     if model.classifier is None:
         raise BertnasError("the model has no classification head; only task models (num_labels set) export")

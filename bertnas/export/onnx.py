@@ -43,8 +43,9 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "logits"
 
 
-class _Logits(nn.Module):
-    """The compact model with positional inputs and a plain tensor output, as ONNX wants."""
+class LogitsModule(nn.Module):
+    """The compact model with positional inputs and a plain tensor output, as the ONNX and TFLite
+    converters want: ``(batch, num_labels)`` logits."""
 
     def __init__(self, model: CompactBert) -> None:
         super().__init__()
@@ -87,7 +88,7 @@ def export_onnx(model: CompactBert, path: str | Path) -> Path:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), _quiet_torch_logs():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                _Logits(model),
+                LogitsModule(model),
                 _example_inputs(model),
                 input_names=list(INPUT_NAMES),
                 output_names=[OUTPUT_NAME],

@@ -20,6 +20,7 @@ import torch
 from bertnas.arch import ArchConfig
 from bertnas.atomic import atomic_write, atomic_write_text
 from bertnas.model.compact import CompactBert
+from bertnas.model.params import hf_bert_names
 
 PLAIN_DIR = "bert"
 
@@ -81,32 +82,9 @@ def plain_bert_config(model: CompactBert) -> dict[str, Any]:
 def plain_bert_state(model: CompactBert) -> dict[str, torch.Tensor]:
     """The compact model's tensors under transformers' ``BertForSequenceClassification`` names."""
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
-    renamed = {
-        "bert.embeddings.word_embeddings.weight": state.pop("embeddings.word"),
-        "bert.embeddings.position_embeddings.weight": state.pop("embeddings.position"),
-        "bert.embeddings.token_type_embeddings.weight": state.pop("embeddings.token_type"),
-        "bert.embeddings.LayerNorm.weight": state.pop("embeddings.norm.weight"),
-        "bert.embeddings.LayerNorm.bias": state.pop("embeddings.norm.bias"),
-    }
-    names = {
-        "query": "attention.self.query",
-        "key": "attention.self.key",
-        "value": "attention.self.value",
-        "attention_out": "attention.output.dense",
-        "attention_norm": "attention.output.LayerNorm",
-        "ffn.up": "intermediate.dense",
-        "ffn.down": "output.dense",
-        "ffn_norm": "output.LayerNorm",
-    }
-    for position in range(len(model.arch.layers)):
-        for ours, theirs in names.items():
-            for kind in ("weight", "bias"):
-                renamed[f"bert.encoder.layer.{position}.{theirs}.{kind}"] = state.pop(
-                    f"layers.{position}.{ours}.{kind}"
-                )
-    for ours, theirs in (("pooler", "bert.pooler.dense"), ("classifier", "classifier")):
-        for kind in ("weight", "bias"):
-            renamed[f"{theirs}.{kind}"] = state.pop(f"{ours}.{kind}")
+    renamed = {}
+    for ours, theirs in hf_bert_names(len(model.arch.layers)).items():
+        renamed[theirs if theirs.startswith("classifier.") else f"bert.{theirs}"] = state.pop(ours)
     if state:
         raise RuntimeError(f"plain BERT conversion left tensors unnamed: {sorted(state)[:3]}")
     return renamed

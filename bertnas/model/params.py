@@ -132,3 +132,39 @@ def layer_state_dict(prefix: str, weights: LayerWeights) -> dict[str, torch.Tens
     put("bottleneck_out", weights.bottleneck_out)
     put("bottleneck_norm", weights.bottleneck_norm)
     return state
+
+
+#: Our names of a layer's parameter modules -> transformers' ``BertLayer`` names.
+_HF_LAYER_NAMES = {
+    "query": "attention.self.query",
+    "key": "attention.self.key",
+    "value": "attention.self.value",
+    "attention_out": "attention.output.dense",
+    "attention_norm": "attention.output.LayerNorm",
+    "ffn.up": "intermediate.dense",
+    "ffn.down": "output.dense",
+    "ffn_norm": "output.LayerNorm",
+}
+
+
+def hf_bert_names(num_layers: int, pooler: bool = True, classifier: bool = True) -> dict[str, str]:
+    """Our parameter names -> a ``transformers`` BERT's, for the backbone's own tensors (no stacked FFNs
+    or bottlenecks): the encoder's and the pooler's relative to ``BertModel`` (``bert.`` dropped),
+    the classifier's as ``BertForSequenceClassification`` names it."""
+    names = {
+        "embeddings.word": "embeddings.word_embeddings.weight",
+        "embeddings.position": "embeddings.position_embeddings.weight",
+        "embeddings.token_type": "embeddings.token_type_embeddings.weight",
+        "embeddings.norm.weight": "embeddings.LayerNorm.weight",
+        "embeddings.norm.bias": "embeddings.LayerNorm.bias",
+    }
+    for i in range(num_layers):
+        for ours, theirs in _HF_LAYER_NAMES.items():
+            for kind in ("weight", "bias"):
+                names[f"layers.{i}.{ours}.{kind}"] = f"encoder.layer.{i}.{theirs}.{kind}"
+    for kind in ("weight", "bias"):
+        if pooler:
+            names[f"pooler.{kind}"] = f"pooler.dense.{kind}"
+        if classifier:
+            names[f"classifier.{kind}"] = f"classifier.{kind}"
+    return names

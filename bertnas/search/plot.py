@@ -93,6 +93,11 @@ def plot_front(
     ax.set_title(title or f"{metric_name} vs. latency on {device}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Lay ``fig`` out, write it as a PNG atomically, and close it."""
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

@@ -46,7 +46,7 @@ from bertnas.model.functional import (
     RunOptions,
     bert_forward,
 )
-from bertnas.model.params import EmbeddingParams, FFNParams, LayerParams, layer_state_dict
+from bertnas.model.params import EmbeddingParams, FFNParams, LayerParams, hf_bert_names, layer_state_dict
 from bertnas.readers import read_json
 
 CONFIG_NAME = "config.json"
@@ -287,31 +287,7 @@ class ElasticBert(nn.Module):
     def load_hf_state_dict(self, hf_state: dict[str, torch.Tensor]) -> None:
         """Copy a ``transformers`` BERT state dict into the supernet's own names."""
         hf_state = {k.removeprefix("bert."): v for k, v in hf_state.items()}
-        names = {
-            "embeddings.word": "embeddings.word_embeddings.weight",
-            "embeddings.position": "embeddings.position_embeddings.weight",
-            "embeddings.token_type": "embeddings.token_type_embeddings.weight",
-            "embeddings.norm.weight": "embeddings.LayerNorm.weight",
-            "embeddings.norm.bias": "embeddings.LayerNorm.bias",
-        }
-        per_layer = {
-            "query": "attention.self.query",
-            "key": "attention.self.key",
-            "value": "attention.self.value",
-            "attention_out": "attention.output.dense",
-            "attention_norm": "attention.output.LayerNorm",
-            "ffn.up": "intermediate.dense",
-            "ffn.down": "output.dense",
-            "ffn_norm": "output.LayerNorm",
-        }
-        for i in range(self.config.num_layers):
-            for ours, theirs in per_layer.items():
-                for kind in ("weight", "bias"):
-                    names[f"layers.{i}.{ours}.{kind}"] = f"encoder.layer.{i}.{theirs}.{kind}"
-        if self.pooler is not None:
-            names.update({"pooler.weight": "pooler.dense.weight", "pooler.bias": "pooler.dense.bias"})
-        if self.classifier is not None:
-            names.update({"classifier.weight": "classifier.weight", "classifier.bias": "classifier.bias"})
+        names = hf_bert_names(self.config.num_layers, self.pooler is not None, self.classifier is not None)
         own = self.state_dict()
         with torch.no_grad():
             for ours, theirs in names.items():
