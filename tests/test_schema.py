@@ -101,3 +101,36 @@ def test_hashes_costs_and_predictions_are_frozen():
         ), name
         assert pixel4.predict(arch) == pytest.approx(pixel4_ms, rel=1e-12), name
         assert float(onnxruntime.predict_many([arch], 64)[0]) == pytest.approx(onnxruntime_ms, rel=1e-12), name
+
+
+# ---------------------------------------------------------------------- fields
+def test_layer_config_is_the_schema_fields():
+    import dataclasses
+
+    from bertnas import schema
+    from bertnas.arch import LayerConfig
+
+    assert tuple(f.name for f in dataclasses.fields(LayerConfig)) == schema.FIELD_NAMES
+    schema.check_layer_class(LayerConfig)
+
+    @dataclasses.dataclass(frozen=True)
+    class Stale:  # a copy that missed a field, or got a default wrong
+        index: int
+        heads: int
+        qk_dim: int
+        v_dim: int
+        ffn_dim: int
+        ffn_stack: int = 2
+
+    with pytest.raises(TypeError, match="do not match"):
+        schema.check_layer_class(Stale)
+
+
+def test_same_value_keeps_none_booleans_and_numbers_apart():
+    import numpy as np
+
+    from bertnas.schema import same_value
+
+    assert same_value(1, 1.0) and same_value(None, None) and same_value(True, np.bool_(True))
+    assert not same_value(True, 1) and not same_value(0, False) and not same_value(None, 0)
+    assert not same_value(0.5, "0.5")
