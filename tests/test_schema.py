@@ -134,3 +134,187 @@ def test_same_value_keeps_none_booleans_and_numbers_apart():
     assert same_value(1, 1.0) and same_value(None, None) and same_value(True, np.bool_(True))
     assert not same_value(True, 1) and not same_value(0, False) and not same_value(None, 0)
     assert not same_value(0.5, "0.5")
+
+
+# ---------------------------------------------------------------------- the op list
+def random_archs(count: int, seed: int) -> list[ArchConfig]:
+    """Random configs over every dimension (both norms, both activations, bottlenecks, stacks,
+    retention), from the cost model's own test."""
+    import numpy as np
+    from test_cost import MINILM, random_arch
+
+    rng = np.random.default_rng(seed)
+    return [random_arch(rng, MINILM) for _ in range(count)]
+
+
+def test_ops_have_known_families_unique_names_and_honest_macs():
+    from bertnas import schema
+    from bertnas.hardware.kernels import FAMILIES, MATMUL_FAMILIES, work
+
+    for arch in random_archs(20, seed=1):
+        h = arch.hidden_size
+        for layer, (n_in, n_out) in zip(arch.layers, arch.token_counts(64), strict=True):
+            ops = schema.layer_ops(schema.layer_inputs(layer, h, n_in, n_out, arch.norm, arch.hidden_act))
+            assert len({op.name for op in ops}) == len(ops)
+            for op in ops:
+                assert op.family in FAMILIES, op
+                assert len(op.shape) == len(FAMILIES[op.family]), op
+                # MACs are the family's own work for matrix products, nothing else counts.
+                expected = work(op.family, op.shape) if op.family in MATMUL_FAMILIES else 0
+                assert op.macs == expected, op
+                assert (op.part is not None) == (op.macs != 0) and op.part in (None, *schema.MAC_PARTS), op
+
+
+def test_vectorised_calls_equal_each_layers_reference_calls():
+    from collections import Counter
+
+    import numpy as np
+
+    from bertnas.hardware.kernels import LayerTable, layer_calls, layer_reference_calls
+
+    archs = random_archs(30, seed=2)
+    table = LayerTable.from_archs(archs, 64)
+    calls = layer_calls(table)
+    row = 0
+    for arch in archs:
+        for layer, (n_in, n_out) in zip(arch.layers, arch.token_counts(64), strict=True):
+            vectorised = Counter()
+            for family, shape, count, mask in calls:
+                if mask[row]:
+                    vectorised[(family, tuple(int(x[row]) for x in shape))] += int(count[row])
+            reference = Counter()
+            listed = layer_reference_calls(layer, arch.hidden_size, n_in, n_out, arch.norm, arch.hidden_act)
+            for family, shape, count in listed:
+                reference[(family, shape)] += count
+            assert vectorised == reference, arch.to_json()
+            assert (int(table.n_in[row]), int(table.n_out[row])) == (n_in, n_out)
+            row += 1
+    assert row == len(table.n_in)
+    assert np.all(table.h == np.repeat([a.hidden_size for a in archs], [len(a.layers) for a in archs]))
+
+
+class _Recorder:
+    """Records, in order, the calls of functional.py that the op list names: linear (with its
+    shape and whether it has a bias), the two attention matmuls, softmax, layer_norm, gelu/relu,
+    topk (token selection) and the gathers of hidden states."""
+
+    def __init__(self) -> None:
+        from torch.overrides import TorchFunctionMode
+
+        recorder = self
+
+        class Mode(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                recorder.see(getattr(func, "__name__", ""), args, kwargs or {})
+                return func(*args, **(kwargs or {}))
+
+        self.mode = Mode
+        self.calls: list[tuple] = []
+
+    def see(self, name: str, args: tuple, kwargs: dict) -> None:
+        if name == "linear":
+            x, weight = args[0], args[1]
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            self.calls.append(("linear", x.shape[-2], weight.shape[1], weight.shape[0], bias is not None))
+        elif name == "matmul":
+            a, b = args
+            self.calls.append(("matmul", a.shape[2], a.shape[1], a.shape[3], b.shape[3]))
+        elif name == "softmax":
+            self.calls.append(("softmax", args[0].shape[2], args[0].shape[1]))
+        elif name in ("layer_norm", "gelu", "relu"):
+            self.calls.append((name, args[0].shape[-2], args[0].shape[-1]))
+        elif name == "topk":
+            self.calls.append(("topk", args[0].shape[1]))
+        elif name == "gather" and args[0].dim() == 3:
+            self.calls.append(("gather", args[2].shape[1], args[0].shape[2]))
+
+
+def expected_calls(op) -> list[tuple]:
+    """What functional.py's recorded calls look like for one schema op (empty: not recorded)."""
+    family, shape = op.family, op.shape
+    if family == "linear":
+        return [("linear", *shape, bool(op.bias))]
+    if family == "attn_scores":
+        n, a, k = shape
+        return [("matmul", n, a, k, n)]
+    if family == "attn_context":
+        n, a, v = shape
+        return [("matmul", n, a, n, v)]
+    if family == "softmax":
+        return [("softmax", *shape)]
+    if family == "layernorm":
+        return [("layer_norm", *shape)]
+    if family in ("gelu", "relu"):
+        return [(family, *shape)]
+    if family == "token_select":
+        return [("topk", shape[0])]
+    if family == "gather":
+        return [("gather", *shape)]
+    return []  # add, nonorm: elementwise tensor arithmetic, not told apart from the rest
+
+
+def test_op_list_is_what_functional_runs_in_order(monkeypatch):
+    """The schema against the hand-written reference: every layer of 25 random CompactBerts makes
+    exactly the schema's calls (in its run order, stacked FFNs unrolled) with the schema's shapes."""
+    import torch
+
+    from bertnas import schema
+    from bertnas.model import functional
+    from bertnas.model.compact import CompactBert, CompactConfig
+
+    recorder = _Recorder()
+    per_layer: list[list[tuple]] = []
+    original = functional.layer_forward
+
+    def recorded(*args, **kwargs):
+        recorder.calls = []
+        with recorder.mode():
+            result = original(*args, **kwargs)
+        per_layer.append(recorder.calls)
+        return result
+
+    monkeypatch.setattr(functional, "layer_forward", recorded)
+    torch.manual_seed(0)
+    seen = set()
+    for arch in random_archs(25, seed=3):
+        per_layer.clear()
+        model = CompactBert(CompactConfig(arch=arch)).eval()
+        ids = torch.randint(1000, 29000, (1, 48))
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=torch.ones_like(ids))
+        assert len(per_layer) == len(arch.layers)
+        for layer, (n_in, n_out), observed in zip(arch.layers, arch.token_counts(48), per_layer, strict=True):
+            inputs = schema.layer_inputs(layer, arch.hidden_size, n_in, n_out, arch.norm, arch.hidden_act)
+            ops = schema.run_order(schema.active_ops(inputs))
+            assert observed == [call for op in ops for call in expected_calls(op)], (arch.to_json(), layer)
+            seen.update(op.name for op in ops)
+    assert seen == {op.name for op in schema.layer_ops(inputs)}  # every op was exercised
+
+
+def test_onnx_graph_builds_every_op_and_runs():
+    import numpy as np
+    import onnxruntime as ort
+
+    from bertnas import schema
+    from bertnas.hardware.onnx_graph import _Layer, arch_model, feeds_for
+
+    inputs = schema.layer_inputs(schema_layer(), 64, 16, 16, "layernorm", "gelu")
+    assert all(callable(getattr(_Layer, op.name, None)) for op in schema.layer_ops(inputs))
+    for arch in random_archs(4, seed=4):
+        model = arch_model(arch, 16)
+        linears = 0
+        for layer, (n_in, n_out) in zip(arch.layers, arch.token_counts(16), strict=True):
+            layer_inputs = schema.layer_inputs(layer, arch.hidden_size, n_in, n_out, arch.norm, arch.hidden_act)
+            linears += sum(op.count for op in schema.active_ops(layer_inputs) if op.family == "linear")
+        head = int(arch.pooler) + int(bool(arch.pooler or arch.num_labels))
+        matmuls = sum(node.op_type == "MatMul" for node in model.graph.node)
+        assert matmuls == linears + 2 * len(arch.layers) + head  # each linear, Q K^T and probs V
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        (out,) = session.run(None, feeds_for(model))
+        assert np.isfinite(out).all()
+
+
+def schema_layer():
+    from bertnas.arch import LayerConfig
+
+    return LayerConfig(0, 4, 16, 16, 64, ffn_stack=2, bottleneck=32, retention=0.5)
