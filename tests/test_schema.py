@@ -318,3 +318,12 @@ def schema_layer():
     from bertnas.arch import LayerConfig
 
     return LayerConfig(0, 4, 16, 16, 64, ffn_stack=2, bottleneck=32, retention=0.5)
+
+
+def test_exported_models_layer_spec_has_the_schema_dimensions():
+    # model/hf.py ships inside exported directories and cannot import the schema: its copy of the
+    # layer fields is held to it here.
+    from bertnas import schema
+    from bertnas.model.hf import LayerSpec
+
+    schema.check_layer_class(LayerSpec)
