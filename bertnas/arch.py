@@ -56,6 +56,7 @@ class LayerConfig:
     ffn_stack: int = 1
     bottleneck: int | None = None
     retention: float = 1.0
+    attention_out_bias: bool = True
 
     def inner_width(self, hidden_size: int) -> int:
         """Width the attention and FFN sub-layers run at (the bottleneck if any)."""

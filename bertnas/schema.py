@@ -387,6 +387,13 @@ FIELDS: tuple[Field, ...] = (
         "share of the input's tokens kept after this layer's attention (PoWER-BERT); non-increasing",
         default=1.0,
     ),
+    Field(
+        "attention_out_bias",
+        "flag",
+        "whether the attention output projection has a bias (false: it is left out)",
+        default=True,
+        omit_default=True,  # added after the first release: existing configs keep their JSON and hash
+    ),
 )
 
 #: The per-layer search dimensions (every field but ``index``), in the order a space walks them.
@@ -541,7 +548,7 @@ def layer_ops(d: Any) -> list[Op]:
         Op("scores", "attn_scores", (n_in, a, k), macs=n_in * n_in * a * k, part="attention_core"),  # Q K^T / sqrt(k)
         Op("softmax", "softmax", (n_in, a)),  # with the additive padding mask
         Op("context", "attn_context", (n_in, a, v), macs=n_in * n_in * a * v, part="attention_core"),  # probs V
-        _linear("attention_out", n_in, a * v, w, "attention_proj"),
+        _linear("attention_out", n_in, a * v, w, "attention_proj", bias=d.attention_out_bias),
         Op("attention_residual", "add", (n_in, w)),  # u + attention(u)
         _norm("attention_norm", d.norm, n_in, w),
         # Token extraction: keep the n_out most significant tokens of u (and of x with a bottleneck).

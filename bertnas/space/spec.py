@@ -27,6 +27,7 @@ Schema (every key optional except where noted)::
       ffn_stack: [1, 2, 4]        # absolute: stacked FFNs per layer (MobileBERT)
       bottleneck: [null, 0.25]    # null = no bottleneck; fractions of the backbone's hidden size
       retention: [1.0, 0.8]       # kept fraction of the previous kept layer's tokens (PoWER-BERT)
+      attention_out_bias: [true, false]  # false: the attention output projection has no bias
     options:                      # pass-through ArchConfig fields, the same for every config
       hidden_act: gelu            # gelu | relu
       norm: layernorm             # layernorm | nonorm
@@ -34,7 +35,8 @@ Schema (every key optional except where noted)::
 Size lists (``hidden_size``, ``heads``, ``qk_dim``, ``v_dim``, ``ffn_dim``,
 ``bottleneck``) hold fractions in (0, 1], resolved as ``max(1, floor(value * fraction +
 0.5))``; ``{absolute: [12, 6]}`` gives sizes in units instead. A missing dimension is
-fixed at the backbone's value (``ffn_stack`` 1, ``bottleneck`` null, ``retention`` 1.0);
+fixed at the backbone's value (``ffn_stack`` 1, ``bottleneck`` null, ``retention`` 1.0,
+``attention_out_bias`` true; :data:`bertnas.schema.FIELDS` declares every dimension);
 a one-element list fixes it elsewhere. ``width.rule: dynabert`` sets heads and FFN
 itself, so it cannot be combined with ``layer.heads`` or ``layer.ffn_dim``.
 
