@@ -185,3 +185,31 @@ def test_onnx_export_and_the_latency_graph_run_without_the_bias(tmp_path):
     assert adds["on"] - adds["off"] == 2
     session = ort.InferenceSession(graphs["off"].SerializeToString(), providers=["CPUExecutionProvider"])
     assert np.isfinite(session.run(None, feeds_for(graphs["off"]))[0]).all()
+
+
+def test_an_exported_directory_without_the_bias_loads_in_transformers_without_bertnas(
+    minilm_supernet, minilm_hf, tmp_path
+):
+    import json
+
+    from conftest import SENTENCES
+    from test_hf_native import LOAD
+    from toys import run_without_bertnas
+
+    from bertnas.export import extract_subnet
+
+    _, tokenizer = minilm_hf
+    arch = without_bias(minilm_supernet.full_arch().replace(layers=minilm_supernet.full_arch().layers[:3]), every=2)
+    try:
+        directory, compact = extract_subnet(minilm_supernet, arch, tmp_path / "subnet")
+    finally:
+        minilm_supernet.set_active_subnet(minilm_supernet.full_arch())
+    compact.save_pretrained(directory, tokenizer=tokenizer)
+    batch = dict(tokenizer(SENTENCES, return_tensors="pt", padding=True))
+    with torch.no_grad():
+        expected = compact(**batch).logits.numpy()
+    (tmp_path / "sentences.json").write_text(json.dumps(SENTENCES))
+    done = run_without_bertnas(LOAD, str(tmp_path / "sentences.json"), str(directory), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])[str(directory)]
+    assert np.abs(np.array(got["logits"]) - expected).max() < 1e-5
