@@ -77,9 +77,26 @@ a stable ``name``, the kernel ``family`` (:data:`bertnas.hardware.kernels.FAMILI
 family's ``shape``, how many times it runs (``count``; ``repeat`` names a block of
 consecutive ops that runs ``count`` times in a row), a ``when`` condition, its
 ``params`` and ``macs`` per call and the ``part`` of ``cost.LayerCost`` its MACs belong
-to. It is written over quantities that may be plain ints (one layer), numpy columns (many
-layers of many configs) or symbols (compiling the cost formulas), so the same lines serve
-all three.
+to; a linear op also says whether it has a ``bias``. It is written over quantities that
+may be plain ints (one layer), numpy columns (many layers of many configs) or symbols
+(compiling the cost formulas), so the same lines serve all three: conditions are written
+with ``&`` and :func:`where`, derived quantities are named with :func:`let`, and a family
+the config chooses (norm, activation) is a string for one layer and a :class:`Choice` of
+masked families for many. :func:`run_order` gives the calls of one layer in the order they
+run (the stacked FFN block unrolled).
+
+Adding a dimension
+------------------
+1. Declare its :class:`Field` in :data:`FIELDS` (a new field needs ``omit_default=True``)
+   and, if it changes what a layer computes, use it in :func:`layer_ops`; validation, arch
+   JSON, ``check_fits``, space files, the cost model, kernel lists, latency predictions and
+   the ONNX latency graph follow.
+2. Add the field to ``LayerConfig`` (``arch.py``) and to the exported model's ``LayerSpec``
+   (``model/hf.py``, which cannot import this module); both are checked against :data:`FIELDS`.
+3. If it changes the weights: build them in ``model/params.py`` (the compact model) and
+   slice them in ``supernet/elastic.py``; ``tests/test_schema.py`` fails until the op list
+   and ``model/functional.py`` agree.
+4. Place its group in the progressive shrinking stages (``training/strategies.py``).
 """
 
 from __future__ import annotations
@@ -87,7 +104,7 @@ from __future__ import annotations
 import operator
 import re
 from collections import namedtuple
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -279,41 +296,6 @@ class Field:
         return 0 if value is None else value
 
 
-def check_layers(layers: Sequence[Any]) -> None:
-    """Validate every field of every layer (:meth:`Field.check`) and the order rules between
-    consecutive layers (:meth:`Field.check_order`); raise :class:`BertnasError` naming the field."""
-    previous = None
-    for position, layer in enumerate(layers):
-        values = _read_fields(layer)
-        for spec, quick, value in zip(FIELDS, _QUICK_CHECKS, values, strict=True):
-            if not quick(value):  # the full check, which names what is wrong
-                spec.check(value, f"layers[{position}]")
-        if previous is not None:
-            for i in _ORDERED:
-                FIELDS[i].check_order(previous[i], values[i], f"layers[{position}]")
-        previous = values
-
-
-def layer_to_json(layer: Any) -> dict[str, Any]:
-    """A layer's arch JSON object: every field by :meth:`Field.to_json`, those :meth:`Field.written`
-    leaves out omitted (one C-level read of the fields; ``to_dict`` and ``hash`` run often)."""
-    data = dict(zip(FIELD_NAMES, _read_fields(layer), strict=True))
-    for spec in _CONVERTED:
-        data[spec.name] = spec.to_json(data[spec.name])
-    for spec in _OMITTED:
-        if same_value(data[spec.name], spec.default):
-            del data[spec.name]
-    return data
-
-
-def check_positive_int(name: str, value: Any) -> None:
-    """Raise unless ``value`` is a positive integer no larger than :data:`MAX_SIZE`."""
-    if not is_int(value) or value < 1:
-        raise BertnasError(f"{name}={value!r} must be a positive integer")
-    if value > MAX_SIZE:
-        raise BertnasError(f"{name}={value} is larger than any BERT's ({MAX_SIZE}); check the config")
-
-
 #: Every field of a layer, in LayerConfig's (and arch JSON's) order.
 FIELDS: tuple[Field, ...] = (
     Field(
@@ -424,6 +406,41 @@ _ORDERED = tuple(i for i, f in enumerate(FIELDS) if f.kind in ("index", "step"))
 _OMITTED = tuple(f for f in FIELDS if f.omit_default)
 
 
+def check_layers(layers: Sequence[Any]) -> None:
+    """Validate every field of every layer (:meth:`Field.check`) and the order rules between
+    consecutive layers (:meth:`Field.check_order`); raise :class:`BertnasError` naming the field."""
+    previous = None
+    for position, layer in enumerate(layers):
+        values = _read_fields(layer)
+        for spec, quick, value in zip(FIELDS, _QUICK_CHECKS, values, strict=True):
+            if not quick(value):  # the full check, which names what is wrong
+                spec.check(value, f"layers[{position}]")
+        if previous is not None:
+            for i in _ORDERED:
+                FIELDS[i].check_order(previous[i], values[i], f"layers[{position}]")
+        previous = values
+
+
+def layer_to_json(layer: Any) -> dict[str, Any]:
+    """A layer's arch JSON object: every field by :meth:`Field.to_json`, those :meth:`Field.written`
+    leaves out omitted (one C-level read of the fields; ``to_dict`` and ``hash`` run often)."""
+    data = dict(zip(FIELD_NAMES, _read_fields(layer), strict=True))
+    for spec in _CONVERTED:
+        data[spec.name] = spec.to_json(data[spec.name])
+    for spec in _OMITTED:
+        if same_value(data[spec.name], spec.default):
+            del data[spec.name]
+    return data
+
+
+def check_positive_int(name: str, value: Any) -> None:
+    """Raise unless ``value`` is a positive integer no larger than :data:`MAX_SIZE`."""
+    if not is_int(value) or value < 1:
+        raise BertnasError(f"{name}={value!r} must be a positive integer")
+    if value > MAX_SIZE:
+        raise BertnasError(f"{name}={value} is larger than any BERT's ({MAX_SIZE}); check the config")
+
+
 def check_layer_class(cls: type) -> None:
     """Raise unless dataclass ``cls`` (LayerConfig, or the exported model's LayerSpec with
     ``index`` left out) has exactly these fields, in order, with these defaults."""
@@ -476,6 +493,10 @@ LayerInputs = namedtuple("LayerInputs", ("h", "n_in", "n_out", "norm", "act", *D
 def layer_inputs(layer: Any, h: int, n_in: int, n_out: int, norm: str, act: str) -> Any:
     """:data:`LayerInputs` of one layer (a LayerConfig), in plain Python values."""
     return LayerInputs(h, n_in, n_out, norm, act, *(f.read(getattr(layer, f.name)) for f in DIMENSIONS))
+
+
+# The quantities layer_ops names with let() while _compile traces it (None otherwise).
+_definitions: list[tuple[str, str]] | None = None
 
 
 def let(name: str, value: Any) -> Any:
@@ -574,8 +595,9 @@ def active_ops(d: Any) -> list[Op]:
 
 
 def run_order(ops: Sequence[Op]) -> list[Op]:
-    """Plain values: ``ops`` (their ``when`` holding) in the order they run, each repeated
-    block (consecutive ops sharing a ``repeat``) unrolled ``count`` times."""
+    """The calls of one layer in the order they run: ``ops`` are plain values, those the layer
+    makes (:func:`active_ops`); each repeated block (consecutive ops sharing a ``repeat``) is
+    unrolled ``count`` times."""
     order: list[Op] = []
     position = 0
     while position < len(ops):
@@ -597,10 +619,6 @@ def run_order(ops: Sequence[Op]) -> list[Op]:
 
 
 # ---------------------------------------------------------------------- compiled formulas
-# The quantities layer_ops names with let() while _compile traces it (None otherwise).
-_definitions: list[tuple[str, str]] | None = None
-
-
 class _Symbol:
     """A named quantity: :func:`layer_ops` over symbols writes its formulas as Python source."""
 
@@ -739,17 +757,6 @@ def layer_columns(layers: Sequence[Any]) -> dict[str, np.ndarray]:
         raw = np.array(list(map(operator.attrgetter(field.name), layers)), dtype=np.float64)
         columns[field.name] = np.nan_to_num(raw).astype(np.int64) if total else np.zeros(0, dtype=np.int64)
     return {f.name: columns[f.name] for f in DIMENSIONS}
-
-
-def families(ops: Iterable[Op]) -> set[str]:
-    """Every kernel family ``ops`` may use (both sides of a config's choice)."""
-    found: set[str] = set()
-    for op in ops:
-        if isinstance(op.family, Choice):
-            found.update(family for family, _ in op.family.options)
-        else:
-            found.add(op.family)
-    return found
 
 
 __all__ = [
