@@ -678,46 +678,46 @@ def _term(op: Op, per_call: Any) -> str | None:
     return _text(value)
 
 
-def _compile(name: str, tokens: bool, sums: dict[str, Callable[[Op], Any]]) -> Callable[..., Any]:
-    """A plain-Python function ``name(layer, h[, n_in, n_out])`` returning one sum per entry of
-    ``sums`` (a single value if there is one), each ``sum(op.count * op.when * per_call(op))``
-    over :func:`layer_ops` traced with symbols; its source is kept as ``.source``."""
+def _trace() -> tuple[list[Op], list[tuple[str, str]]]:
+    """:func:`layer_ops` over symbols, and the quantities it named with :func:`let`."""
     global _definitions
     symbols = LayerInputs(
-        h=_Symbol("h"), n_in=_Symbol("n_in"), n_out=_Symbol("n_out"), norm="norm", act="act",
+        **{name: _Symbol(name) for name in ("h", "n_in", "n_out", "norm", "act")},
         **{f.name: _Symbol(f.name) for f in DIMENSIONS},
-    )  # fmt: skip
+    )
     _definitions = []
     try:
-        ops = layer_ops(symbols)
-        definitions = _definitions
+        return layer_ops(symbols), _definitions
     finally:
         _definitions = None
-    results = []
-    for per_call in sums.values():
-        terms = [term for op in ops if (term := _term(op, per_call(op))) is not None]
-        results.append(" + ".join(terms) or "0")
-    body = results[0] if len(results) == 1 else "(" + ", ".join(results) + ",)"
 
-    def uses(text: str, word: str) -> bool:
-        return re.search(rf"\b{word}\b", text) is not None
 
-    needed = [(target, text) for target, text in definitions if uses(body, target)]
-    for target, text in reversed(definitions):  # what the needed definitions need in turn
-        if any(uses(other, target) for _, other in needed) and (target, text) not in needed:
-            needed.append((target, text))
+def _uses(text: str, word: str) -> bool:
+    return re.search(rf"\b{word}\b", text) is not None
+
+
+def _function(name: str, arguments: str, body: list[str], definitions: list[tuple[str, str]]) -> Callable[..., Any]:
+    """Compile ``def name(arguments)``: it reads the layer fields the ``body`` lines use (an absent
+    optional size as 0), computes the named quantities they need, then runs ``body``; the source
+    is kept as the function's ``.source``."""
+    text = "\n".join(body)
+    needed = [(target, value) for target, value in definitions if _uses(text, target)]
+    for target, value in reversed(definitions):  # what the needed quantities need in turn
+        if (target, value) not in needed and any(_uses(other, target) for _, other in needed):
+            needed.append((target, value))
     needed = [definition for definition in definitions if definition in needed]
-    used = body + " ".join(text for _, text in needed)
-    if not tokens and (uses(used, "n_in") or uses(used, "n_out")):
-        raise ValueError(f"{name}: the formula depends on token counts")
-    lines = [f"def {name}({'layer, h, n_in, n_out' if tokens else 'layer, h'}):"]
-    for field in DIMENSIONS:  # read only the fields the formulas use
-        if uses(used, field.name):
+    used = text + " ".join(value for _, value in needed)
+    for word in ("n_in", "n_out", "norm", "act"):
+        if _uses(used, word) and not _uses(arguments, word):
+            raise ValueError(f"{name}: the formula depends on {word}")
+    lines = [f"def {name}({arguments}):"]
+    for field in DIMENSIONS:  # read only the fields used
+        if _uses(used, field.name):
             lines.append(f"    {field.name} = layer.{field.name}")
             if field.kind == "optional_size":
                 lines.append(f"    {field.name} = 0 if {field.name} is None else {field.name}")
-    lines += [f"    {target} = {text}" for target, text in needed]
-    lines.append(f"    return {body}")
+    lines += [f"    {target} = {value}" for target, value in needed]
+    lines += [f"    {line}" for line in body]
     source = "\n".join(lines) + "\n"
     namespace: dict[str, Any] = {}
     exec(compile(source, f"<bertnas.schema.{name}>", "exec"), namespace)  # noqa: S102 (source built above)
@@ -726,14 +726,53 @@ def _compile(name: str, tokens: bool, sums: dict[str, Callable[[Op], Any]]) -> C
     return function
 
 
+def _compile_sums(name: str, tokens: bool, sums: dict[str, Callable[[Op], Any]]) -> Callable[..., Any]:
+    """``name(layer, h[, n_in, n_out])`` returning one sum per entry of ``sums`` (a single value
+    if there is one), each ``sum(op.count * op.when * per_call(op))`` over :func:`layer_ops`."""
+    ops, definitions = _trace()
+    results = []
+    for per_call in sums.values():
+        terms = [term for op in ops if (term := _term(op, per_call(op))) is not None]
+        results.append(" + ".join(terms) or "0")
+    value = results[0] if len(results) == 1 else "(" + ", ".join(results) + ",)"
+    return _function(name, "layer, h, n_in, n_out" if tokens else "layer, h", [f"return {value}"], definitions)
+
+
+def _compile_calls(name: str) -> Callable[..., Any]:
+    """``name(layer, h, n_in, n_out, norm, act)`` returning ``(family, shape, count)`` of every op
+    the layer makes, in :func:`layer_ops` order (:func:`active_ops` without building ops)."""
+    ops, definitions = _trace()
+    body, group, condition = ["calls = []"], [], None
+
+    def flush() -> None:
+        if group:
+            listing = f"calls += [{', '.join(group)}]"
+            body.append(listing if condition is None else f"if {condition}:\n        {listing}")
+            group.clear()
+
+    for op in ops:
+        when = None if op.when is True else _text(op.when)
+        if when != condition:
+            flush()
+            condition = when
+        shape = "(" + "".join(f"{_text(x)}, " for x in op.shape) + ")"
+        group.append(f"({_text(op.family)}, {shape}, {_text(op.count)})")
+    flush()
+    body.append("return calls")
+    return _function(name, "layer, h, n_in, n_out, norm, act", body, definitions)
+
+
 #: ``layer_params(layer, h)``: parameters of one layer (a LayerConfig) at residual width ``h``.
-layer_params = _compile("layer_params", False, {"params": lambda op: op.params})
+layer_params = _compile_sums("layer_params", False, {"params": lambda op: op.params})
 #: ``layer_macs(layer, h, n_in, n_out)``: matrix-product MACs of one layer at its token counts.
-layer_macs = _compile("layer_macs", True, {"macs": lambda op: op.macs})
+layer_macs = _compile_sums("layer_macs", True, {"macs": lambda op: op.macs})
 #: ``layer_mac_parts(layer, h, n_in, n_out)``: the same MACs split by :data:`MAC_PARTS`.
-layer_mac_parts = _compile(
+layer_mac_parts = _compile_sums(
     "layer_mac_parts", True, {part: (lambda op, part=part: op.macs if op.part == part else 0) for part in MAC_PARTS}
 )
+#: ``layer_calls(layer, h, n_in, n_out, norm, act)``: ``(family, shape, count)`` of each op one layer
+#: makes, in order, as plain Python (the latency predictor's per-config path).
+layer_calls = _compile_calls("layer_calls")
 
 
 # ---------------------------------------------------------------------- columns
@@ -781,6 +820,7 @@ __all__ = [
     "check_positive_int",
     "is_int",
     "is_number",
+    "layer_calls",
     "layer_columns",
     "layer_inputs",
     "layer_macs",

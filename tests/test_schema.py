@@ -139,12 +139,19 @@ def test_same_value_keeps_none_booleans_and_numbers_apart():
 # ---------------------------------------------------------------------- the op list
 def random_archs(count: int, seed: int) -> list[ArchConfig]:
     """Random configs over every dimension (both norms, both activations, bottlenecks, stacks,
-    retention), from the cost model's own test."""
+    retention: the cost model's own test), a third of the layers without the attention output bias."""
+    import dataclasses
+
     import numpy as np
     from test_cost import MINILM, random_arch
 
     rng = np.random.default_rng(seed)
-    return [random_arch(rng, MINILM) for _ in range(count)]
+    archs = []
+    for _ in range(count):
+        arch = random_arch(rng, MINILM)
+        layers = [dataclasses.replace(x, attention_out_bias=bool(rng.random() >= 1 / 3)) for x in arch.layers]
+        archs.append(arch.replace(layers=tuple(layers)))
+    return archs
 
 
 def test_ops_have_known_families_unique_names_and_honest_macs():
@@ -327,3 +334,21 @@ def test_exported_models_layer_spec_has_the_schema_dimensions():
     from bertnas.model.hf import LayerSpec
 
     schema.check_layer_class(LayerSpec)
+
+
+def test_compiled_formulas_are_the_op_lists_sums():
+    """The plain-Python forms (cost model, predictor) against the op list evaluated directly."""
+    from bertnas import schema
+
+    for arch in random_archs(40, seed=5):
+        h = arch.hidden_size
+        for layer, (n_in, n_out) in zip(arch.layers, arch.token_counts(64), strict=True):
+            inputs = schema.layer_inputs(layer, h, n_in, n_out, arch.norm, arch.hidden_act)
+            ops = schema.active_ops(inputs)
+            assert schema.layer_calls(layer, h, n_in, n_out, arch.norm, arch.hidden_act) == [
+                (op.family, op.shape, op.count) for op in ops
+            ]
+            assert schema.layer_params(layer, h) == sum(op.count * op.params for op in ops)
+            assert schema.layer_macs(layer, h, n_in, n_out) == sum(op.count * op.macs for op in ops)
+            parts = {part: sum(op.count * op.macs for op in ops if op.part == part) for part in schema.MAC_PARTS}
+            assert schema.layer_mac_parts(layer, h, n_in, n_out) == tuple(parts.values())

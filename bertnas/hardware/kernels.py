@@ -235,10 +235,11 @@ def layer_reference_calls(
 ) -> list[tuple[str, tuple[int, ...], int]]:
     """The kernel calls of one layer: ``(family, shape, count)`` in plain Python.
 
-    The schema's ops (:func:`bertnas.schema.layer_ops`) on this layer's numbers, those it makes.
+    The schema's ops (:func:`bertnas.schema.layer_ops`) on this layer's numbers, those it makes,
+    through their compiled form (:func:`bertnas.schema.layer_calls`: the predictor prices every
+    new layer this way).
     """
-    inputs = schema.layer_inputs(layer, h, n_in, n_out, norm, act)
-    return [(op.family, op.shape, op.count) for op in schema.active_ops(inputs)]
+    return schema.layer_calls(layer, h, n_in, n_out, norm, act)
 
 
 __all__ = [
