@@ -64,7 +64,7 @@ fails if fvcore reports an operator missing from the list above. See docs/cost-m
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -105,6 +105,10 @@ class LayerCost:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "macs": self.macs}
+
+
+if [f.name for f in fields(LayerCost)][3:-1] != [f"{part}_macs" for part in schema.MAC_PARTS]:
+    raise TypeError("LayerCost's MAC fields must be bertnas.schema.MAC_PARTS, in order")
 
 
 @dataclass(frozen=True)
@@ -203,16 +207,9 @@ def cost(arch: ArchConfig, seq_len: int) -> Cost:
     h = arch.hidden_size
     layers = []
     for layer, (n_in, n_out) in zip(arch.layers, arch.token_counts(seq_len), strict=True):
-        parts = dict(zip(schema.MAC_PARTS, schema.layer_mac_parts(layer, h, n_in, n_out), strict=True))
-        layers.append(
-            LayerCost(
-                index=layer.index,
-                n_in=n_in,
-                n_out=n_out,
-                **{f"{part}_macs": macs for part, macs in parts.items()},
-                params=layer_params(layer, h),
-            )
-        )
+        # The MAC fields of LayerCost are the schema's MAC_PARTS, in order (checked below the class).
+        parts = schema.layer_mac_parts(layer, h, n_in, n_out)
+        layers.append(LayerCost(layer.index, n_in, n_out, *parts, params=layer_params(layer, h)))
     embed, head_params, head_macs = embedding_params(arch), _head_params(arch), _head_macs(arch)
     return Cost(
         seq_len=seq_len,

@@ -667,12 +667,12 @@ def _text(value: Any) -> str:
     return value.text if isinstance(value, _Symbol) else repr(value)
 
 
-def _term(op: Op, per_call: Any) -> str | None:
-    """``count * when * per_call`` as source, or None where it is 0."""
+def _term(op: Op, per_call: Any, condition: bool = True) -> str | None:
+    """``count * per_call`` (times ``when`` if ``condition``) as source, or None where it is 0."""
     if not isinstance(per_call, _Symbol) and per_call == 0:
         return None
     value = per_call
-    for factor in (op.count, op.when):
+    for factor in (op.count, op.when) if condition else (op.count,):
         if factor is not True:
             value = _Symbol(f"({_text(factor)} * {_text(value)})") if isinstance(factor, _Symbol) else factor * value
     return _text(value)
@@ -728,14 +728,26 @@ def _function(name: str, arguments: str, body: list[str], definitions: list[tupl
 
 def _compile_sums(name: str, tokens: bool, sums: dict[str, Callable[[Op], Any]]) -> Callable[..., Any]:
     """``name(layer, h[, n_in, n_out])`` returning one sum per entry of ``sums`` (a single value
-    if there is one), each ``sum(op.count * op.when * per_call(op))`` over :func:`layer_ops`."""
+    if there is one), each ``sum(op.count * op.when * per_call(op))`` over :func:`layer_ops`.
+    A single sum adds the terms of each condition under one ``if`` (the hot path: ``count_macs``)."""
     ops, definitions = _trace()
+    arguments = "layer, h, n_in, n_out" if tokens else "layer, h"
+    if len(sums) == 1:
+        (per_call,) = sums.values()
+        by_condition: dict[str | None, list[str]] = {}
+        for op in ops:
+            term = _term(op, per_call(op), condition=False)
+            if term is not None:
+                by_condition.setdefault(None if op.when is True else _text(op.when), []).append(term)
+        body = [f"total = {' + '.join(by_condition.pop(None, ['0']))}"]
+        for condition, terms in by_condition.items():
+            body += [f"if {condition}:", f"    total += {' + '.join(terms)}"]
+        return _function(name, arguments, [*body, "return total"], definitions)
     results = []
     for per_call in sums.values():
         terms = [term for op in ops if (term := _term(op, per_call(op))) is not None]
         results.append(" + ".join(terms) or "0")
-    value = results[0] if len(results) == 1 else "(" + ", ".join(results) + ",)"
-    return _function(name, "layer, h, n_in, n_out" if tokens else "layer, h", [f"return {value}"], definitions)
+    return _function(name, arguments, ["return (" + ", ".join(results) + ",)"], definitions)
 
 
 def _compile_calls(name: str) -> Callable[..., Any]:
