@@ -14,6 +14,9 @@ the weights. It is plain JSON::
 width (null = none). ``retention`` is the fraction of the *input's* tokens still present
 after this layer's attention (PoWER-BERT extraction; non-increasing; [CLS] always kept).
 
+What each layer field means and how it is checked, bounded and written is declared once,
+in :mod:`bertnas.schema`.
+
 Optional fields describe what the model needs beyond the per-layer shapes (norm and
 activation type, vocabulary and head sizes, the backbone's name), so that a config can
 be priced without any weights.
@@ -29,19 +32,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bertnas import schema
 from bertnas.errors import BertnasError
+
+# The kept-token rule lives in a leaf module that exported model directories carry too.
 from bertnas.retention_rule import RETENTION_DECIMALS, RETENTION_SCALE, kept_tokens, retention_units  # noqa: F401 (re-exported)
+from bertnas.schema import MAX_SIZE, check_positive_int  # noqa: F401 (MAX_SIZE re-exported)
 
 ACTIVATIONS = ("gelu", "relu")
 NORMS = ("layernorm", "nonorm")
 
-# The kept-token rule lives in a leaf module that exported model directories carry too.
-_RETENTION_DECIMALS = RETENTION_DECIMALS
-
 
 @dataclass(frozen=True)
 class LayerConfig:
-    """Shape of one kept backbone layer."""
+    """Shape of one kept backbone layer: the fields of :data:`bertnas.schema.FIELDS`, which says
+    what each means, how it is checked and written (checked against it below)."""
 
     index: int
     heads: int
@@ -51,10 +56,14 @@ class LayerConfig:
     ffn_stack: int = 1
     bottleneck: int | None = None
     retention: float = 1.0
+    attention_out_bias: bool = True
 
     def inner_width(self, hidden_size: int) -> int:
         """Width the attention and FFN sub-layers run at (the bottleneck if any)."""
         return self.bottleneck if self.bottleneck is not None else hidden_size
+
+
+schema.check_layer_class(LayerConfig)
 
 
 @dataclass(frozen=True)
@@ -93,75 +102,28 @@ class ArchConfig:
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
         """Check internal consistency; raise :class:`BertnasError` naming the field."""
-        _positive_int("hidden_size", self.hidden_size)
+        check_positive_int("hidden_size", self.hidden_size)
         if self.hidden_act not in ACTIVATIONS:
             raise BertnasError(f"hidden_act={self.hidden_act!r} is not one of {', '.join(ACTIVATIONS)}")
         if self.norm not in NORMS:
             raise BertnasError(f"norm={self.norm!r} is not one of {', '.join(NORMS)}")
         for name in ("vocab_size", "max_position_embeddings", "type_vocab_size"):
-            _positive_int(name, getattr(self, name))
+            check_positive_int(name, getattr(self, name))
         if self.num_labels is not None:
-            _positive_int("num_labels", self.num_labels)
+            check_positive_int("num_labels", self.num_labels)
         if not self.layers:
             raise BertnasError("layers is empty: a subnet keeps at least one layer")
         if len(self.layers) > MAX_LAYERS:
             raise BertnasError(f"layers has {len(self.layers)} entries; no BERT backbone has more than {MAX_LAYERS}")
-        previous_index, previous_retention = -1, 1.0
-        for position, layer in enumerate(self.layers):
-            where = f"layers[{position}]"
-            for name in ("index", "heads", "qk_dim", "v_dim", "ffn_dim", "ffn_stack"):
-                value = getattr(layer, name)
-                if name == "index":
-                    if not _is_int(value) or value < 0:
-                        raise BertnasError(f"{where}.index={value!r} must be a non-negative integer")
-                else:
-                    _positive_int(f"{where}.{name}", value)
-            if layer.index <= previous_index:
-                raise BertnasError(
-                    f"{where}.index={layer.index} must be greater than the previous layer's "
-                    f"{previous_index}: list kept layers in backbone order, each once"
-                )
-            if layer.bottleneck is not None:
-                # May exceed hidden_size: an inverted bottleneck, as in MobileBERT's IB-BERT teacher.
-                _positive_int(f"{where}.bottleneck", layer.bottleneck)
-            r = layer.retention
-            if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 < r <= 1.0:
-                raise BertnasError(f"{where}.retention={r!r} must be a number in (0, 1]")
-            if r > previous_retention + 1e-12:
-                raise BertnasError(
-                    f"{where}.retention={r} exceeds the previous layer's {previous_retention}: "
-                    "retention must be non-increasing"
-                )
-            previous_index, previous_retention = layer.index, r
+        schema.check_layers(self.layers)
 
     def check_fits(self, limits: ArchLimits, backbone_name: str = "backbone") -> None:
         """Check that every dimension fits inside ``limits`` (the supernet's largest)."""
         if self.hidden_size > limits.hidden_size:
             raise BertnasError(f"hidden_size={self.hidden_size} exceeds the {backbone_name}'s {limits.hidden_size}")
         for position, layer in enumerate(self.layers):
-            where = f"layers[{position}]"
-            checks = (
-                ("index", layer.index, limits.num_layers - 1, "last layer index"),
-                ("heads", layer.heads, limits.num_heads, "heads"),
-                ("qk_dim", layer.qk_dim, limits.head_dim, "head dim"),
-                ("v_dim", layer.v_dim, limits.head_dim, "head dim"),
-                ("ffn_dim", layer.ffn_dim, limits.ffn_dim, "FFN dim"),
-                ("ffn_stack", layer.ffn_stack, limits.max_ffn_stack, "max FFN stack"),
-            )
-            for name, value, bound, what in checks:
-                if value > bound:
-                    raise BertnasError(f"{where}.{name}={value} exceeds the {backbone_name}'s {what} {bound}")
-            if layer.bottleneck is not None:
-                if limits.max_bottleneck == 0:
-                    raise BertnasError(
-                        f"{where}.bottleneck={layer.bottleneck}: this supernet has no bottleneck "
-                        "parameters; build it with bottlenecks enabled or set bottleneck to null"
-                    )
-                if layer.bottleneck > limits.max_bottleneck:
-                    raise BertnasError(
-                        f"{where}.bottleneck={layer.bottleneck} exceeds the supernet's "
-                        f"max bottleneck {limits.max_bottleneck}"
-                    )
+            for spec in schema.FIELDS:
+                spec.check_fits(getattr(layer, spec.name), limits, f"layers[{position}]", backbone_name)
 
     # ------------------------------------------------------------------ derived
     @property
@@ -184,19 +146,7 @@ class ArchConfig:
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "hidden_size": self.hidden_size,
-            "layers": [
-                {
-                    "index": layer.index,
-                    "heads": layer.heads,
-                    "qk_dim": layer.qk_dim,
-                    "v_dim": layer.v_dim,
-                    "ffn_dim": layer.ffn_dim,
-                    "ffn_stack": layer.ffn_stack,
-                    "bottleneck": layer.bottleneck,
-                    "retention": round(float(layer.retention), _RETENTION_DECIMALS),
-                }
-                for layer in self.layers
-            ],
+            "layers": [schema.layer_to_json(layer) for layer in self.layers],
             "hidden_act": self.hidden_act,
             "norm": self.norm,
             "vocab_size": self.vocab_size,
@@ -258,7 +208,7 @@ class ArchConfig:
 
 _LAYER_FIELDS = {f.name for f in dataclasses.fields(LayerConfig)}
 _ARCH_FIELDS = {f.name for f in dataclasses.fields(ArchConfig)}
-_LAYER_REQUIRED = ("index", "heads", "qk_dim", "v_dim", "ffn_dim")
+_LAYER_REQUIRED = tuple(spec.name for spec in schema.FIELDS if spec.required)
 
 
 def _from_dict(data: Any) -> ArchConfig:
@@ -288,33 +238,15 @@ def _from_dict(data: Any) -> ArchConfig:
     return ArchConfig(layers=tuple(layers), **kwargs)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 #: Sanity bounds of any BERT (far above every real one), so a hostile or mistyped config is
-#: refused by every command alike before anything sized by it is computed or allocated.
+#: refused by every command alike before anything sized by it is computed or allocated
+#: (``MAX_SIZE``, the largest size, is the schema's).
 MAX_LAYERS = 128
-MAX_SIZE = 1 << 20
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if not _is_int(value) or value < 1:
-        raise BertnasError(f"{name}={value!r} must be a positive integer")
-    if value > MAX_SIZE:
-        raise BertnasError(f"{name}={value} is larger than any BERT's ({MAX_SIZE}); check the config")
 
 
 def full_arch(limits: ArchLimits, **options: Any) -> ArchConfig:
     """The backbone itself as a config: every layer, every head, full widths."""
-    layers = tuple(
-        LayerConfig(
-            index=i,
-            heads=limits.num_heads,
-            qk_dim=limits.head_dim,
-            v_dim=limits.head_dim,
-            ffn_dim=limits.ffn_dim,
-        )
-        for i in range(limits.num_layers)
-    )
+    # The dimensions without a default take the backbone's own size; the others their default.
+    full = {spec.name: getattr(limits, spec.unit) for spec in schema.DIMENSIONS if spec.required}
+    layers = tuple(LayerConfig(index=i, **full) for i in range(limits.num_layers))
     return ArchConfig(hidden_size=limits.hidden_size, layers=layers, **options)

@@ -3,6 +3,10 @@
 Everything here is computed from an :class:`~bertnas.arch.ArchConfig` alone, with no
 weights and no torch, in microseconds; search loops call it millions of times.
 
+A layer's parameters and MACs are the sums over its operations as the layer schema lists
+them (:func:`bertnas.schema.layer_ops`: each op's parameters and MACs per call, times its
+count), compiled once into plain Python expressions. Written out, they come to:
+
 Parameters (exactly ``sum(p.numel() for p in CompactBert(CompactConfig(arch)).parameters())``),
 with ``h`` the hidden size and, per layer, ``w`` its inner width (the bottleneck if it has
 one, else ``h``), ``a`` heads, ``k`` query/key dim, ``v`` value dim, ``f`` FFN dim,
@@ -60,11 +64,12 @@ fails if fvcore reports an operator missing from the list above. See docs/cost-m
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 
+from bertnas import schema
 from bertnas.arch import ArchConfig, LayerConfig, kept_tokens
 from bertnas.errors import BertnasError
 
@@ -102,6 +107,10 @@ class LayerCost:
         return {**asdict(self), "macs": self.macs}
 
 
+if [f.name for f in fields(LayerCost)][3:-1] != [f"{part}_macs" for part in schema.MAC_PARTS]:
+    raise TypeError("LayerCost's MAC fields must be bertnas.schema.MAC_PARTS, in order")
+
+
 @dataclass(frozen=True)
 class Cost:
     """Parameters and MACs of a whole subnet, with the per-layer breakdown."""
@@ -134,23 +143,8 @@ def embedding_params(arch: ArchConfig) -> int:
 
 
 def layer_params(layer: LayerConfig, hidden_size: int) -> int:
-    """Parameters of one layer (see the module docstring for the formula)."""
-    h = hidden_size
-    w = layer.bottleneck if layer.bottleneck is not None else h
-    a, k, v, f = layer.heads, layer.qk_dim, layer.v_dim, layer.ffn_dim
-    params = (
-        2 * (w * a * k + a * k)  # query, key
-        + w * a * v
-        + a * v  # value
-        + a * v * w
-        + w  # attention output
-        + 2 * w  # attention norm
-        + layer.ffn_stack * (2 * w * f + f + w)  # stacked FFNs, the backbone's included
-        + 2 * w  # FFN norm
-    )
-    if layer.bottleneck is not None:
-        params += h * w + w + w * h + h + 2 * h  # in, out, norm over the residual width
-    return params
+    """Parameters of one layer: the sum of its ops' parameters (:func:`bertnas.schema.layer_ops`)."""
+    return schema.layer_params(layer, hidden_size)
 
 
 def _head_params(arch: ArchConfig) -> int:
@@ -193,18 +187,11 @@ def count_macs(arch: ArchConfig, seq_len: int) -> int:
     h = arch.hidden_size
     total = _head_macs(arch)
     n_in = seq_len
+    layer_macs = schema.layer_macs  # the op list's MACs, compiled to one plain expression
     for layer in arch.layers:
         # Same rule as ArchConfig.token_counts, inlined to avoid building a list.
         n_out = min(n_in, kept_tokens(layer.retention, seq_len))
-        w = layer.bottleneck if layer.bottleneck is not None else h
-        a, k, v = layer.heads, layer.qk_dim, layer.v_dim
-        total += (
-            n_in * w * a * (2 * k + 2 * v)  # Q, K, V and the output projection
-            + n_in * n_in * a * (k + v)
-            + n_out * layer.ffn_stack * 2 * w * layer.ffn_dim
-        )
-        if layer.bottleneck is not None:
-            total += (n_in + n_out) * h * w
+        total += layer_macs(layer, h, n_in, n_out)
         n_in = n_out
     return total
 
@@ -220,20 +207,9 @@ def cost(arch: ArchConfig, seq_len: int) -> Cost:
     h = arch.hidden_size
     layers = []
     for layer, (n_in, n_out) in zip(arch.layers, arch.token_counts(seq_len), strict=True):
-        w = layer.inner_width(h)
-        a, k, v = layer.heads, layer.qk_dim, layer.v_dim
-        layers.append(
-            LayerCost(
-                index=layer.index,
-                n_in=n_in,
-                n_out=n_out,
-                attention_proj_macs=n_in * w * a * (2 * k + v) + n_in * a * v * w,
-                attention_core_macs=n_in * n_in * a * (k + v),
-                ffn_macs=n_out * layer.ffn_stack * 2 * w * layer.ffn_dim,
-                bottleneck_macs=(n_in * h * w + n_out * w * h) if layer.bottleneck is not None else 0,
-                params=layer_params(layer, h),
-            )
-        )
+        # The MAC fields of LayerCost are the schema's MAC_PARTS, in order (checked below the class).
+        parts = schema.layer_mac_parts(layer, h, n_in, n_out)
+        layers.append(LayerCost(layer.index, n_in, n_out, *parts, params=layer_params(layer, h)))
     embed, head_params, head_macs = embedding_params(arch), _head_params(arch), _head_macs(arch)
     return Cost(
         seq_len=seq_len,

@@ -53,9 +53,11 @@ def test_progressive_stages_release_groups_in_the_recorded_order(unified):
                 changed |= _groups_changed(unified, arch)
         assert changed <= allowed, f"stage {k} trained {changed - allowed} before their release"
         seen_by_stage.append(changed)
-    # each stage really trains what it releases (the space has every group but width)
+    # each stage really trains what it releases (the space has every group but width and
+    # attention_out_bias, which no committed space lists)
     for k, stage in enumerate(recipe.stages):
-        assert set(stage.release) - {"width"} <= seen_by_stage[k] | set().union(*seen_by_stage[:k])
+        released = set(stage.release) - {"width", "attention_out_bias"}
+        assert released <= seen_by_stage[k] | set().union(*seen_by_stage[:k])
     assert recipe.released(0, total) == frozenset(recipe.stages[0].release)
     assert recipe.released(total - 1, total) is None
 

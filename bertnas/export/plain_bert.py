@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from bertnas import schema
 from bertnas.arch import ArchConfig
 from bertnas.atomic import atomic_write, atomic_write_text
 from bertnas.model.compact import CompactBert
@@ -47,6 +48,10 @@ def plain_bert_reason(arch: ArchConfig) -> str | None:
             return (
                 f"layer {layer.index} has {layer.heads} heads of {layer.qk_dim}/{layer.v_dim} (BERT: heads x dim = {h})"
             )
+        for spec in schema.DIMENSIONS:  # any other dimension BERT has no room for: its default only
+            value = getattr(layer, spec.name)
+            if not spec.required and not schema.same_value(value, spec.default):
+                return f"layer {layer.index} has {spec.name}={value!r} (BERT: {spec.default!r})"
     if len(heads) > 1:
         return f"its layers have different head counts {sorted(heads)}"
     if len(ffn) > 1:

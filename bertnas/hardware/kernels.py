@@ -5,9 +5,14 @@ kinds of kernel. Each *family* below names one kind and its shape axes; a hardwa
 profile stores one latency table (or an analytic cost) per family, and the predictor
 prices a config by listing every kernel call with its shape and summing.
 
-Per kept layer, with ``h`` the residual width, ``w`` the inner width (bottleneck or
-``h``), ``a`` heads, ``k``/``v`` head dims, ``f`` FFN width, ``s`` stacked FFNs, ``n_in``
-tokens entering and ``n_out`` tokens kept after attention (retention)::
+A layer's calls are its operations as the layer schema lists them
+(:func:`bertnas.schema.layer_ops`), one path for both uses: :func:`layer_reference_calls`
+evaluates the list on one layer's plain numbers, :func:`layer_calls` on numpy columns of
+many layers of many configs (so that 100k configs are priced with a few numpy
+operations). Per kept layer, with ``h`` the residual width, ``w`` the inner width
+(bottleneck or ``h``), ``a`` heads, ``k``/``v`` head dims, ``f`` FFN width, ``s`` stacked
+FFNs, ``n_in`` tokens entering and ``n_out`` tokens kept after attention (retention),
+that list reads::
 
     bottleneck in    linear(n_in, h, w)                       (bottleneck only)
     Q, K, V          linear(n_in, w, a*k) x2, linear(n_in, w, a*v)
@@ -24,9 +29,6 @@ Once per model: ``embedding(n, h)`` (three lookups, their sum and the LayerNorm)
 ``classifier(h)`` (pooler + tanh + a 2-way linear on [CLS]). ``norm`` is the
 ``layernorm`` or ``nonorm`` family and ``act`` the ``gelu`` or ``relu`` family, as the
 config says.
-
-Everything works on :class:`LayerTable`, column arrays of many layers of many configs,
-so that 100k configs are priced with a few numpy operations.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from itertools import chain
 
 import numpy as np
 
+from bertnas import schema
 from bertnas.arch import RETENTION_SCALE, ArchConfig, LayerConfig
 
 # family -> its shape axes, in table order
@@ -82,25 +85,18 @@ def work(family: str, shape: Sequence[np.ndarray]) -> np.ndarray:
 class LayerTable:
     """Column arrays describing many layers (of many configs) and their configs.
 
-    Layer columns (one entry per kept layer): ``config`` (which config), ``h``, ``w``,
-    ``a``, ``k``, ``v``, ``f``, ``s``, ``bottleneck`` (bool), ``n_in``, ``n_out``.
-    Config columns (one entry per config): ``hidden``, ``layers``, ``gelu``, ``layernorm``,
-    ``classifier`` (pooler + head present), ``head_only`` (head without pooler),
-    ``labels``.
+    Layer columns (one entry per kept layer): ``config`` (which config), ``h``, ``n_in``,
+    ``n_out`` and ``dimensions`` (one column per schema dimension by name, as
+    :func:`bertnas.schema.layer_columns` reads them). Config columns (one entry per
+    config): ``hidden``, ``num_layers``, ``gelu``, ``layernorm``, ``pooler``, ``labels``.
     """
 
     seq_len: int
     config: np.ndarray
     h: np.ndarray
-    w: np.ndarray
-    a: np.ndarray
-    k: np.ndarray
-    v: np.ndarray
-    f: np.ndarray
-    s: np.ndarray
-    bottleneck: np.ndarray
     n_in: np.ndarray
     n_out: np.ndarray
+    dimensions: dict[str, np.ndarray]
     hidden: np.ndarray
     num_layers: np.ndarray
     gelu: np.ndarray
@@ -120,20 +116,14 @@ class LayerTable:
         counts = np.fromiter(map(len, layer_lists), dtype=np.int64, count=len(archs))
         layers = list(chain.from_iterable(layer_lists))
         total = len(layers)
-        # One pass over the layers for every numeric field (the slow part is Python attribute access).
-        fields = operator.attrgetter("heads", "qk_dim", "v_dim", "ffn_dim", "ffn_stack", "retention")
-        numeric = np.fromiter(chain.from_iterable(map(fields, layers)), np.float64, count=6 * total).reshape(total, 6)
-        a, k, v, f, s = (numeric[:, i].astype(np.int64) for i in range(5))
-        retention = numeric[:, 5]
-        bottleneck_raw = np.array(list(map(operator.attrgetter("bottleneck"), layers)), dtype=np.float64)
-        has_bottleneck = ~np.isnan(bottleneck_raw) if total else np.zeros(0, dtype=bool)
+        dimensions = schema.layer_columns(layers)
+        retention = dimensions["retention"]
 
         def config_column(name: str, dtype: type = np.int64) -> np.ndarray:
             return np.fromiter(map(operator.attrgetter(name), archs), dtype=dtype, count=len(archs))
 
         config = np.repeat(np.arange(len(archs)), counts)
         hidden = config_column("hidden_size")
-        h = hidden[config]
         # kept_tokens() vectorised; retention is validated non-increasing, so a layer's kept
         # count is its own kept_tokens and the next layer's input.
         units = np.rint(retention * RETENTION_SCALE).astype(np.int64)
@@ -149,16 +139,10 @@ class LayerTable:
         return cls(
             seq_len=seq_len,
             config=config,
-            h=h,
-            w=np.where(has_bottleneck, np.nan_to_num(bottleneck_raw).astype(np.int64), h),
-            a=a,
-            k=k,
-            v=v,
-            f=f,
-            s=s,
-            bottleneck=has_bottleneck,
+            h=hidden[config],
             n_in=n_in,
             n_out=n_out,
+            dimensions=dimensions,
             hidden=hidden,
             num_layers=counts,
             gelu=config_column("hidden_act", object) == "gelu",
@@ -167,47 +151,38 @@ class LayerTable:
             labels=labels,
         )
 
+    def inputs(self) -> tuple:
+        """The layers as :data:`bertnas.schema.LayerInputs` of columns; norm and activation as
+        :class:`~bertnas.schema.Choice` of the two families, masked to the configs using each."""
+        layernorm, gelu = self.layernorm[self.config], self.gelu[self.config]
+        return schema.LayerInputs(
+            h=self.h,
+            n_in=self.n_in,
+            n_out=self.n_out,
+            norm=schema.Choice((("layernorm", layernorm), ("nonorm", ~layernorm))),
+            act=schema.Choice((("gelu", gelu), ("relu", ~gelu))),
+            **self.dimensions,
+        )
+
 
 def layer_calls(table: LayerTable) -> list[tuple[str, tuple[np.ndarray, ...], np.ndarray, np.ndarray]]:
     """Kernel calls of every layer: ``(family, shape columns, count per layer, mask)``.
 
-    ``mask`` selects the layers that make the call; ``count`` multiplies it (stacked FFNs).
-    The norm and activation family depend on the config, so both variants are listed,
-    each masked to the configs that use it.
+    The schema's ops (:func:`bertnas.schema.layer_ops`) over the table's columns. ``mask``
+    selects the layers that make the call; ``count`` multiplies it (stacked FFNs). The norm
+    and activation family depend on the config, so both variants are listed, each masked to
+    the configs that use it.
     """
-    t = table
-    one = np.ones_like(t.n_in)
-    every = np.ones(len(t.n_in), dtype=bool)
-    b = t.bottleneck
-    ln = t.layernorm[t.config]
-    ge = t.gelu[t.config]
-    extracted = t.n_out < t.n_in
-    calls = [
-        ("linear", (t.n_in, t.h, t.w), one, b),
-        ("linear", (t.n_in, t.w, t.a * t.k), 2 * one, every),
-        ("linear", (t.n_in, t.w, t.a * t.v), one, every),
-        ("attn_scores", (t.n_in, t.a, t.k), one, every),
-        ("softmax", (t.n_in, t.a), one, every),
-        ("attn_context", (t.n_in, t.a, t.v), one, every),
-        ("linear", (t.n_in, t.a * t.v, t.w), one, every),
-        ("add", (t.n_in, t.w), one, every),
-        ("token_select", (t.n_in, t.a), one, extracted),
-        ("gather", (t.n_out, t.w), one, extracted),
-        ("gather", (t.n_out, t.h), one, extracted & b),
-        ("linear", (t.n_out, t.w, t.f), t.s, every),
-        ("linear", (t.n_out, t.f, t.w), t.s, every),
-        ("add", (t.n_out, t.w), t.s, every),
-        ("linear", (t.n_out, t.w, t.h), one, b),
-        ("add", (t.n_out, t.h), one, b),
-    ]
-    for family, mask in (("layernorm", ln), ("nonorm", ~ln)):
-        calls += [
-            (family, (t.n_in, t.w), one, mask),  # attention norm
-            (family, (t.n_out, t.w), one, mask),  # FFN norm
-            (family, (t.n_out, t.h), one, mask & b),  # bottleneck norm
-        ]
-    for family, mask in (("gelu", ge), ("relu", ~ge)):
-        calls.append((family, (t.n_out, t.f), t.s, mask))
+    size = len(table.n_in)
+    every = np.ones(size, dtype=bool)
+    calls = []
+    for op in schema.layer_ops(table.inputs()):
+        shape = tuple(np.broadcast_to(np.asarray(x, dtype=np.int64), size) for x in op.shape)
+        count = np.broadcast_to(np.asarray(op.count, dtype=np.int64), size)
+        when = every if op.when is True else np.asarray(op.when, dtype=bool)
+        options = op.family.options if isinstance(op.family, schema.Choice) else ((op.family, every),)
+        for family, mask in options:
+            calls.append((family, shape, count, when & mask))
     return calls
 
 
@@ -236,10 +211,8 @@ def call_counts(table: LayerTable) -> np.ndarray:
 
 
 def reference_calls(arch: ArchConfig, seq_len: int) -> list[tuple[str, tuple[int, ...], int]]:
-    """The kernel calls of one config, spelled out in plain Python (for tests and docs).
-
-    This is the readable version of :func:`layer_calls`; tests check that both agree.
-    """
+    """The kernel calls of one config in plain Python: the embedding, every layer's
+    (:func:`layer_reference_calls`, what :meth:`LatencyPredictor.predict` prices) and the head's."""
     h = arch.hidden_size
     calls: list[tuple[str, tuple[int, ...], int]] = [("embedding", (seq_len, h), 1)]
     for layer, (n_in, n_out) in zip(arch.layers, arch.token_counts(seq_len), strict=True):
@@ -260,35 +233,13 @@ def head_reference_calls(arch: ArchConfig) -> list[tuple[str, tuple[int, ...], i
 def layer_reference_calls(
     layer: LayerConfig, h: int, n_in: int, n_out: int, norm: str, act: str
 ) -> list[tuple[str, tuple[int, ...], int]]:
-    """The kernel calls of one layer: ``(family, shape, count)`` in plain Python."""
-    w, a, k, v, f, s = layer.inner_width(h), layer.heads, layer.qk_dim, layer.v_dim, layer.ffn_dim, layer.ffn_stack
-    calls: list[tuple[str, tuple[int, ...], int]] = []
-    if layer.bottleneck is not None:
-        calls.append(("linear", (n_in, h, w), 1))
-    calls += [
-        ("linear", (n_in, w, a * k), 2),
-        ("linear", (n_in, w, a * v), 1),
-        ("attn_scores", (n_in, a, k), 1),
-        ("softmax", (n_in, a), 1),
-        ("attn_context", (n_in, a, v), 1),
-        ("linear", (n_in, a * v, w), 1),
-        ("add", (n_in, w), 1),
-        (norm, (n_in, w), 1),
-    ]
-    if n_out < n_in:
-        calls += [("token_select", (n_in, a), 1), ("gather", (n_out, w), 1)]
-        if layer.bottleneck is not None:
-            calls.append(("gather", (n_out, h), 1))
-    calls += [
-        ("linear", (n_out, w, f), s),
-        (act, (n_out, f), s),
-        ("linear", (n_out, f, w), s),
-        ("add", (n_out, w), s),
-        (norm, (n_out, w), 1),
-    ]
-    if layer.bottleneck is not None:
-        calls += [("linear", (n_out, w, h), 1), ("add", (n_out, h), 1), (norm, (n_out, h), 1)]
-    return calls
+    """The kernel calls of one layer: ``(family, shape, count)`` in plain Python.
+
+    The schema's ops (:func:`bertnas.schema.layer_ops`) on this layer's numbers, those it makes,
+    through their compiled form (:func:`bertnas.schema.layer_calls`: the predictor prices every
+    new layer this way).
+    """
+    return schema.layer_calls(layer, h, n_in, n_out, norm, act)
 
 
 __all__ = [

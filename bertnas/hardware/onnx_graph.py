@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from bertnas import schema
 from bertnas.arch import ArchConfig, kept_tokens
 
 OPSET = 17
@@ -87,8 +88,9 @@ class GraphBuilder:
         return onnx.shape_inference.infer_shapes(model)
 
     # ---------------------------------------------------------------- building blocks
-    def linear(self, x: str, n_in: int, n_out: int) -> str:
-        return self.op("Add", [self.op("MatMul", [x, self.weight(n_in, n_out)]), self.weight(n_out)])
+    def linear(self, x: str, n_in: int, n_out: int, bias: bool = True) -> str:
+        product = self.op("MatMul", [x, self.weight(n_in, n_out)])
+        return self.op("Add", [product, self.weight(n_out)]) if bias else product
 
     def norm(self, x: str, width: int, kind: str) -> str:
         gamma = self.init(np.ones(width, dtype=np.float32))
@@ -235,8 +237,99 @@ def kernel_model(family: str, shape: tuple[int, ...], batch: int = 1, seq_len: i
     return b.model([out])
 
 
+class _Layer:
+    """One encoder layer's dataflow: a method per op of :func:`bertnas.schema.layer_ops`, named
+    like it. ``x`` is the residual stream (width h), ``u`` the inner stream (width w; the same
+    tensor as ``x`` until a bottleneck projects it), ``t`` a sub-layer's output before its residual."""
+
+    def __init__(self, b: GraphBuilder, x: str, additive: str, d: tuple, batch: int) -> None:
+        self.b, self.d, self.batch, self.additive = b, d, batch, additive
+        self.x = self.u = self.t = x
+        self.q = self.k = self.v = self.probs = self.index = ""
+
+    def run(self, ops: list[schema.Op]) -> str:
+        for op in schema.run_order(ops):
+            builder = getattr(self, op.name, None)
+            if builder is None:
+                raise NotImplementedError(f"onnx_graph has no builder for the schema's op {op.name!r}")
+            builder(op)
+        return self.x if self.d.bottleneck else self.u  # without a bottleneck u is the layer's output
+
+    def _linear(self, x: str, op: schema.Op) -> str:
+        _, n_in, n_out = op.shape
+        return self.b.linear(x, n_in, n_out, bias=op.bias)
+
+    def bottleneck_in(self, op: schema.Op) -> None:
+        self.u = self._linear(self.x, op)
+
+    def query(self, op: schema.Op) -> None:
+        self.q = self._linear(self.u, op)
+
+    def key(self, op: schema.Op) -> None:
+        self.k = self._linear(self.u, op)
+
+    def value(self, op: schema.Op) -> None:
+        self.v = self._linear(self.u, op)
+
+    def scores(self, op: schema.Op) -> None:
+        tokens, heads, dim = op.shape
+        self.t = self.b.scores(self.q, self.k, self.batch, tokens, heads, dim)
+
+    def softmax(self, op: schema.Op) -> None:
+        self.probs = self.b.softmax(self.t, self.additive)
+
+    def context(self, op: schema.Op) -> None:
+        tokens, heads, dim = op.shape
+        self.t = self.b.context(self.probs, self.v, self.batch, tokens, heads, dim)
+
+    def attention_out(self, op: schema.Op) -> None:
+        self.t = self._linear(self.t, op)
+
+    def attention_residual(self, op: schema.Op) -> None:
+        self.t = self.b.op("Add", [self.u, self.t])
+
+    def attention_norm(self, op: schema.Op) -> None:
+        self.u = self.b.norm(self.t, op.shape[1], op.family)
+
+    def select(self, op: schema.Op) -> None:
+        self.index = self.b.select(self.probs, op.shape[0], self.d.n_out)
+
+    def gather(self, op: schema.Op) -> None:
+        tokens, width = op.shape
+        self.u = self.b.gather(self.u, self.index, self.batch, tokens, width)
+
+    def gather_residual(self, op: schema.Op) -> None:
+        tokens, width = op.shape
+        self.x = self.b.gather(self.x, self.index, self.batch, tokens, width)
+
+    def ffn_up(self, op: schema.Op) -> None:
+        self.t = self._linear(self.u, op)
+
+    def ffn_act(self, op: schema.Op) -> None:
+        self.t = self.b.activation(self.t, op.family)
+
+    def ffn_down(self, op: schema.Op) -> None:
+        self.t = self._linear(self.t, op)
+
+    def ffn_residual(self, op: schema.Op) -> None:
+        self.u = self.b.op("Add", [self.u, self.t])
+
+    def ffn_norm(self, op: schema.Op) -> None:
+        self.u = self.b.norm(self.u, op.shape[1], op.family)
+
+    def bottleneck_out(self, op: schema.Op) -> None:
+        self.t = self._linear(self.u, op)
+
+    def bottleneck_residual(self, op: schema.Op) -> None:
+        self.t = self.b.op("Add", [self.x, self.t])
+
+    def bottleneck_norm(self, op: schema.Op) -> None:
+        self.x = self.b.norm(self.t, op.shape[1], op.family)
+
+
 def arch_model(arch: ArchConfig, seq_len: int, batch: int = 1, seed: int = 0) -> onnx.ModelProto:
-    """The whole subnet (random weights) at ``seq_len`` real tokens, as one ONNX model."""
+    """The whole subnet (random weights) at ``seq_len`` real tokens, as one ONNX model: each
+    layer the schema's ops (:func:`bertnas.schema.layer_ops`) in order, built by :class:`_Layer`."""
     b = GraphBuilder(seed)
     ids, types, mask = _ids(b, batch, seq_len)
     h = arch.hidden_size
@@ -249,23 +342,8 @@ def arch_model(arch: ArchConfig, seq_len: int, batch: int = 1, seed: int = 0) ->
             "Sub", [b.const(np.array(1.0, np.float32), np.float32), b.op("Cast", [current_mask], to=_FLOAT)]
         )
         additive = b.op("Unsqueeze", [b.op("Mul", [inverted, b.const(np.array(minimum), np.float32)]), b.const([1, 2])])
-        w, a, k, v = layer.inner_width(h), layer.heads, layer.qk_dim, layer.v_dim
-        inner = b.linear(x, h, w) if layer.bottleneck is not None else x
-        q, key, value = b.linear(inner, w, a * k), b.linear(inner, w, a * k), b.linear(inner, w, a * v)
-        probs = b.softmax(b.scores(q, key, batch, n_in, a, k), additive)
-        attended = b.linear(b.context(probs, value, batch, n_in, a, v), a * v, w)
-        inner = b.norm(b.op("Add", [inner, attended]), w, arch.norm)
-        if n_out < n_in:
-            index = b.select(probs, n_in, n_out)
-            inner = b.gather(inner, index, batch, n_out, w)
-            if layer.bottleneck is not None:
-                x = b.gather(x, index, batch, n_out, h)
-        for position in range(layer.ffn_stack):
-            hidden = b.activation(b.linear(inner, w, layer.ffn_dim), arch.hidden_act)
-            inner = b.op("Add", [inner, b.linear(hidden, layer.ffn_dim, w)])
-            if position == layer.ffn_stack - 1:
-                inner = b.norm(inner, w, arch.norm)
-        x = inner if layer.bottleneck is None else b.norm(b.op("Add", [x, b.linear(inner, w, h)]), h, arch.norm)
+        inputs = schema.layer_inputs(layer, h, n_in, n_out, arch.norm, arch.hidden_act)
+        x = _Layer(b, x, additive, inputs, batch).run(schema.active_ops(inputs))
     if arch.pooler or arch.num_labels:
         x = b.head(x, h, arch.num_labels or 2, arch.pooler)
     return b.model([x])

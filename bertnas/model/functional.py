@@ -61,7 +61,7 @@ class LayerWeights:
     query: Affine  # (heads*qk_dim, width)
     key: Affine
     value: Affine  # (heads*v_dim, width)
-    attention_out: Affine  # (width, heads*v_dim)
+    attention_out: Affine  # (width, heads*v_dim); bias None where the layer has none (attention_out_bias)
     attention_norm: Affine
     extra_ffns: list[FFNWeights]  # stacked FFNs before the backbone's own
     ffn: FFNWeights

@@ -42,6 +42,7 @@ class LayerSpec:
     ffn_stack: int = 1
     bottleneck: int | None = None
     retention: float = 1.0
+    attention_out_bias: bool = True
 
 
 class CompactBertConfig(PretrainedConfig):
@@ -52,8 +53,9 @@ class CompactBertConfig(PretrainedConfig):
             ``hidden_size``; ``layers``, one dict per kept layer with ``heads``,
             ``qk_dim`` / ``v_dim`` (per-head query-key and value widths), ``ffn_dim``,
             ``ffn_stack`` (FFNs in a row, MobileBERT), ``bottleneck`` (inner width or
-            null) and ``retention`` (share of the input's real tokens kept after the
-            layer's attention, PoWER-BERT); ``hidden_act`` (gelu / relu); ``norm``
+            null), ``retention`` (share of the input's real tokens kept after the
+            layer's attention, PoWER-BERT) and ``attention_out_bias`` (absent: true;
+            false: the attention output projection has no bias); ``hidden_act`` (gelu / relu); ``norm``
             (layernorm / nonorm); ``vocab_size``, ``max_position_embeddings``,
             ``type_vocab_size``; ``num_labels``; ``pooler``; ``backbone``.
         arch_hash: bertnas' hash of ``arch`` (its identity in searches and manifests).
@@ -163,6 +165,7 @@ class CompactBertForSequenceClassification(CompactBertPreTrainedModel):
                 ffn_dim=spec.ffn_dim,
                 extra_ffns=spec.ffn_stack - 1,
                 bottleneck=spec.bottleneck or 0,
+                attention_out_bias=spec.attention_out_bias,
             )
             for spec in self.specs
         )

@@ -58,12 +58,13 @@ class LayerParams(nn.Module):
         ffn_dim: int,
         extra_ffns: int = 0,
         bottleneck: int = 0,
+        attention_out_bias: bool = True,
     ) -> None:
         super().__init__()
         self.query = nn.Linear(width, qk_size)
         self.key = nn.Linear(width, qk_size)
         self.value = nn.Linear(width, v_size)
-        self.attention_out = nn.Linear(v_size, width)
+        self.attention_out = nn.Linear(v_size, width, bias=attention_out_bias)
         self.attention_norm = NormParams(width)
         self.extra_ffns = nn.ModuleList(FFNParams(width, ffn_dim) for _ in range(extra_ffns))
         self.ffn = FFNParams(width, ffn_dim)
@@ -115,7 +116,9 @@ def layer_state_dict(prefix: str, weights: LayerWeights) -> dict[str, torch.Tens
 
     def put(name: str, affine: Affine | None) -> None:
         if affine is not None:
-            state[f"{prefix}{name}.weight"], state[f"{prefix}{name}.bias"] = affine
+            state[f"{prefix}{name}.weight"] = affine[0]
+            if affine[1] is not None:  # a projection without bias (attention_out_bias false)
+                state[f"{prefix}{name}.bias"] = affine[1]
 
     put("query", weights.query)
     put("key", weights.key)

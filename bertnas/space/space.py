@@ -31,8 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bertnas import schema
 from bertnas.arch import ArchConfig, ArchLimits, LayerConfig, full_arch
 from bertnas.errors import BertnasError
+from bertnas.schema import order_key as _size_order
+from bertnas.schema import same_value as _same
 from bertnas.space.dynabert import dynabert_kept_layers, dynabert_width, exact, round_half_up
 from bertnas.space.spec import LAYER_DIMS, SpaceSpec
 
@@ -70,29 +73,17 @@ class SearchSpace:
     # ------------------------------------------------------------------ binding
     def _resolve(self) -> None:
         spec, limits = self.spec, self.limits
-        units = {
-            "hidden_size": limits.hidden_size,
-            "heads": limits.num_heads,
-            "qk_dim": limits.head_dim,
-            "v_dim": limits.head_dim,
-            "ffn_dim": limits.ffn_dim,
-            "bottleneck": limits.hidden_size,
-        }
-        what = {
-            "hidden_size": "hidden size",
-            "heads": "heads",
-            "qk_dim": "head dim",
-            "v_dim": "head dim",
-            "ffn_dim": "FFN dim",
-            "bottleneck": "hidden size",
-        }
+        # What a fraction of each size dimension is a fraction of (bertnas.schema: unit, unit_what).
+        sized = [dim for dim in (schema.HIDDEN_SIZE, *schema.DIMENSIONS) if dim.unit is not None]
+        units = {dim.name: getattr(limits, dim.unit) for dim in sized}
+        what = {dim.name: dim.unit_what for dim in sized}
         # choices per base name; per-layer bases hold the same choices for every layer.
         self._choices: dict[str, tuple[Any, ...]] = {}
         for base, field_path in (("hidden_size", "hidden_size"), *((b, f"layer.{b}") for b in LAYER_DIMS)):
             written = spec.hidden_size if base == "hidden_size" else spec.layer[base]
             resolved = []
             for value in written.values:
-                if value is None or base not in units:  # null bottleneck, ffn_stack, retention
+                if value is None or base not in units:  # null bottleneck, counts, steps, flags
                     resolved.append(value)
                 elif written.absolute:
                     if value > units[base]:
@@ -605,27 +596,11 @@ class _Replay:
         return choices[self.prefix[position]]
 
 
-def _size_order(value: Any) -> tuple[int, Any]:
-    # Ascending, with None (no bottleneck: the full width) after every bottleneck width.
-    return (1, 0) if value is None else (0, value)
-
-
 def _default(dim: Dimension) -> Any:
-    """The value an inactive dimension gets: the backbone-like choice."""
-    base = dim.name.split(".", 1)[0]
-    return dim.choices[0] if base == "ffn_stack" else dim.choices[-1]
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Choice equality that keeps None, booleans and numbers apart (True is not 1 here)."""
-    if a is None or b is None:
-        return a is b
-    if isinstance(a, (bool, np.bool_)) != isinstance(b, (bool, np.bool_)):
-        return False
-    try:
-        return bool(a == b)
-    except (TypeError, ValueError):
-        return False
+    """The value an inactive dimension gets: the backbone-like choice (the schema's ``inactive``;
+    the largest for the global and depth dimensions)."""
+    field = schema.BY_NAME.get(dim.name.split(".", 1)[0])
+    return dim.choices[0] if field is not None and field.inactive == "smallest" else dim.choices[-1]
 
 
 def _listing(choices: tuple[Any, ...]) -> str:

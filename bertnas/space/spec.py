@@ -27,6 +27,7 @@ Schema (every key optional except where noted)::
       ffn_stack: [1, 2, 4]        # absolute: stacked FFNs per layer (MobileBERT)
       bottleneck: [null, 0.25]    # null = no bottleneck; fractions of the backbone's hidden size
       retention: [1.0, 0.8]       # kept fraction of the previous kept layer's tokens (PoWER-BERT)
+      attention_out_bias: [true, false]  # false: the attention output projection has no bias
     options:                      # pass-through ArchConfig fields, the same for every config
       hidden_act: gelu            # gelu | relu
       norm: layernorm             # layernorm | nonorm
@@ -34,7 +35,8 @@ Schema (every key optional except where noted)::
 Size lists (``hidden_size``, ``heads``, ``qk_dim``, ``v_dim``, ``ffn_dim``,
 ``bottleneck``) hold fractions in (0, 1], resolved as ``max(1, floor(value * fraction +
 0.5))``; ``{absolute: [12, 6]}`` gives sizes in units instead. A missing dimension is
-fixed at the backbone's value (``ffn_stack`` 1, ``bottleneck`` null, ``retention`` 1.0);
+fixed at the backbone's value (``ffn_stack`` 1, ``bottleneck`` null, ``retention`` 1.0,
+``attention_out_bias`` true; :data:`bertnas.schema.FIELDS` declares every dimension);
 a one-element list fixes it elsewhere. ``width.rule: dynabert`` sets heads and FFN
 itself, so it cannot be combined with ``layer.heads`` or ``layer.ffn_dim``.
 
@@ -55,32 +57,28 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from bertnas import schema
 from bertnas.arch import ACTIVATIONS, NORMS, ArchLimits
 from bertnas.errors import BertnasError
 from bertnas.readers import load_yaml, read_text
+from bertnas.schema import is_int, is_number, same_value
 
 if TYPE_CHECKING:
     from bertnas.space.space import SearchSpace
 
-#: Per-layer dimensions in the order the space walks them.
-LAYER_DIMS = ("heads", "qk_dim", "v_dim", "ffn_dim", "ffn_stack", "bottleneck", "retention")
+#: Per-layer dimensions in the order the space walks them (:data:`bertnas.schema.DIMENSIONS`).
+LAYER_DIMS = schema.DIMENSION_NAMES
 #: Dimensions whose plain lists are fractions of a backbone size.
-SIZE_DIMS = ("hidden_size", "heads", "qk_dim", "v_dim", "ffn_dim", "bottleneck")
+SIZE_DIMS = tuple(dim.name for dim in (schema.HIDDEN_SIZE, *schema.DIMENSIONS) if dim.fractions)
 DEPTH_RULES = ("all", "per_layer", "dynabert")
 OPTION_VALUES: dict[str, tuple[str, ...]] = {"hidden_act": ACTIVATIONS, "norm": NORMS}
 
 _TOP_KEYS = ("name", "description", "hidden_size", "depth", "width", "layer", "options")
 _DEPTH_KEYS = {"all": ("rule",), "per_layer": ("rule", "always_keep"), "dynabert": ("rule", "multipliers")}
 _WIDTH_KEYS = ("rule", "multipliers")
+#: The choices of a dimension the file does not list: the backbone's own.
 _DEFAULTS: dict[str, tuple[Any, ...]] = {
-    "hidden_size": (1.0,),
-    "heads": (1.0,),
-    "qk_dim": (1.0,),
-    "v_dim": (1.0,),
-    "ffn_dim": (1.0,),
-    "ffn_stack": (1,),
-    "bottleneck": (None,),
-    "retention": (1.0,),
+    dim.name: dim.space_default for dim in (schema.HIDDEN_SIZE, *schema.DIMENSIONS)
 }
 
 Path_ = tuple[str | int, ...]  # a field's position: ("layer", "heads", 2) is layer.heads[2]
@@ -246,7 +244,7 @@ class _Parser:
                     keep_path, "expected a non-empty list of layer indices (a subnet keeps at least one layer)"
                 )
             for position, index in enumerate(keep):
-                if not _is_int(index) or index < 0:
+                if not is_int(index) or index < 0:
                     raise self.fail((*keep_path, position), f"{index!r} is not a layer index (0, 1, ...)")
             self._no_duplicates(keep, keep_path)
             return rule, tuple(sorted(keep)), ()
@@ -309,38 +307,22 @@ class _Parser:
         return Choices(tuple(data), absolute)
 
     def _check_value(self, name: str, value: Any, absolute: bool, path: Path_) -> None:
-        if value is None:
-            if name == "bottleneck":
-                return
-            raise self.fail(path, "null is only a choice for bottleneck (no bottleneck)")
-        if name == "ffn_stack" or absolute:
-            if not _is_int(value) or value < 1:
-                unit = "a number of stacked FFNs" if name == "ffn_stack" else "an absolute size"
-                raise self.fail(path, f"{value!r} is not a positive integer ({unit})")
-            return
-        if not _is_number(value):
-            raise self.fail(path, f"{value!r} is not a number; expected a fraction in (0, 1]")
-        if value > 1 and name in SIZE_DIMS:
-            raise self.fail(
-                path,
-                f"{value} is more than 1; plain lists hold fractions of the backbone's size, "
-                f"write {{absolute: [{value}, ...]}} to give sizes in units",
-            )
-        if not 0 < value <= 1:
-            raise self.fail(path, f"{value} is not a fraction in (0, 1]")
+        message = schema.BY_NAME[name].choice_error(value, absolute)
+        if message is not None:
+            raise self.fail(path, message)
 
     def _multipliers(self, data: Any, path: Path_) -> tuple[float, ...]:
         if not isinstance(data, list) or not data:
             raise self.fail(path, "expected a non-empty list of multipliers in (0, 1]")
         for position, value in enumerate(data):
-            if not _is_number(value) or not 0 < value <= 1:
+            if not is_number(value) or not 0 < value <= 1:
                 raise self.fail((*path, position), f"{value!r} is not a multiplier in (0, 1]")
         self._no_duplicates(data, path)
         return tuple(float(value) for value in data)
 
     def _no_duplicates(self, values: list[Any], path: Path_) -> None:
         for position, value in enumerate(values):
-            if any(_same(value, earlier) for earlier in values[:position]):
+            if any(same_value(value, earlier) for earlier in values[:position]):
                 shown = "null" if value is None else repr(value)
                 raise self.fail((*path, position), f"{shown} is listed twice; list each choice once")
 
@@ -354,20 +336,6 @@ def _dotted(path: Path_) -> str:
 
 def _kind(value: Any) -> str:
     return "nothing" if value is None else type(value).__name__
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _same(a: Any, b: Any) -> bool:
-    if a is None or b is None:
-        return a is b
-    return a == b
 
 
 # ---------------------------------------------------------------------- finding spaces by name

@@ -352,7 +352,10 @@ class ElasticBert(nn.Module):
             query=_heads_slice(params.query, heads, head_dim, shape.heads, shape.qk_dim, width),
             key=_heads_slice(params.key, heads, head_dim, shape.heads, shape.qk_dim, width),
             value=_heads_slice(params.value, heads, head_dim, shape.heads, shape.v_dim, width),
-            attention_out=(out_weight.reshape(width, shape.heads * shape.v_dim), out.bias[:width]),
+            attention_out=(
+                out_weight.reshape(width, shape.heads * shape.v_dim),
+                out.bias[:width] if shape.attention_out_bias else None,
+            ),
             attention_norm=_norm_slice(params.attention_norm, width),
             extra_ffns=[ffn_slice(extra) for extra in params.extra_ffns[: shape.ffn_stack - 1]],
             ffn=ffn_slice(params.ffn),

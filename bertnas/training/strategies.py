@@ -119,7 +119,7 @@ _SHRINK = (
     Stage(0.0, ("retention", "depth")),
     Stage(0.2, ("heads", "ffn_dim", "width")),
     Stage(0.4, ("hidden_size", "qk_dim", "v_dim")),
-    Stage(0.6, ("bottleneck", "ffn_stack")),
+    Stage(0.6, ("bottleneck", "ffn_stack", "attention_out_bias")),
 )
 
 RECIPES: dict[str, Recipe] = {
