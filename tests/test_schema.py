@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from bertnas.arch import ArchConfig
+from bertnas.backbones import backbone_limits
 from bertnas.cost import cost, count_macs, count_params
 from bertnas.hardware import load_predictor
 from bertnas.space import load_space
-from bertnas.space.backbone_dims import backbone_limits
 
 REFERENCE_MODELS = Path(__file__).resolve().parents[1] / "hardware_profiles" / "reference_models"
 
