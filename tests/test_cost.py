@@ -81,7 +81,7 @@ def random_arch(rng: np.random.Generator, limits: ArchLimits) -> ArchConfig:
 
 
 class _Traceable(nn.Module):
-    """fvcore's jit tracer needs tensors out, not the BertOutput dataclass."""
+    """fvcore's jit tracer needs tensors out, not the ForwardOutput dataclass."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()

@@ -96,7 +96,10 @@ class RunOptions:
 
 
 @dataclass
-class BertOutput:
+class ForwardOutput:
+    """What :func:`bert_forward` returns (named apart from transformers' ``BertOutput``, which is
+    the FFN's output sub-module there)."""
+
     last_hidden_state: torch.Tensor  # (batch, kept tokens, hidden)
     attention_mask: torch.Tensor  # (batch, kept tokens) bool: real tokens after retention
     pooler_output: torch.Tensor | None = None
@@ -230,7 +233,7 @@ def bert_forward(
     head_mask: Sequence[torch.Tensor] | None = None,
     output_hidden_states: bool = False,
     output_attentions: bool = False,
-) -> BertOutput:
+) -> ForwardOutput:
     """The whole model: embeddings, encoder layers (with retention), pooler, classifier."""
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
@@ -247,7 +250,7 @@ def bert_forward(
         if output_hidden_states:
             hidden_states.append(x)
             hidden_masks.append(mask)
-    output = BertOutput(
+    output = ForwardOutput(
         last_hidden_state=x,
         attention_mask=mask,
         hidden_states=hidden_states,

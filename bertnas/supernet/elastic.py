@@ -39,9 +39,9 @@ from bertnas.hashing import file_sha256
 from bertnas.model.compact import CompactBert, CompactConfig, load_weights
 from bertnas.model.functional import (
     Affine,
-    BertOutput,
     EmbeddingWeights,
     FFNWeights,
+    ForwardOutput,
     LayerWeights,
     RunOptions,
     bert_forward,
@@ -409,7 +409,7 @@ class ElasticBert(nn.Module):
         head_mask: list[torch.Tensor] | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
-    ) -> BertOutput:
+    ) -> ForwardOutput:
         """Run the active subnet."""
         arch, h = self._active, self._active.hidden_size
         pooler, classifier = self._head_weights(h)

@@ -68,11 +68,11 @@ from torch import nn
 
 from bertnas.arch import ArchConfig
 from bertnas.errors import BertnasError
-from bertnas.model.functional import BertOutput
+from bertnas.model.functional import ForwardOutput
 from bertnas.model.params import FFNParams
 from bertnas.supernet.elastic import ElasticBert
 
-LossFn = Callable[[BertOutput, Mapping[str, Any]], torch.Tensor]
+LossFn = Callable[[ForwardOutput, Mapping[str, Any]], torch.Tensor]
 """``loss_fn(output, batch) -> scalar loss``; ``batch`` is the dict the model ran on."""
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -90,7 +90,7 @@ class Importance:
     v: torch.Tensor  # (num_layers, num_heads, head_dim): value dimensions of each head
 
 
-def default_loss(output: BertOutput, batch: Mapping[str, Any]) -> torch.Tensor:
+def default_loss(output: ForwardOutput, batch: Mapping[str, Any]) -> torch.Tensor:
     """The task loss: cross-entropy on the logits, or MSE for a single-output (regression) head."""
     if "labels" not in batch:
         raise BertnasError("importance batches need 'labels' to compute the task loss")
