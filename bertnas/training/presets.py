@@ -6,9 +6,9 @@ missing) and study files (``preset:``) all take ``--preset quick|default|full``,
 
 * ``quick``: a few minutes on 2 CPU cores (train subsets, one epoch). For trying the commands
   and for tests; its teacher and supernet are not meant to be used.
-* ``default``: a step budget aimed at about 20 minutes for teacher plus supernet on SST-2 with
-  MiniLM on 2 CPU cores (measured: 22.5; epochs capped by ``max_steps``, so a small task gets
-  all its epochs within the cap). README (issue 13) has what its front reaches.
+* ``default``: a step budget aimed at at most 20 minutes for teacher plus supernet on SST-2 with
+  MiniLM on 2 CPU cores (epochs capped by ``max_steps``, so a small task gets all its epochs
+  within the cap). README (issue 13) has what it measured and what its front reaches.
 * ``full``: the whole training set for two epochs each (SST-2 on 2 CPU cores: about 43 minutes
   for the teacher and 100 for the supernet, extrapolated from timed steps).
 
@@ -24,7 +24,7 @@ PRESET_NAMES = ("quick", "default", "full")
 DEFAULT_PRESET = "default"
 PRESET_HELP = (
     "quick: minutes, for trying commands (not a usable model); default: a step budget "
-    "(SST-2 teacher + supernet ~22 min on 2 CPU cores); full: whole train split, 2 epochs."
+    "(SST-2 teacher + supernet ~20 min on 2 CPU cores); full: whole train split, 2 epochs."
 )
 
 
