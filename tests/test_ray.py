@@ -248,3 +248,25 @@ def test_study_file_on_embedded_ray_and_errors(env, tmp_path, capsys):
     assert code == 0 and not ray.is_initialized()  # an embedded Ray is shut down after the search
     _check_run(out, 3)
     assert json.loads(capsys.readouterr().out)["backend"]["address"] == "embedded"
+
+
+def test_the_driver_loads_no_weights(env, tmp_path, monkeypatch):
+    """The driver works from the plan: the trials, the reference points and the dev report are all
+    scored by the workers (separate processes), so a driver that cannot load a supernet still runs
+    the whole search."""
+    from bertnas.search.accuracy import SubnetEvaluator
+    from bertnas.supernet import ElasticBert
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the Ray driver loaded weights")
+
+    monkeypatch.setattr(SubnetEvaluator, "open", refused)
+    monkeypatch.setattr(ElasticBert, "from_pretrained", refused)
+    out = tmp_path / "run"
+    result = run_search_ray(_config(env, out, trials=3, references=True), RayOptions(workers=1), progress=False)
+    assert result.counts["evaluated"] == 3 and not ray.is_initialized()
+    run = SearchRun.open(out)
+    assert {point["label"] for point in run.references} >= {"full"}  # the references were scored
+    assert run.dev_report["points"] and all(
+        0.0 <= point["dev_metric"] <= 1.0 for point in run.dev_report["points"].values()
+    )

@@ -347,6 +347,27 @@ def _cli_error(capsys, args: list[str]) -> str:
     return err
 
 
+def test_a_mistyped_device_fails_before_anything_is_trained(env, tmp_path, capsys, monkeypatch):
+    """On a fresh machine the main command would plan and train a teacher and a supernet first; the
+    checks that need no supernet (devices, budgets, space, lengths) come before that plan."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("BERTNAS_CACHE", str(cache))
+    import bertnas.pipeline
+
+    def no_plan(*args, **kwargs):
+        raise AssertionError("the pipeline was planned before the request was checked")
+
+    monkeypatch.setattr(bertnas.pipeline, "plan_search", no_plan)
+    base = ["search", "--glue-dir", env["glue"], "--out", str(tmp_path / "r")]
+    assert "unknown device 'no-such-phone'" in _cli_error(
+        capsys, [*base, "--device", "no-such-phone", "--budget", "60ms"]
+    )
+    assert "unknown search space" in _cli_error(
+        capsys, [*base, "--device", DEVICE_A, "--budget", "60ms", "--space", "x"]
+    )
+    assert not cache.exists() or not any(cache.iterdir())  # nothing fine-tuned, trained or cached
+
+
 def test_cli_errors(env, budgets, tmp_path, capsys):
     base = ["search", "--supernet", env["supernet"], "--glue-dir", env["glue"], "--out", str(tmp_path / "r")]
     assert "no unit" in _cli_error(capsys, [*base, "--device", DEVICE_A, "--budget", "60"])
