@@ -130,6 +130,12 @@ class SearchSpace:
             if len(self._choices[base]) > 1:
                 self._dimensions.append(Dimension(name, self._choices[base]))
         self._by_name = {dim.name: dim for dim in self._dimensions}
+        # Where each choice stands among its base's choices: a dict lookup instead of a scan (decoding
+        # asks for every dimension of every config; the surrogate sampler decodes thousands per trial).
+        self._positions = {
+            base: {_choice_key(choice): position for position, choice in enumerate(choices)}
+            for base, choices in self._choices.items()
+        }
 
     def _walk_names(self) -> Iterator[tuple[str, str]]:
         """``(name, base)`` of every potential dimension, in decode order."""
@@ -258,7 +264,7 @@ class SearchSpace:
                 return choices[0]
             value = chooser(name, choices)
             asked.append(name)
-            return choices[self._index(name, choices, value)]
+            return choices[self._position(base, name, value)]
 
         limits, rule = self.limits, self.spec.depth_rule
         hidden = pick("hidden_size", "hidden_size")
@@ -280,13 +286,18 @@ class SearchSpace:
         arch = ArchConfig(hidden_size=hidden, layers=tuple(layers), backbone=self.backbone, **self.options)
         return arch, asked
 
-    def _index(self, name: str, choices: tuple[Any, ...], value: Any) -> int:
-        for position, choice in enumerate(choices):
-            if _same(choice, value):
-                return position
-        raise BertnasError(
-            f"{name}={value!r} is not a choice of space {self.name!r}; choose one of {_listing(choices)}"
-        )
+    def _position(self, base: str, name: str, value: Any) -> int:
+        """Where ``value`` stands among the choices of dimension ``name`` (of ``base``); an error if nowhere."""
+        try:
+            position = self._positions[base].get(_choice_key(value))
+        except TypeError:  # an unhashable value: never a choice
+            position = None
+        if position is None:
+            choices = self._choices[base]
+            raise BertnasError(
+                f"{name}={value!r} is not a choice of space {self.name!r}; choose one of {_listing(choices)}"
+            )
+        return position
 
     def from_values(self, values: Mapping[str, Any]) -> ArchConfig:
         """The config for a dimension-value dict (Optuna's ``trial.params``, or :meth:`to_values`).
@@ -317,11 +328,14 @@ class SearchSpace:
 
         def put(name: str, base: str, value: Any, where: str) -> None:
             choices = self._choices[base]
-            for position, choice in enumerate(choices):
-                if _same(choice, value):
-                    if len(choices) > 1:
-                        values[name] = choices[position]
-                    return
+            try:
+                position = self._positions[base].get(_choice_key(value))
+            except TypeError:  # an unhashable value: never a choice
+                position = None
+            if position is not None:
+                if len(choices) > 1:
+                    values[name] = choices[position]
+                return
             if len(choices) == 1:
                 raise self._not_member(f"{where}={value!r}, but this space fixes it at {choices[0]!r}")
             raise self._not_member(f"{where}={value!r} is not one of {_listing(choices)}")
@@ -458,7 +472,8 @@ class SearchSpace:
         vector = np.full(len(self._dimensions), -1.0)
         for k, dim in enumerate(self._dimensions):
             if dim.name in active:
-                vector[k] = self._index(dim.name, dim.choices, values[dim.name]) / (len(dim.choices) - 1)
+                base = dim.name.split(".", 1)[0]
+                vector[k] = self._position(base, dim.name, values[dim.name]) / (len(dim.choices) - 1)
         return vector
 
     def mutate(
@@ -594,6 +609,16 @@ class _Replay:
         if position == len(self.prefix):
             self.prefix.append(0)
         return choices[self.prefix[position]]
+
+
+def _choice_key(value: Any) -> tuple[Any, ...]:
+    """A dict key under which two values are the same choice exactly when ``same_value`` says so:
+    None only as None, booleans apart from numbers (True is not 1 here), numbers by value."""
+    if value is None:
+        return ("none",)
+    if isinstance(value, (bool, np.bool_)):
+        return ("bool", bool(value))
+    return ("value", value)
 
 
 def _default(dim: Dimension) -> Any:
