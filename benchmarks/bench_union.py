@@ -24,7 +24,8 @@ A search label is ``SPACE/SAMPLER[:VARIANT][@SEED]``: ``@SEED`` runs it with ano
 default is ``--seed``), and a ``surrogate`` variant switches one of its levers off for the
 ablation: ``:no-floor`` (not told the input-ignoring score: collapsed subnets breed and count
 on the front), ``:no-moves`` (no family moves: every child by crossover and mutation over
-all dimensions), ``:neither``. ``--seeds 0,1,2`` runs every label at each of those seeds.
+all dimensions), ``:neither``; ``:levels`` switches the budget-level rounds on (every other
+offspring targets 25/33/50/75/100 % of the budget in turn). ``--seeds 0,1,2`` runs every label at each of those seeds.
 
 Every search selects on the supernet's search split (the slice of train held out from
 teacher and supernet training), and every table figure is on that split, the teacher's
@@ -53,6 +54,7 @@ from bertnas.search import study as study_module
 from bertnas.search.accuracy import SubnetEvaluator
 from bertnas.search.objectives import latency_column
 from bertnas.search.pareto import degenerate_mask
+from bertnas.search.surrogate import LEVEL_FRACTIONS
 from bertnas.search.trial import reference_archs
 from bertnas.space import load_space
 
@@ -205,18 +207,23 @@ def main() -> None:
 
 VARIANTS = {"": {}, "no-floor": {"floor": None}, "no-moves": {"move_share": 0.0}}
 VARIANTS["neither"] = {**VARIANTS["no-floor"], **VARIANTS["no-moves"]}
+# Switched on rather than off: budget-level rounds (make_surrogate_sampler's level_fractions).
+LEVELS = {"levels": LEVEL_FRACTIONS}
 
 
 @contextlib.contextmanager
 def surrogate_variant(variant: str):
     """The surrogate sampler with one of its levers switched off (the ablation), for one search."""
-    if variant not in VARIANTS:
-        raise SystemExit(f"unknown surrogate variant {variant!r}; choose one of {', '.join(v for v in VARIANTS if v)}")
+    if variant not in VARIANTS and variant not in LEVELS:
+        known = [v for v in [*VARIANTS, *LEVELS] if v]
+        raise SystemExit(f"unknown surrogate variant {variant!r}; choose one of {', '.join(known)}")
     original = study_module.make_surrogate_sampler
 
     def patched(*args, **kwargs):
+        if variant in LEVELS:
+            kwargs["level_fractions"] = LEVELS[variant]
         sampler = original(*args, **kwargs)
-        for name, value in VARIANTS[variant].items():
+        for name, value in VARIANTS.get(variant, {}).items():
             setattr(sampler, name, value)
         return sampler
 

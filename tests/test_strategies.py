@@ -12,7 +12,7 @@ from bertnas.errors import BertnasError
 from bertnas.hardware import load_predictor
 from bertnas.search.objectives import Objectives
 from bertnas.search.study import make_sampler
-from bertnas.search.surrogate import AccuracySurrogate, improvement
+from bertnas.search.surrogate import AccuracySurrogate, improvement, make_surrogate_sampler
 from bertnas.search.trial import reference_archs
 from bertnas.space import load_space
 from bertnas.space.families import family_spaces
@@ -187,6 +187,53 @@ def test_improvement_is_measured_above_the_floor():
     # with no useful point yet, the distance above the floor
     first = improvement(np.array([0.83, 0.80]), np.array([5.0, 5.0]), front_metric[:0], front_latency[:0], floor=0.81)
     assert first == pytest.approx([0.02, -0.01])
+
+
+def test_a_level_round_targets_the_best_subnet_under_its_level():
+    from bertnas.search.surrogate import level_improvement
+
+    found_metric, found_latency = np.array([0.80, 0.86, 0.90]), np.array([10.0, 30.0, 60.0])
+    # candidates: over the level, under it but worse than found there, under it and better
+    gains = level_improvement(
+        np.array([0.99, 0.85, 0.88]), np.array([50.0, 20.0, 25.0]), found_metric, found_latency, 45.0
+    )
+    assert gains[0] == -np.inf and gains[1] < 0 < gains[2]
+    assert gains[2] == pytest.approx(0.02)  # above the best found under 45 ms (0.86), not the overall best
+    # nothing found under the level yet: measured from the floor; no improvement: None (hypervolume instead)
+    assert level_improvement(np.array([0.83]), np.array([5.0]), found_metric, found_latency, 8.0, floor=0.81)[0] == (
+        pytest.approx(0.02)
+    )
+    assert level_improvement(np.array([0.84]), np.array([20.0]), found_metric, found_latency, 45.0) is None
+
+
+def test_level_rounds_spend_evaluations_under_the_level(unified):
+    """With a budget level at a quarter of the budget, the level rounds (every other offspring
+    trial) land under it; hypervolume improvement alone sends most of them elsewhere."""
+    predictor = load_predictor("pixel4")
+    budget = float(predictor.predict(unified.full()))
+    objectives = Objectives.build("accuracy", {"pixel4": budget})
+    references = list(reference_archs(unified, unified.full()).values())
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def landed(level_fractions):
+        sampler = make_surrogate_sampler(
+            unified,
+            lambda arch: {"pixel4": float(predictor.predict(arch))},
+            objectives.budgets,
+            references,
+            population_size=8,
+            seed=0,
+            level_fractions=level_fractions,
+        )
+        study = optuna.create_study(directions=objectives.directions, sampler=sampler)
+        study.optimize(_synthetic_objective(unified, predictor, budget), n_trials=30)
+        rounds = [t for t in study.trials[8:] if t.number % 2]
+        return sum(t.values[1] <= 0.25 * budget for t in rounds) / len(rounds), sampler
+
+    with_levels, sampler = landed((0.25,))
+    assert sampler.levels == pytest.approx([0.25 * budget])
+    without, _ = landed(())
+    assert with_levels >= 0.9 and without < 0.5, (with_levels, without)
 
 
 def test_collapsed_subnets_are_neither_parents_nor_front_points(unified):

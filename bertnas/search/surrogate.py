@@ -21,7 +21,12 @@ search in three parts, as Once-for-All's accuracy predictor and DyNAS-T's LINAS 
    space's encoding and the predicted latency, refit on every evaluated trial of the
    study) predicts each child's metric with an uncertainty; the child with the largest
    optimistic hypervolume improvement (mean + ``kappa`` x spread) over the current front
-   is the one evaluated.
+   is the one evaluated. With budget ``levels`` (latencies on the optimized device), every
+   other offspring trial instead targets one level in turn: among the children under it,
+   the one whose optimistic metric most exceeds the best subnet found under it (hypervolume
+   improvement again when none does). Hypervolume alone favours the cheap end, where a point
+   covers a wide latency strip; the levels give the expensive end, where a deployment team's
+   budget usually sits, its share of the evaluations.
 
 With a ``floor`` (the score of a model that ignores its input: the majority class, the mean
 prediction), the search knows what a useless subnet scores: a trial whose predictions are
@@ -139,6 +144,7 @@ class SurrogateSampler(PlannedSampler):
         seed: int | None = None,
         floor: float | None = None,
         move_share: float = 0.45,
+        levels: Sequence[float] = (),
     ) -> None:
         super().__init__(space, seed, feasible)
         self.latency = latency
@@ -149,6 +155,7 @@ class SurrogateSampler(PlannedSampler):
         self.kappa = kappa
         self.floor = floor
         self.move_share = move_share  # share of the offspring made by family moves
+        self.levels = sorted(float(level) for level in levels)  # budget levels, ms on the optimized device
         # Family moves: each family's groups, then each single group of the space, once each.
         moves = [family_groups(family) & set(space.groups()) for family in self.families]
         moves += [frozenset({group}) for group in space.groups()]
@@ -165,7 +172,7 @@ class SurrogateSampler(PlannedSampler):
         if len(evaluated) < self.population_size:
             arch = self._first_generation(rng, seen, started=len([t for t in trials if t.number != number]))
         else:
-            arch = self._offspring(study, evaluated, rng, seen)
+            arch = self._offspring(study, evaluated, rng, seen, number)
         return {} if arch is None else self.space.to_values(arch)
 
     def _first_generation(self, rng: np.random.Generator, seen: set, started: int) -> ArchConfig | None:
@@ -184,7 +191,7 @@ class SurrogateSampler(PlannedSampler):
         return self.space.from_values(self.space.to_values(arch))
 
     def _offspring(
-        self, study: optuna.Study, evaluated: list[FrozenTrial], rng: np.random.Generator, seen: set
+        self, study: optuna.Study, evaluated: list[FrozenTrial], rng: np.random.Generator, seen: set, number: int
     ) -> ArchConfig | None:
         maximize = study.directions[0] == StudyDirection.MAXIMIZE
         population = Population.of(evaluated, 1.0 if maximize else -1.0, self.floor)
@@ -225,7 +232,14 @@ class SurrogateSampler(PlannedSampler):
             front_metric, front_latency = metric[useful][front], latency[useful][front]
         else:
             front_metric, front_latency = metric[:0], latency[:0]
-        gains = improvement(optimistic, pool_latency, front_metric, front_latency, floor=population.floor)
+        gains = None
+        if self.levels and number % 2:  # a level round: the levels in turn, every other trial
+            level = self.levels[(number // 2) % len(self.levels)]
+            gains = level_improvement(
+                optimistic, pool_latency, metric[useful], latency[useful], level, population.floor
+            )
+        if gains is None:
+            gains = improvement(optimistic, pool_latency, front_metric, front_latency, floor=population.floor)
         best = np.flatnonzero(gains >= gains.max() - 1e-12)
         return pool[int(best[int(rng.integers(len(best)))])]
 
@@ -271,6 +285,24 @@ def improvement(
     return gains
 
 
+def level_improvement(
+    metric: np.ndarray,
+    latency: np.ndarray,
+    found_metric: np.ndarray,
+    found_latency: np.ndarray,
+    level: float,
+    floor: float | None = None,
+) -> np.ndarray | None:
+    """For each candidate, how far its metric exceeds the best found metric at latency <= ``level``
+    (the ``floor``, or nothing, when none was found there); ``-inf`` over the level. None when no
+    candidate under the level improves on it (the caller falls back to hypervolume improvement)."""
+    metric, latency = np.asarray(metric, dtype=float), np.asarray(latency, dtype=float)
+    under = found_metric[found_latency <= level]
+    best = float(under.max()) if len(under) else (float(floor) if floor is not None else -np.inf)
+    gains = np.where(latency <= level, metric - best, -np.inf)
+    return gains if gains.max() > 0 else None
+
+
 def _pareto_ranks(metric: np.ndarray, latency: np.ndarray) -> np.ndarray:
     """Non-dominated sorting rank (0 = front) of each point (metric maximized, latency minimized)."""
     ranks = np.full(len(metric), -1)
@@ -284,6 +316,10 @@ def _pareto_ranks(metric: np.ndarray, latency: np.ndarray) -> np.ndarray:
     return ranks
 
 
+# Budget levels of the surrogate's level rounds: 4x, 3x, 2x and 1.33x faster than the budget, and the budget.
+LEVEL_FRACTIONS = (0.25, 0.33, 0.5, 0.75, 1.0)
+
+
 def make_surrogate_sampler(
     space: SearchSpace,
     latency_ms: Callable[[ArchConfig], Mapping[str, float]],
@@ -292,9 +328,11 @@ def make_surrogate_sampler(
     population_size: int | None,
     seed: int,
     floor: float | None = None,
+    level_fractions: Sequence[float] = (),
 ) -> SurrogateSampler:
     """The ``surrogate`` sampler of a search over ``space`` with these budgets (first device optimized);
-    ``floor``: the input-ignoring score of the data it is scored on."""
+    ``floor``: the input-ignoring score of the data it is scored on; ``level_fractions``: the budget
+    levels, as fractions of the first device's budget (empty: hypervolume improvement only)."""
     first = next(iter(budgets))
 
     def feasible(arch: ArchConfig) -> bool:
@@ -310,4 +348,5 @@ def make_surrogate_sampler(
         population_size=population_size or 20,
         seed=seed,
         floor=floor,
+        levels=[fraction * budgets[first] for fraction in level_fractions],
     )
