@@ -58,7 +58,8 @@ def summarise(header: dict, searches: dict[str, dict]) -> str:
         f"teacher {100 * header['teacher']:.2f}, {header['baseline']['kind']} baseline "
         f"{100 * header['baseline']['score']:.2f}",
         "",
-        "| search | " + " | ".join(f"best <= {round(100 * float(f))} %" for f in FRACTIONS)
+        "| search | "
+        + " | ".join(f"best <= {round(100 * float(f))} %" for f in FRACTIONS)
         + " | hypervolume | degenerate | wall s |",
         "|---|" + "---:|" * (len(FRACTIONS) + 3),
     ]
@@ -66,13 +67,17 @@ def summarise(header: dict, searches: dict[str, dict]) -> str:
     for label, entry in searches.items():
         cells = [cell(best(entry, f)) for f in FRACTIONS]
         lines.append(
-            f"| {label} | " + " | ".join(cells)
+            f"| {label} | "
+            + " | ".join(cells)
             + f" | {entry['hypervolume']:.3f} | {entry['degenerate']} | {entry['wall_time_s']:.0f} |"
         )
         groups[label.partition("@")[0]].append(entry)
 
-    lines += ["", "| search (seeds) | " + " | ".join(f"<= {round(100 * float(f))} %" for f in FRACTIONS)
-              + " | hypervolume |", "|---|" + "---:|" * (len(FRACTIONS) + 1)]
+    lines += [
+        "",
+        "| search (seeds) | " + " | ".join(f"<= {round(100 * float(f))} %" for f in FRACTIONS) + " | hypervolume |",
+        "|---|" + "---:|" * (len(FRACTIONS) + 1),
+    ]
     means: dict[str, dict[str, float | None]] = {}
     for name, entries in groups.items():
         row, means[name] = [], {}
@@ -102,17 +107,23 @@ def summarise(header: dict, searches: dict[str, dict]) -> str:
             rival = max(rivals, key=rivals.get)
             mine = union[fraction]
             if mine is None:
-                lines.append(f"- <= {round(100 * float(fraction))} %: unified has no point; best family {rival} "
-                             f"{rivals[rival]:.2f} (**missed**)")
+                lines.append(
+                    f"- <= {round(100 * float(fraction))} %: unified has no point; best family {rival} "
+                    f"{rivals[rival]:.2f} (**missed**)"
+                )
                 continue
             gap = mine - rivals[rival]
             verdict = "best" if gap > TIE else "tied" if gap >= -TIE else "**missed**"
-            lines.append(f"- <= {round(100 * float(fraction))} %: unified {mine:.2f} vs {rival} {rivals[rival]:.2f} "
-                         f"({gap:+.2f}): {verdict}")
+            lines.append(
+                f"- <= {round(100 * float(fraction))} %: unified {mine:.2f} vs {rival} {rivals[rival]:.2f} "
+                f"({gap:+.2f}): {verdict}"
+            )
         rival = max(families, key=lambda n: families[n]["hv"])
         gap = union["hv"] / families[rival]["hv"] - 1
-        lines.append(f"- hypervolume: unified {union['hv']:.3f} vs {rival} {families[rival]['hv']:.3f} "
-                     f"({100 * gap:+.0f} %): {'best' if gap > 0 else '**missed**'}")
+        lines.append(
+            f"- hypervolume: unified {union['hv']:.3f} vs {rival} {families[rival]['hv']:.3f} "
+            f"({100 * gap:+.0f} %): {'best' if gap > 0 else '**missed**'}"
+        )
     return "\n".join(lines)
 
 
