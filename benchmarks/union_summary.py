@@ -10,7 +10,8 @@ last one given, e.g. a search that an earlier part left unfinished). Prints mark
    of the full model's latency, hypervolume, degenerate trials;
 2. one row per search without its seed: mean over the seeds run, and the range;
 3. the verdict: at each budget, the unified ``surrogate`` search's seed mean against the best
-   single-family row's seed mean (tied = within 0.2 points, the issue's margin).
+   single-family row's seed mean (tied = within 0.2 points, the issue's margin), then seed by
+   seed against the single-family searches run with the same seed.
 
 Every figure is on the split the results file names (the search split), x 100.
 """
@@ -124,6 +125,24 @@ def summarise(header: dict, searches: dict[str, dict]) -> str:
             f"- hypervolume: unified {union['hv']:.3f} vs {rival} {families[rival]['hv']:.3f} "
             f"({100 * gap:+.0f} %): {'best' if gap > 0 else '**missed**'}"
         )
+        lines += ["", "Seed by seed (each unified search against the single-family searches of the same seed):", ""]
+        for label in sorted(k for k in searches if k.partition("@")[0] == "unified/surrogate"):
+            seed = label.partition("@")[2]
+            rivals_of_seed = {
+                k: e for k, e in searches.items() if k.partition("@")[2] == seed and k.split("/")[0] in FAMILIES
+            }
+            cells = []
+            for fraction in FRACTIONS:
+                scores = {k: best(e, fraction) for k, e in rivals_of_seed.items() if best(e, fraction) is not None}
+                mine = best(searches[label], fraction)
+                if not scores or mine is None:
+                    cells.append(f"{round(100 * float(fraction))} %: -")
+                    continue
+                rival = max(scores, key=scores.get)
+                gap = mine - scores[rival]
+                verdict = "best" if gap > TIE else "tied" if gap >= -TIE else "missed"
+                cells.append(f"{round(100 * float(fraction))} %: {gap:+.2f} vs {rival.split('/')[0]} ({verdict})")
+            lines.append(f"- {label}: " + "; ".join(cells))
     return "\n".join(lines)
 
 
