@@ -286,12 +286,16 @@ class SearchSpace:
         arch = ArchConfig(hidden_size=hidden, layers=tuple(layers), backbone=self.backbone, **self.options)
         return arch, asked
 
+    def _lookup(self, base: str, value: Any) -> int | None:
+        """Where ``value`` stands among ``base``'s choices, or None if it is not one of them."""
+        try:
+            return self._positions[base].get(_choice_key(value))
+        except TypeError:  # an unhashable value: never a choice
+            return None
+
     def _position(self, base: str, name: str, value: Any) -> int:
         """Where ``value`` stands among the choices of dimension ``name`` (of ``base``); an error if nowhere."""
-        try:
-            position = self._positions[base].get(_choice_key(value))
-        except TypeError:  # an unhashable value: never a choice
-            position = None
+        position = self._lookup(base, value)
         if position is None:
             choices = self._choices[base]
             raise BertnasError(
@@ -328,10 +332,7 @@ class SearchSpace:
 
         def put(name: str, base: str, value: Any, where: str) -> None:
             choices = self._choices[base]
-            try:
-                position = self._positions[base].get(_choice_key(value))
-            except TypeError:  # an unhashable value: never a choice
-                position = None
+            position = self._lookup(base, value)
             if position is not None:
                 if len(choices) > 1:
                     values[name] = choices[position]
