@@ -295,8 +295,14 @@ def test_tiny_profile_validation_reports_what_it_measured(tiny_profiles):
     np.testing.assert_allclose(predicted, expected, atol=1e-4)
     assert bool(np.all(np.isfinite(measured) & (measured > 0)))
     recomputed = metrics(predicted, measured)
-    for key in ("mape_pct", "within_10pct", "max_abs_error_pct"):
-        assert result[key] == pytest.approx(recomputed[key], abs=0.05)
+    # The points are stored to 1e-4 ms, so on a sub-millisecond tiny model the errors recomputed
+    # from them can differ from the report's (made from the unrounded timings) by this much:
+    half = 5e-5
+    slack = 100 * float(np.max((predicted + half) * half / (measured - half) ** 2)) + 0.01
+    for key in ("mape_pct", "max_abs_error_pct"):
+        assert result[key] == pytest.approx(recomputed[key], abs=slack)
+    near_edge = np.abs(np.abs(predicted / measured - 1) - 0.10) * 100 <= slack
+    assert result["within_10pct"] == pytest.approx(recomputed["within_10pct"], abs=100 * near_edge.mean() + 0.05)
 
 
 def test_end_to_end_timing_in_interleaved_rounds():
