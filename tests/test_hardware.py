@@ -484,3 +484,22 @@ def test_litert_kernel_is_timed_and_a_tiny_converted_subnet_runs():
         expected = reference(ids, torch.ones_like(ids)).logits.numpy()
     assert np.asarray(logits).shape == (1, 2) and np.allclose(logits, expected, atol=1e-4)
     assert "XNNPACK" in runtime.describe()["delegate"]
+
+    # Several timing rounds convert each subnet once: every round reopens the same file, which
+    # the last round deletes.
+    from dataclasses import replace
+    from pathlib import Path
+
+    from bertnas.hardware.measure import measure_models
+
+    scratch = Path(runtime._scratch.name)
+    prepared = runtime.prepare(arch)
+    assert len(list(scratch.rglob("*.tflite"))) == 1
+    assert np.allclose(prepared()(), logits, atol=1e-4) and np.allclose(prepared()(), logits, atol=1e-4)
+    prepared.close()
+    assert not list(scratch.rglob("*.tflite"))
+    archs = [arch, tiny_arch(np.random.default_rng(6), layers=1)]
+    conversions = runtime._count
+    timed = measure_models(runtime, archs, replace(FAST, rounds=3))
+    assert runtime._count - conversions == len(archs)  # not 3 x
+    assert bool(np.all(timed > 0)) and not list(scratch.rglob("*.tflite"))

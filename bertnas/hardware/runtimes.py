@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,6 +31,22 @@ from bertnas.errors import BertnasError
 RUNTIMES = ("torch", "onnxruntime", "litert")
 
 Runner = Callable[[], object]
+
+
+class Prepared:
+    """A model built once for several timing rounds: calling it opens a fresh runner."""
+
+    def __init__(self, open_runner: Callable[[], Runner], close: Callable[[], None] | None = None) -> None:
+        self._open, self._close = open_runner, close
+
+    def __call__(self) -> Runner:
+        return self._open()
+
+    def close(self) -> None:
+        """Free what the build kept (a converted file); idempotent."""
+        if self._close is not None:
+            self._close()
+            self._close = None
 
 
 class Runtime:
@@ -45,6 +62,13 @@ class Runtime:
 
     def model(self, arch: ArchConfig) -> Runner:
         raise NotImplementedError
+
+    def prepare(self, arch: ArchConfig) -> Prepared:
+        """``arch``'s end-to-end model made ready for several timing rounds: each call of the
+        result opens a fresh runner, ``close()`` frees what was kept. This default builds the
+        model afresh on every call (cheap for torch and onnxruntime); a runtime whose build is
+        expensive (LiteRT converts the whole graph) builds once and reopens."""
+        return Prepared(lambda: self.model(arch))
 
     def baseline(self) -> Runner:
         """A call that does nothing on the runtime: its time is the harness's per-call cost."""
@@ -381,9 +405,19 @@ class LitertRuntime(Runtime):
         return self._runner(_Kernel(lambda x: x + 0.0), (self._randn(1),))
 
     def model(self, arch: ArchConfig) -> Runner:
-        from pathlib import Path
+        path = self._convert(arch)
+        runner = self._open(path, arch)
+        path.unlink()  # the interpreter holds the model
+        return runner
 
-        from bertnas.export.formats import TfliteFormat, TfliteModel
+    def prepare(self, arch: ArchConfig) -> Prepared:
+        """Converted once (the conversion is most of a subnet's measuring time); every round
+        opens a fresh interpreter on the same file, which is deleted by ``close()``."""
+        path = self._convert(arch)
+        return Prepared(lambda: self._open(path, arch), lambda: path.unlink(missing_ok=True))
+
+    def _convert(self, arch: ArchConfig) -> Path:
+        from bertnas.export.formats import TfliteFormat
         from bertnas.model.compact import CompactBert, CompactConfig
 
         torch.manual_seed(0)
@@ -391,9 +425,12 @@ class LitertRuntime(Runtime):
         self._count += 1
         directory = Path(self._scratch.name) / f"m{self._count}"
         directory.mkdir()
-        path = TfliteFormat().write(model, directory, self.seq_len)
+        return TfliteFormat().write(model, directory, self.seq_len)
+
+    def _open(self, path: Path, arch: ArchConfig) -> Runner:
+        from bertnas.export.formats import TfliteModel
+
         runner = TfliteModel(path, threads=self.threads)
-        path.unlink()
         ids = torch.randint(1, arch.vocab_size, (1, self.seq_len), generator=self.generator).numpy()
         ids, mask, types = (x.astype(runner.input_dtype) for x in (ids, np.ones_like(ids), np.zeros_like(ids)))
         return lambda: runner.run(ids, mask, types)
@@ -404,4 +441,4 @@ class LitertRuntime(Runtime):
         return {"litert": version("ai-edge-litert"), "litert_torch": version("litert-torch"), "delegate": "XNNPACK"}
 
 
-__all__ = ["RUNTIMES", "LitertRuntime", "OrtRuntime", "Runtime", "TorchRuntime", "open_runtime"]
+__all__ = ["RUNTIMES", "LitertRuntime", "OrtRuntime", "Prepared", "Runtime", "TorchRuntime", "open_runtime"]

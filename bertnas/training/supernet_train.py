@@ -167,8 +167,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rewire_batches": 8,
     },
     # six epochs capped at 800 steps (25.6k examples) of the budget recipe: with the default
-    # teacher, about 20 minutes on 2 CPU cores for SST-2 (README; 1000 steps took 22.5); a small
-    # task gets its epochs
+    # teacher, 16.4 minutes in all on a 2-core Xeon for SST-2 (README, issue 13); a small task
+    # gets its epochs
     "default": {
         "epochs": 6.0,
         "train_subset": None,
