@@ -240,15 +240,10 @@ def measure_models(
         with tqdm(total=samples.size, desc=f"{desc} ({runtime.name})", unit="net") as bar:
             for round_ in range(timing.rounds):
                 for i, arch in enumerate(archs):
-                    if timing.rounds == 1:
-                        runner = runtime.model(arch)
-                    else:
-                        if prepared[i] is None:
-                            prepared[i] = runtime.prepare(arch)
-                        runner = prepared[i]()
-                    samples[round_, i] = time_runner(runner, timing)
-                    del runner
-                    if round_ == timing.rounds - 1 and prepared[i] is not None:
+                    if prepared[i] is None:
+                        prepared[i] = runtime.prepare(arch)
+                    samples[round_, i] = time_runner(prepared[i](), timing)
+                    if round_ == timing.rounds - 1:
                         prepared[i].close()
                     bar.update()
     finally:
