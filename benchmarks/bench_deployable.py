@@ -1,7 +1,7 @@
 """Deployable accuracy on SST-2: a search scored on the held-out search split, its picks fine-tuned, the trust report.
 
-    python benchmarks/bench_deployable.py [--preset default] [--trials 100] [--steps 300] [--trust-n 12]
-                                          [--lr 5e-5] [--cache DIR] [--tag NAME --no-trust]
+    python benchmarks/bench_deployable.py [--preset default] [--trials 100] [--steps 300] [--epochs 1]
+                                          [--trust-n 12] [--lr 5e-5] [--cache DIR] [--tag NAME --no-trust]
 
 1. What ``bertnas search --task sst2 --device pixel4 --budget 120ms`` runs from an empty cache
    (teacher and supernet with the preset, both holding 5 % of train out as the search split;
@@ -20,7 +20,8 @@ Every figure says its split. Resumable: rerun with the same ``--cache`` and fini
 skipped (cached teacher and supernet, the study, fine-tuned models). Timings are wall-clock on
 this machine with nothing else running. Writes benchmarks/results/deployable_sst2_<preset>.json;
 ``--tag long --steps 1500 --no-trust`` fine-tunes the same search's picks longer, in a copy of
-its run directory, into deployable_sst2_<preset>_long.json.
+its run directory, into deployable_sst2_<preset>_long.json; ``--tag epochs2 --epochs 2 --steps 0
+--no-trust`` fine-tunes them for two epochs (early stopping on the search split still applies).
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="default")
     parser.add_argument("--trials", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=300, help="fine-tuning steps per subnet (at most)")
+    parser.add_argument("--steps", type=int, default=300, help="fine-tuning steps per subnet (at most; 0: no cap)")
+    parser.add_argument("--epochs", type=float, default=1.0, help="fine-tuning epochs per subnet (at most)")
     parser.add_argument("--trust-n", type=int, default=12)
     parser.add_argument("--lr", type=float, default=5e-5, help="fine-tuning learning rate")
     parser.add_argument("--no-trust", action="store_true", help="fine-tune the picks only")
@@ -127,7 +129,9 @@ def main() -> None:
             "dev_metric": float(best["dev_metric"]),
             "dev_selected_dev_metric": float(feasible["dev_metric"].max()),  # choosing on dev: flattering
         }
-    finetune = SubnetFinetuneConfig(max_steps=args.steps, lr=args.lr, glue_dir=args.glue_dir)
+    finetune = SubnetFinetuneConfig(
+        epochs=args.epochs, max_steps=args.steps or None, lr=args.lr, glue_dir=args.glue_dir
+    )
     trials = run.trials.set_index("number")
     selected = [Selected(trial, _arch(trials, trial)) for trial in dict.fromkeys(picks.values())]
     began = time.perf_counter()
@@ -159,7 +163,8 @@ def main() -> None:
     results = {
         "preset": args.preset,
         "trials": args.trials,
-        "finetune_max_steps": args.steps,
+        "finetune_max_steps": args.steps or None,
+        "finetune_epochs": args.epochs,
         "finetune_lr": args.lr,
         "host": host(),
         "splits": {
