@@ -70,6 +70,7 @@ def tiny_profiles():
             calibration=calibration,
             timing=FAST,
             progress=False,
+            anchor=calibration[0],
         )
         for runtime in ("torch", "onnxruntime")
     }
@@ -295,6 +296,12 @@ def test_tiny_profile_validation_reports_what_it_measured(tiny_profiles):
     np.testing.assert_allclose(predicted, expected, atol=1e-4)
     assert bool(np.all(np.isfinite(measured) & (measured > 0)))
     recomputed = metrics(predicted, measured)
+    # The subnets were timed beside the anchor the profile stored; at the profile's speed the
+    # measured times are the anchor units times the anchor's time then.
+    stored = tiny_profiles["onnxruntime"].evidence["anchor"]
+    assert result["anchor"]["profile_ms"] == stored["ms"] and result["anchor"]["now"]["model"] == stored["hash"]
+    steady = np.array([p["anchor_units"] for p in result["points"]]) * stored["ms"]
+    assert result["drift_corrected"]["kendall_tau"] == pytest.approx(metrics(predicted, steady)["kendall_tau"])
     # The points are stored to 1e-4 ms, so on a sub-millisecond tiny model the errors recomputed
     # from them can differ from the report's (made from the unrounded timings) by this much:
     half = 5e-5
@@ -318,6 +325,48 @@ def test_end_to_end_timing_in_interleaved_rounds():
     assert timed.shape == (3,) and bool(np.all(np.isfinite(timed) & (timed > 0)))
     with pytest.raises(BertnasError, match="rounds=0"):
         measure_models(runtime, archs, replace(FAST, rounds=0))
+
+
+class _DriftingRuntime:
+    """A machine whose speed drifts on demand: every model sleeps for its cost times a factor that
+    grows with each call made on the machine (the 150th call takes about 4 times the first)."""
+
+    name = "drifting"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def prepare(self, arch: ArchConfig):
+        import time
+
+        from bertnas.hardware.runtimes import Prepared
+
+        cost = 0.001 * len(arch.layers)
+
+        def run() -> None:
+            self.calls += 1
+            time.sleep(cost * (1.0 + self.calls / 50))  # sleeping, unlike work, barely feels a busy CPU
+
+        return Prepared(lambda: run)
+
+
+def test_anchored_timing_takes_out_the_machines_drift():
+    from bertnas.hardware.measure import measure_anchored
+
+    rng = np.random.default_rng(3)
+    same = tiny_arch(rng, layers=2)
+    archs = [same] * 10
+    timing = Timing(warmup=1, min_repeats=5, max_repeats=7, min_seconds=0.0)
+    timed = measure_anchored(_DriftingRuntime(), archs, tiny_arch(rng, layers=3), timing, every=2)
+    # the machine slowed down over the set; in anchor units the same model costs the same throughout
+    # (2 layers against the anchor's 3). The extremes are left out: a busy CI core adds a stray spike.
+    raw, relative = np.sort(timed.ms)[1:-1], np.sort(timed.relative)[1:-1]
+    assert raw[-1] / raw[0] > 1.5 and timed.anchor_spread[1] / timed.anchor_spread[0] > 1.5
+    assert relative[-1] / relative[0] < 1.3 and float(np.median(relative)) == pytest.approx(2 / 3, rel=0.2)
+    np.testing.assert_allclose(timed.at_speed(3.0), timed.relative * 3.0)
+    plain = measure_anchored(_DriftingRuntime(), archs[:2], None, FAST)
+    with pytest.raises(BertnasError, match="without an anchor"):
+        plain.at_speed(1.0)
 
 
 # ---------------------------------------------------------------- export / import

@@ -109,7 +109,20 @@ def measure_command(
     archs = sample_subnets(calibration, CALIBRATION_SEED, backbone) if calibration else []
     label = f"{calibration} random unified-space subnets of {'+'.join(backbone)}, seed {CALIBRATION_SEED}"
     with exclusive(target, "profile"):
-        _measure_into(target, name, runtime, threads, seq_len, batch, cuda, GRIDS[grid](seq_len), archs, label, rounds)
+        _measure_into(
+            target,
+            name,
+            runtime,
+            threads,
+            seq_len,
+            batch,
+            cuda,
+            GRIDS[grid](seq_len),
+            archs,
+            label,
+            rounds,
+            backbone[0],
+        )
 
 
 def _measure_into(
@@ -124,6 +137,7 @@ def _measure_into(
     archs: list,
     label: str,
     rounds: int,
+    anchor: object = None,
 ) -> None:
     """Measure into ``target``; the kernel families finished so far wait in a hidden checkpoint
     beside it, so a rerun after a kill times only the rest (removed once the profile is written)."""
@@ -142,6 +156,7 @@ def _measure_into(
         calibration_label=label if archs else "",
         timing=Timing(rounds=rounds),
         checkpoint=checkpoint,
+        anchor=anchor,
     )
     profile.save(target)
     checkpoint.unlink(missing_ok=True)
@@ -233,6 +248,16 @@ def validate_command(
         f"{summary['within_10pct']} % within +-10 %, Kendall tau {summary['kendall_tau']}, "
         f"worst {summary['max_abs_error_pct']} % ({summary['wall_seconds']} s)"
     )
+    anchor = summary["anchor"]
+    if "drift_corrected" in summary:
+        d = summary["drift_corrected"]
+        typer.echo(
+            f"at the profile's speed (its anchor ran {anchor['now']['ms']:.3f} ms now, "
+            f"{anchor['profile_ms']:.3f} ms when measured): MAPE {d['mape_pct']} %, "
+            f"{d['within_10pct']} % within +-10 %, Kendall tau {d['kendall_tau']}, worst {d['max_abs_error_pct']} %"
+        )
+    else:
+        typer.echo(f"anchor {anchor['now']['ms']:.3f} ms now; {anchor['note']}")
 
 
 @profile_app.command("kernels")

@@ -40,11 +40,13 @@ from tqdm import tqdm
 from bertnas import killpoints
 from bertnas.arch import ArchConfig
 from bertnas.atomic import atomic_write_text
+from bertnas.backbones import backbone_limits
 from bertnas.errors import BertnasError
 from bertnas.hardware.kernels import FAMILIES
 from bertnas.hardware.profile import Corrections, HardwareProfile, KernelTable
 from bertnas.hardware.runtimes import Runtime, open_runtime
 from bertnas.readers import read_json
+from bertnas.space import load_space
 
 
 @dataclass(frozen=True)
@@ -223,6 +225,38 @@ def _write_checkpoint(path: Path, key: dict, tables: dict[str, KernelTable]) -> 
     atomic_write_text(path, json.dumps({"key": key, "families": families}))
 
 
+ANCHOR_EVERY = 8  # an anchor timing before every 8th model of a pass, and one after the last
+
+
+def anchor_arch(backbone: str = "all-MiniLM-L6-v2") -> ArchConfig:
+    """The model timed beside a set to track the machine's speed: ``backbone`` in full, 2 labels."""
+    return load_space("unified").bind(backbone_limits(backbone), backbone=backbone).full().replace(num_labels=2)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """End-to-end times of a set of models, with the machine's speed tracked beside them.
+
+    On a shared or virtual machine the speed drifts by several per cent over minutes and by
+    tens of per cent between days, which no profile fitted at another time can know. A fixed
+    model (the *anchor*, :func:`anchor_arch`) is timed before every ``ANCHOR_EVERY``-th model of
+    each pass and after the last; each model's time is divided by the anchor time interpolated
+    at its place in the pass. ``relative`` is the median of that ratio over the passes: the
+    model's cost in anchor units, which drift moves far less than milliseconds.
+    """
+
+    ms: np.ndarray  # (models,) median over the passes of each model's time
+    relative: np.ndarray | None = None  # (models,) median over the passes of time / the anchor beside it
+    anchor_ms: float | None = None  # median of every anchor timing of the set
+    anchor_spread: tuple[float, float] | None = None  # the fastest and slowest anchor timing
+
+    def at_speed(self, anchor_ms: float) -> np.ndarray:
+        """The times the models would have taken had the anchor run in ``anchor_ms`` throughout."""
+        if self.relative is None:
+            raise BertnasError("these times were measured without an anchor; no drift can be removed")
+        return self.relative * anchor_ms
+
+
 def measure_models(
     runtime: Runtime, archs: Sequence[ArchConfig], timing: Timing = Timing(), desc: str = "subnets"
 ) -> np.ndarray:
@@ -232,25 +266,62 @@ def measure_models(
     build is expensive builds each model once for all passes (:meth:`Runtime.prepare`: LiteRT
     converts each subnet once and keeps the file until the last pass).
     """
+    return measure_anchored(runtime, archs, None, timing, desc).ms
+
+
+def measure_anchored(
+    runtime: Runtime,
+    archs: Sequence[ArchConfig],
+    anchor: ArchConfig | None,
+    timing: Timing = Timing(),
+    desc: str = "subnets",
+    every: int = ANCHOR_EVERY,
+) -> Measured:
+    """:func:`measure_models`, with ``anchor`` timed beside the set (see :class:`Measured`); None: not."""
     if timing.rounds < 1:
         raise BertnasError(f"rounds={timing.rounds}: need at least one pass")
-    samples = np.zeros((timing.rounds, len(archs)))
-    prepared: list = [None] * len(archs)
+    if every < 1:
+        raise BertnasError(f"anchor every {every} models: must be at least 1")
+    count = len(archs)
+    samples = np.zeros((timing.rounds, count))
+    beside = np.ones((timing.rounds, count))
+    anchor_times: list[float] = []
+    prepared: list = [None] * count
+    anchor_model = runtime.prepare(anchor) if anchor is not None else None
     try:
+        anchor_run = anchor_model() if anchor_model is not None else None
         with tqdm(total=samples.size, desc=f"{desc} ({runtime.name})", unit="net") as bar:
             for round_ in range(timing.rounds):
+                marks: list[int] = []
+                times: list[float] = []
                 for i, arch in enumerate(archs):
+                    if anchor_run is not None and i % every == 0:
+                        marks.append(i)
+                        times.append(time_runner(anchor_run, timing))
                     if prepared[i] is None:
                         prepared[i] = runtime.prepare(arch)
                     samples[round_, i] = time_runner(prepared[i](), timing)
                     if round_ == timing.rounds - 1:
                         prepared[i].close()
                     bar.update()
+                if anchor_run is not None and count:
+                    marks.append(count)
+                    times.append(time_runner(anchor_run, timing))
+                    # model i ran between marks i and i + 1
+                    beside[round_] = np.interp(np.arange(count) + 0.5, marks, times)
+                    anchor_times.extend(times)
     finally:
-        for item in prepared:
+        for item in [*prepared, anchor_model]:
             if item is not None:
                 item.close()
-    return np.median(samples, axis=0)
+    if anchor is None or not count:
+        return Measured(ms=np.median(samples, axis=0))
+    return Measured(
+        ms=np.median(samples, axis=0),
+        relative=np.median(samples / beside, axis=0),
+        anchor_ms=float(np.median(anchor_times)),
+        anchor_spread=(float(min(anchor_times)), float(max(anchor_times))),
+    )
 
 
 def fit_corrections(
@@ -292,6 +363,17 @@ def fit_corrections(
     )
 
 
+def anchor_record(anchor: ArchConfig, timed: Measured) -> dict[str, object]:
+    """What a profile's evidence keeps of its anchor: the model, and its median time then."""
+    return {
+        "arch": anchor.to_dict(),
+        "hash": anchor.hash(),
+        "ms": round(float(timed.anchor_ms), 5),
+        "spread_ms": [round(v, 5) for v in timed.anchor_spread],
+        "every": ANCHOR_EVERY,
+    }
+
+
 def host_description() -> dict[str, str]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -320,11 +402,15 @@ def measure_profile(
     progress: bool = True,
     checkpoint: Path | None = None,
     per_call: bool = True,
+    anchor: ArchConfig | None = None,
 ) -> HardwareProfile:
     """Measure kernels (and fit corrections on ``calibration`` subnets) into a ``measured`` profile.
 
     ``checkpoint``: see :func:`measure_kernels` (a rerun after a kill keeps the timed families).
-    ``per_call``: fit the per-kernel-call overhead too (else only per layer and per model)."""
+    ``per_call``: fit the per-kernel-call overhead too (else only per layer and per model).
+    The calibration subnets are timed beside ``anchor`` (default: the full MiniLM; see
+    :class:`Measured`); it and its median time are stored in the evidence, so ``profile
+    validate`` can tell the profile's error from the machine's drift since."""
     from bertnas.hardware.predictor import LatencyPredictor
 
     grid = grid or default_grid(seq_len)
@@ -365,7 +451,10 @@ def measure_profile(
     corrections = Corrections()
     if calibration:
         started = time.perf_counter()
-        measured = measure_models(runtime, calibration, timing, desc="calibration subnets")
+        anchor = anchor or anchor_arch()
+        timed = measure_anchored(runtime, calibration, anchor, timing, desc="calibration subnets")
+        # the calibration set at one speed (its median anchor): drift within the set is not fitted
+        measured = timed.at_speed(timed.anchor_ms)
         sums, layers, calls = LatencyPredictor(profile).terms(calibration)
         label = calibration_label or f"{len(calibration)} subnets"
         corrections = fit_corrections(sums, layers, measured, label, calls if per_call else None)
@@ -377,6 +466,7 @@ def measure_profile(
             "fitted_mape_pct": round(float(np.mean(np.abs(fitted - measured) / measured) * 100), 2),
             "seconds": round(time.perf_counter() - started, 1),
         }
+        evidence["anchor"] = anchor_record(anchor, timed)
     notes = (
         f"Measured on this machine with {runtime_name}, {threads} threads, batch {batch}, {seq_len} tokens. "
         "Corrections fitted on calibration subnets only (never on validation subnets)."
@@ -387,11 +477,16 @@ def measure_profile(
 
 
 __all__ = [
+    "ANCHOR_EVERY",
     "GRIDS",
     "Grid",
+    "Measured",
     "Timing",
+    "anchor_arch",
+    "anchor_record",
     "default_grid",
     "fit_corrections",
+    "measure_anchored",
     "measure_kernels",
     "measure_models",
     "measure_profile",

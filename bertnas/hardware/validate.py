@@ -4,15 +4,19 @@
 unified space (for a backbone, default all-MiniLM-L6-v2, with a 2-way classifier),
 measures each end to end on the profile's runtime with the profile's threads, batch
 and sequence length, the same way the kernels were timed, and reports MAPE, the share
-within +-10 % and Kendall's tau. Validation subnets come from seed stream
-``VALIDATION_SEED``; the subnets a measured profile's corrections were fitted on come
-from ``CALIBRATION_SEED``: the two never share a seed.
+within +-10 % and Kendall's tau. The subnets are timed beside an anchor model (the full
+backbone; :class:`~bertnas.hardware.measure.Measured`): where the profile stored its anchor's
+time when it was measured, the same figures are also reported at that speed
+(``drift_corrected``), which separates the profile's own error from the machine's drift
+since (a shared VM runs tens of per cent slower or faster from one day to the next).
+Validation subnets come from seed stream ``VALIDATION_SEED``; the subnets a measured
+profile's corrections were fitted on come from ``CALIBRATION_SEED``: the two never share a seed.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,7 +25,7 @@ from scipy.stats import kendalltau
 from bertnas.arch import ArchConfig
 from bertnas.backbones import backbone_limits
 from bertnas.errors import BertnasError
-from bertnas.hardware.measure import Timing, measure_models
+from bertnas.hardware.measure import Measured, Timing, anchor_arch, measure_anchored
 from bertnas.hardware.predictor import LatencyPredictor
 from bertnas.hardware.profile import HardwareProfile
 from bertnas.hardware.runtimes import RUNTIMES, open_runtime
@@ -74,10 +78,14 @@ def validate(
     cuda = "cuda" in str(profile.host.get("device", "")) or "cuda" in str(profile.host.get("provider", "")).lower()
     runtime = open_runtime(profile.runtime, profile.threads, profile.batch, profile.seq_len, cuda)
     archs = list(archs) if archs is not None else sample_subnets(samples, seed, backbones)
+    stored = _stored_anchor(profile)
+    anchor = ArchConfig.from_dict(stored["arch"]) if stored else anchor_arch(backbones[0])
     started = time.perf_counter()
-    measured = measure_models(runtime, archs, timing, desc="validation subnets")
+    timed = measure_anchored(runtime, archs, anchor, timing, desc="validation subnets")
     seconds = time.perf_counter() - started
+    measured = timed.ms
     predicted = LatencyPredictor(profile).predict_many(archs)
+    drift = drift_report(stored, anchor, timed, predicted)
     return {
         "device": profile.name,
         "runtime": profile.runtime,
@@ -91,11 +99,51 @@ def validate(
         **metrics(predicted, measured),
         "measured_ms": {"min": round(float(measured.min()), 3), "max": round(float(measured.max()), 3)},
         "wall_seconds": round(seconds, 1),
+        **drift,
         "points": [
-            {"hash": arch.hash(), "predicted_ms": round(float(p), 4), "measured_ms": round(float(m), 4)}
-            for arch, p, m in zip(archs, predicted, measured, strict=True)
+            {
+                "hash": arch.hash(),
+                "predicted_ms": round(float(p), 4),
+                "measured_ms": round(float(m), 4),
+                "anchor_units": round(float(r), 5),
+            }
+            for arch, p, m, r in zip(archs, predicted, measured, timed.relative, strict=True)
         ],
     }
 
 
-__all__ = ["CALIBRATION_SEED", "VALIDATION_SEED", "metrics", "sample_subnets", "validate"]
+def _stored_anchor(profile: HardwareProfile) -> dict[str, Any] | None:
+    """The profile's anchor record, or None where it has none (or one this code cannot use)."""
+    stored = (profile.evidence or {}).get("anchor")
+    if not isinstance(stored, Mapping):
+        return None
+    ms = stored.get("ms")
+    if isinstance(ms, bool) or not isinstance(ms, int | float) or not ms > 0:
+        return None
+    try:
+        arch = ArchConfig.from_dict(stored.get("arch"), source=f"{profile.name}: evidence.anchor.arch")
+    except (BertnasError, TypeError, ValueError):
+        return None
+    return {**stored, "arch": arch.to_dict()} if arch.hash() == stored.get("hash") else None
+
+
+def drift_report(
+    stored: dict[str, Any] | None, anchor: ArchConfig, timed: Measured, predicted: np.ndarray
+) -> dict[str, Any]:
+    """The anchor now against when the profile was measured, and the metrics at that speed."""
+    now = {
+        "model": anchor.hash(),
+        "ms": round(float(timed.anchor_ms), 5),
+        "spread_ms": [round(v, 5) for v in timed.anchor_spread],
+    }
+    if not stored or stored.get("hash") != anchor.hash():
+        why = "the profile stored no anchor" if not stored else "the profile's anchor is another model"
+        return {"anchor": {"now": now, "profile_ms": None, "note": f"{why}; drift not separated"}}
+    then = float(stored["ms"])
+    return {
+        "anchor": {"now": now, "profile_ms": then, "speed_ratio": round(float(timed.anchor_ms) / then, 4)},
+        "drift_corrected": metrics(predicted, timed.at_speed(then)),
+    }
+
+
+__all__ = ["CALIBRATION_SEED", "VALIDATION_SEED", "drift_report", "metrics", "sample_subnets", "validate"]
