@@ -137,7 +137,11 @@ def drift_report(
         "spread_ms": [round(v, 5) for v in timed.anchor_spread],
     }
     if not stored or stored.get("hash") != anchor.hash():
-        why = "the profile stored no anchor" if not stored else "the profile's anchor is another model"
+        why = (
+            "the profile stores no usable anchor (evidence.anchor: measured before anchors, or malformed)"
+            if not stored
+            else "the profile's anchor is another model"
+        )
         return {"anchor": {"now": now, "profile_ms": None, "note": f"{why}; drift not separated"}}
     then = float(stored["ms"])
     return {
