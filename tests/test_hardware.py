@@ -327,6 +327,19 @@ def test_end_to_end_timing_in_interleaved_rounds():
         measure_models(runtime, archs, replace(FAST, rounds=0))
 
 
+def test_a_profiles_anchor_record_survives_saving_and_is_checked_before_use(tiny_profiles, tmp_path):
+    from dataclasses import replace
+
+    from bertnas.hardware.validate import _stored_anchor
+
+    good = load_profile(tiny_profiles["torch"].save(tmp_path / "anchored.yaml"))
+    record = good.evidence["anchor"]
+    assert _stored_anchor(good)["hash"] == record["hash"] and record["ms"] > 0
+    broken = [{"ms": "fast"}, {**record, "ms": -1.0}, {**record, "hash": "0" * 16}, {**record, "arch": {"x": 1}}, "yes"]
+    for bad in broken:
+        assert _stored_anchor(replace(good, evidence={**good.evidence, "anchor": bad})) is None
+
+
 class _DriftingRuntime:
     """A machine whose speed drifts on demand: every model sleeps for its cost times a factor that
     grows with each call made on the machine (the 150th call takes about 4 times the first)."""
