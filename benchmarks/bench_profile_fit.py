@@ -70,6 +70,9 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--run", action="append", default=[], help="search run whose trials price the guarantee")
     parser.add_argument("--cost-only", default=None, help="a profile with residuals: only step 5")
+    parser.add_argument(
+        "--tag", default="", help="a variant: results profile_fit_<runtime>_TAG.json, profile ...-TAG.yaml"
+    )
     args = parser.parse_args()
     if args.cost_only:
         path = Path(__file__).parent / "results" / f"profile_fit_{args.runtime}.json"
@@ -84,7 +87,8 @@ def main() -> None:
             print(row)
         return
     name = args.name or f"host-cpu-{args.runtime}-here"
-    out = Path(args.out or Path(__file__).parent / "results" / f"{name}.yaml")
+    suffix = f"-{args.tag}" if args.tag else ""
+    out = Path(args.out or Path(__file__).parent / "results" / f"{name}{suffix}.yaml")
     timing = Timing(rounds=args.rounds)
 
     started = time.perf_counter()
@@ -184,7 +188,7 @@ def main() -> None:
     )
     final.save(out)
     results["profile"] = str(out.relative_to(Path.cwd())) if out.is_relative_to(Path.cwd()) else out.name
-    path = write_results(f"profile_fit_{args.runtime}", results)
+    path = write_results(f"profile_fit_{args.runtime}" + (f"_{args.tag}" if args.tag else ""), results)
     _print(results)
     print(f"wrote {out} and {path}")
 

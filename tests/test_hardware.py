@@ -362,6 +362,47 @@ class _DriftingRuntime:
 
         return Prepared(lambda: run)
 
+    def kernel(self, family: str, shape: tuple[int, ...]):
+        import time
+
+        cost = 0.0005 * (1 + sum(shape) % 3)
+
+        def run() -> None:
+            self.calls += 1
+            time.sleep(cost * (1.0 + self.calls / 50))
+
+        return run
+
+    def describe(self) -> dict[str, str]:
+        return {"runtime": self.name}
+
+
+def test_kernel_tables_are_timed_at_one_speed_of_a_drifting_machine():
+    from bertnas.hardware.kernels import FAMILIES
+    from bertnas.hardware.measure import Grid, measure_kernels
+
+    grid = Grid(
+        tokens=(4, 8), dims=(8, 16), heads=(1,), head_dims=(8,), widths=(8,), hidden=(8,), embedding_tokens=(4,)
+    )
+    timing = Timing(warmup=1, min_repeats=5, max_repeats=7, min_seconds=0.0)
+    runtime = _DriftingRuntime()
+    tables, anchor = measure_kernels(runtime, grid, timing, progress=False)
+    assert runtime.calls > 300  # the machine ran at least 7 x slower at the end than at the start
+    assert anchor["kernel"] == "linear" and anchor["spread_ms"][1] / anchor["spread_ms"][0] > 3
+    # every point in units of its cost: one speed throughout (the extremes left out, as above)
+    ratios = np.sort(
+        np.concatenate(
+            [
+                (table.ms / np.vectorize(lambda *s: 1 + sum(s) % 3)(*np.meshgrid(*table.axes, indexing="ij"))).ravel()
+                for family, table in tables.items()
+                if family in FAMILIES
+            ]
+        )
+    )[1:-1]
+    assert ratios[-1] / ratios[0] < 1.35
+    plain, none = measure_kernels(_DriftingRuntime(), grid, timing, progress=False, anchored=False)
+    assert none is None and set(plain) == set(tables)
+
 
 def test_anchored_timing_takes_out_the_machines_drift():
     from bertnas.hardware.measure import measure_anchored

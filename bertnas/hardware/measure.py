@@ -161,6 +161,14 @@ def harness_ms(runtime: Runtime, timing: Timing = Timing()) -> float:
     return min(time_runner(runtime.baseline(), timing) for _ in range(3))
 
 
+KERNEL_ANCHOR_EVERY = 16  # an anchor kernel timing before every 16th grid point, and one after a family's last
+
+
+def kernel_anchor(grid: Grid) -> tuple[str, tuple[int, ...]]:
+    """The kernel timed beside a grid to track the machine's speed: the middle ``linear`` point."""
+    return "linear", tuple(int(axis[len(axis) // 2]) for axis in grid.axes("linear"))
+
+
 def measure_kernels(
     runtime: Runtime,
     grid: Grid,
@@ -168,60 +176,101 @@ def measure_kernels(
     progress: bool = True,
     harness: float = 0.0,
     checkpoint: Path | None = None,
-) -> dict:
-    """Time every family over its grid, minus ``harness`` ms per call; returns ``{family: KernelTable}``.
+    anchored: bool = True,
+) -> tuple[dict[str, KernelTable], dict[str, object] | None]:
+    """Time every family over its grid, minus ``harness`` ms per call: ``({family: KernelTable}, anchor)``.
+
+    ``anchored``: the kernel :func:`kernel_anchor` is timed before every ``KERNEL_ANCHOR_EVERY``-th
+    point and after each family's last; every point is divided by the anchor time interpolated
+    at its place and multiplied by the median of all anchor timings, so the whole table is at one
+    speed of the machine (as :class:`Measured` does for end-to-end models): a family timed in a
+    slow spell is not priced slower than one timed in a fast one. ``anchor`` records the kernel
+    and its timings (None when not anchored).
 
     With ``checkpoint`` (a JSON file), each finished family is saved there, and the families a
     killed earlier run of the same measurement (same runtime, grid, timing and host) finished
     are read back instead of timed again."""
+    spec = kernel_anchor(grid) if anchored else None
     key = {
         "runtime": runtime.describe(),
         "grid": {family: [list(map(int, axis)) for axis in grid.axes(family)] for family in FAMILIES},
         "timing": timing.__dict__,
         "harness_ms": None,  # the harness is re-timed each run; the tables do not depend on it
         "host": host_description(),
+        "anchor": None if spec is None else [spec[0], list(spec[1]), KERNEL_ANCHOR_EVERY],
     }
-    tables = _read_checkpoint(checkpoint, key)
+    relative, anchors = _read_checkpoint(checkpoint, key)
+    anchor_run = runtime.kernel(*spec) if spec is not None else None
+
+    def anchor_ms() -> float:
+        return max(time_runner(anchor_run, timing) - harness, 1e-6)
+
     with tqdm(total=grid.points(), desc=f"kernels ({runtime.name})", unit="pt", disable=not progress) as bar:
         for family in FAMILIES:
             axes = grid.axes(family)
-            if family in tables:
+            if family in relative:
                 bar.update(int(np.prod([len(axis) for axis in axes])))
                 continue
             ms = np.zeros([len(axis) for axis in axes])
-            for index in np.ndindex(*ms.shape):
+            marks: list[int] = []
+            times: list[float] = []
+            for k, index in enumerate(np.ndindex(*ms.shape)):
+                if anchor_run is not None and k % KERNEL_ANCHOR_EVERY == 0:
+                    marks.append(k)
+                    times.append(anchor_ms())
                 shape = tuple(int(axis[i]) for axis, i in zip(axes, index, strict=True))
                 ms[index] = max(time_runner(runtime.kernel(family, shape), timing) - harness, 0.0)
                 bar.update()
-            tables[family] = KernelTable(axes=tuple(np.asarray(a, dtype=np.float64) for a in axes), ms=ms)
+            if anchor_run is not None:
+                marks.append(ms.size)
+                times.append(anchor_ms())
+                # point k (C order, as np.ndindex) ran between marks k and k + 1
+                ms = ms / np.interp(np.arange(ms.size) + 0.5, marks, times).reshape(ms.shape)
+            relative[family] = KernelTable(axes=tuple(np.asarray(a, dtype=np.float64) for a in axes), ms=ms)
+            anchors[family] = times
             if checkpoint is not None:
-                _write_checkpoint(checkpoint, key, tables)
+                _write_checkpoint(checkpoint, key, relative, anchors)
             killpoints.reached("family-measured")
-    return tables
+    if spec is None:
+        return relative, None
+    every = [t for family in FAMILIES for t in anchors[family]]
+    speed = float(np.median(every))
+    tables = {family: replace(table, ms=table.ms * speed) for family, table in relative.items()}
+    record = {
+        "kernel": spec[0],
+        "shape": list(spec[1]),
+        "ms": round(speed, 6),
+        "spread_ms": [round(min(every), 6), round(max(every), 6)],
+        "every": KERNEL_ANCHOR_EVERY,
+    }
+    return tables, record
 
 
-def _read_checkpoint(path: Path | None, key: dict) -> dict[str, KernelTable]:
-
+def _read_checkpoint(path: Path | None, key: dict) -> tuple[dict[str, KernelTable], dict[str, list[float]]]:
+    """The families (in anchor units when anchored) and their anchor timings a killed run finished."""
     if path is None or not path.is_file():
-        return {}
+        return {}, {}
     try:
         saved = read_json(path, "measurement checkpoint")
     except BertnasError:
-        return {}  # unreadable: measure again
+        return {}, {}  # unreadable: measure again
     if not isinstance(saved, dict) or saved.get("key") != json.loads(json.dumps(key)):
-        return {}  # another measurement's: measure again
-    return {
+        return {}, {}  # another measurement's: measure again
+    families = {f: e for f, e in saved.get("families", {}).items() if f in FAMILIES}
+    tables = {
         family: KernelTable(
             axes=tuple(np.asarray(a, dtype=np.float64) for a in entry["axes"]), ms=np.asarray(entry["ms"])
         )
-        for family, entry in saved.get("families", {}).items()
-        if family in FAMILIES
+        for family, entry in families.items()
     }
+    return tables, {family: [float(t) for t in entry.get("anchor_ms", [])] for family, entry in families.items()}
 
 
-def _write_checkpoint(path: Path, key: dict, tables: dict[str, KernelTable]) -> None:
-
-    families = {f: {"axes": [a.astype(int).tolist() for a in t.axes], "ms": t.ms.tolist()} for f, t in tables.items()}
+def _write_checkpoint(path: Path, key: dict, tables: dict[str, KernelTable], anchors: dict[str, list[float]]) -> None:
+    families = {
+        f: {"axes": [a.astype(int).tolist() for a in t.axes], "ms": t.ms.tolist(), "anchor_ms": anchors.get(f, [])}
+        for f, t in tables.items()
+    }
     atomic_write_text(path, json.dumps({"key": key, "families": families}))
 
 
@@ -419,7 +468,7 @@ def measure_profile(
     runtime = open_runtime(runtime_name, threads, batch, seq_len, cuda)
     started = time.perf_counter()
     harness = harness_ms(runtime, timing)
-    tables = measure_kernels(runtime, grid, timing, progress, harness, checkpoint)
+    tables, kernel_anchor_record = measure_kernels(runtime, grid, timing, progress, harness, checkpoint)
     kernel_seconds = time.perf_counter() - started
     host = {**host_description(), **runtime.describe()}
     device = f"{host['cpu']} ({threads} thread{'s' if threads > 1 else ''})" if not cuda else host.get("device", "cuda")
@@ -447,6 +496,7 @@ def measure_profile(
         "grid_points": grid.points(),
         "harness_ms_subtracted": round(harness, 5),
         "kernel_seconds": round(kernel_seconds, 1),
+        "kernel_anchor": kernel_anchor_record,
     }
     corrections = Corrections()
     if calibration:
@@ -484,6 +534,7 @@ __all__ = [
     "Timing",
     "anchor_arch",
     "anchor_record",
+    "kernel_anchor",
     "default_grid",
     "fit_corrections",
     "measure_anchored",
