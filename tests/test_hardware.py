@@ -334,7 +334,8 @@ def test_a_profiles_anchor_record_survives_saving_and_is_checked_before_use(tiny
 
     good = load_profile(tiny_profiles["torch"].save(tmp_path / "anchored.yaml"))
     record = good.evidence["anchor"]
-    assert _stored_anchor(good)["hash"] == record["hash"] and record["ms"] > 0
+    arch, ms = _stored_anchor(good)
+    assert arch.hash() == record["hash"] and ms == record["ms"] > 0
     broken = [{"ms": "fast"}, {**record, "ms": -1.0}, {**record, "hash": "0" * 16}, {**record, "arch": {"x": 1}}, "yes"]
     for bad in broken:
         assert _stored_anchor(replace(good, evidence={**good.evidence, "anchor": bad})) is None

@@ -161,6 +161,32 @@ def harness_ms(runtime: Runtime, timing: Timing = Timing()) -> float:
     return min(time_runner(runtime.baseline(), timing) for _ in range(3))
 
 
+class _AnchorTrack:
+    """An anchor timed before every ``every``-th item of a pass and after the pass's last item.
+
+    ``close_pass(count)`` returns the anchor time beside each item (item k ran between the marks
+    k and k + 1; linear between the timings taken); ``timings`` keeps every timing taken."""
+
+    def __init__(self, time_once: Callable[[], float], every: int) -> None:
+        self.time_once, self.every = time_once, every
+        self.timings: list[float] = []
+        self._marks: list[int] = []
+        self._times: list[float] = []
+
+    def before(self, k: int) -> None:
+        if k % self.every == 0:
+            self._marks.append(k)
+            self._times.append(self.time_once())
+
+    def close_pass(self, count: int) -> np.ndarray:
+        self._marks.append(count)
+        self._times.append(self.time_once())
+        beside = np.interp(np.arange(count) + 0.5, self._marks, self._times)
+        self.timings.extend(self._times)
+        self._marks, self._times = [], []
+        return beside
+
+
 KERNEL_ANCHOR_EVERY = 16  # an anchor kernel timing before every 16th grid point, and one after a family's last
 
 
@@ -212,22 +238,17 @@ def measure_kernels(
                 bar.update(int(np.prod([len(axis) for axis in axes])))
                 continue
             ms = np.zeros([len(axis) for axis in axes])
-            marks: list[int] = []
-            times: list[float] = []
+            track = _AnchorTrack(anchor_ms, KERNEL_ANCHOR_EVERY) if anchor_run is not None else None
             for k, index in enumerate(np.ndindex(*ms.shape)):
-                if anchor_run is not None and k % KERNEL_ANCHOR_EVERY == 0:
-                    marks.append(k)
-                    times.append(anchor_ms())
+                if track is not None:
+                    track.before(k)
                 shape = tuple(int(axis[i]) for axis, i in zip(axes, index, strict=True))
                 ms[index] = max(time_runner(runtime.kernel(family, shape), timing) - harness, 0.0)
                 bar.update()
-            if anchor_run is not None:
-                marks.append(ms.size)
-                times.append(anchor_ms())
-                # point k (C order, as np.ndindex) ran between marks k and k + 1
-                ms = ms / np.interp(np.arange(ms.size) + 0.5, marks, times).reshape(ms.shape)
+            if track is not None:  # point k is the k-th of np.ndindex, C order
+                ms = ms / track.close_pass(ms.size).reshape(ms.shape)
             relative[family] = KernelTable(axes=tuple(np.asarray(a, dtype=np.float64) for a in axes), ms=ms)
-            anchors[family] = times
+            anchors[family] = track.timings if track is not None else []
             if checkpoint is not None:
                 _write_checkpoint(checkpoint, key, relative, anchors)
             killpoints.reached("family-measured")
@@ -334,42 +355,37 @@ def measure_anchored(
     count = len(archs)
     samples = np.zeros((timing.rounds, count))
     beside = np.ones((timing.rounds, count))
-    anchor_times: list[float] = []
     prepared: list = [None] * count
-    anchor_model = runtime.prepare(anchor) if anchor is not None else None
+    anchor_model = runtime.prepare(anchor) if anchor is not None and count else None
+    track = None
     try:
-        anchor_run = anchor_model() if anchor_model is not None else None
+        if anchor_model is not None:
+            anchor_run = anchor_model()
+            track = _AnchorTrack(lambda: time_runner(anchor_run, timing), every)
         with tqdm(total=samples.size, desc=f"{desc} ({runtime.name})", unit="net") as bar:
             for round_ in range(timing.rounds):
-                marks: list[int] = []
-                times: list[float] = []
                 for i, arch in enumerate(archs):
-                    if anchor_run is not None and i % every == 0:
-                        marks.append(i)
-                        times.append(time_runner(anchor_run, timing))
+                    if track is not None:
+                        track.before(i)
                     if prepared[i] is None:
                         prepared[i] = runtime.prepare(arch)
                     samples[round_, i] = time_runner(prepared[i](), timing)
                     if round_ == timing.rounds - 1:
                         prepared[i].close()
                     bar.update()
-                if anchor_run is not None and count:
-                    marks.append(count)
-                    times.append(time_runner(anchor_run, timing))
-                    # model i ran between marks i and i + 1
-                    beside[round_] = np.interp(np.arange(count) + 0.5, marks, times)
-                    anchor_times.extend(times)
+                if track is not None:
+                    beside[round_] = track.close_pass(count)
     finally:
         for item in [*prepared, anchor_model]:
             if item is not None:
                 item.close()
-    if anchor is None or not count:
+    if track is None:
         return Measured(ms=np.median(samples, axis=0))
     return Measured(
         ms=np.median(samples, axis=0),
         relative=np.median(samples / beside, axis=0),
-        anchor_ms=float(np.median(anchor_times)),
-        anchor_spread=(float(min(anchor_times)), float(max(anchor_times))),
+        anchor_ms=float(np.median(track.timings)),
+        anchor_spread=(float(min(track.timings)), float(max(track.timings))),
     )
 
 

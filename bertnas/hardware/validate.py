@@ -79,13 +79,13 @@ def validate(
     runtime = open_runtime(profile.runtime, profile.threads, profile.batch, profile.seq_len, cuda)
     archs = list(archs) if archs is not None else sample_subnets(samples, seed, backbones)
     stored = _stored_anchor(profile)
-    anchor = ArchConfig.from_dict(stored["arch"]) if stored else anchor_arch(backbones[0])
+    anchor = stored[0] if stored else anchor_arch(backbones[0])
     started = time.perf_counter()
     timed = measure_anchored(runtime, archs, anchor, timing, desc="validation subnets")
     seconds = time.perf_counter() - started
     measured = timed.ms
     predicted = LatencyPredictor(profile).predict_many(archs)
-    drift = drift_report(stored, anchor, timed, predicted)
+    drift = drift_report(stored[1] if stored else None, anchor, timed, predicted)
     return {
         "device": profile.name,
         "runtime": profile.runtime,
@@ -112,8 +112,8 @@ def validate(
     }
 
 
-def _stored_anchor(profile: HardwareProfile) -> dict[str, Any] | None:
-    """The profile's anchor record, or None where it has none (or one this code cannot use)."""
+def _stored_anchor(profile: HardwareProfile) -> tuple[ArchConfig, float] | None:
+    """The profile's anchor model and its time then, or None where it has none (or one this code cannot use)."""
     stored = (profile.evidence or {}).get("anchor")
     if not isinstance(stored, Mapping):
         return None
@@ -124,26 +124,19 @@ def _stored_anchor(profile: HardwareProfile) -> dict[str, Any] | None:
         arch = ArchConfig.from_dict(stored.get("arch"), source=f"{profile.name}: evidence.anchor.arch")
     except (BertnasError, TypeError, ValueError):
         return None
-    return {**stored, "arch": arch.to_dict()} if arch.hash() == stored.get("hash") else None
+    return (arch, float(ms)) if arch.hash() == stored.get("hash") else None
 
 
-def drift_report(
-    stored: dict[str, Any] | None, anchor: ArchConfig, timed: Measured, predicted: np.ndarray
-) -> dict[str, Any]:
-    """The anchor now against when the profile was measured, and the metrics at that speed."""
+def drift_report(then: float | None, anchor: ArchConfig, timed: Measured, predicted: np.ndarray) -> dict[str, Any]:
+    """The anchor now against ``then`` (its time when the profile was measured), and the metrics at that speed."""
     now = {
         "model": anchor.hash(),
         "ms": round(float(timed.anchor_ms), 5),
         "spread_ms": [round(v, 5) for v in timed.anchor_spread],
     }
-    if not stored or stored.get("hash") != anchor.hash():
-        why = (
-            "the profile stores no usable anchor (evidence.anchor: measured before anchors, or malformed)"
-            if not stored
-            else "the profile's anchor is another model"
-        )
-        return {"anchor": {"now": now, "profile_ms": None, "note": f"{why}; drift not separated"}}
-    then = float(stored["ms"])
+    if then is None:
+        note = "the profile stores no usable anchor (evidence.anchor: measured before anchors, or malformed)"
+        return {"anchor": {"now": now, "profile_ms": None, "note": f"{note}; drift not separated"}}
     return {
         "anchor": {"now": now, "profile_ms": then, "speed_ratio": round(float(timed.anchor_ms) / then, 4)},
         "drift_corrected": metrics(predicted, timed.at_speed(then)),
