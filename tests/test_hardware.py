@@ -315,16 +315,21 @@ def test_tiny_profile_validation_reports_what_it_measured(tiny_profiles):
 def test_end_to_end_timing_in_interleaved_rounds():
     from dataclasses import replace
 
+    import torch
+
     from bertnas.hardware.measure import measure_models
     from bertnas.hardware.runtimes import open_runtime
 
     rng = np.random.default_rng(12)
     archs = [tiny_arch(rng) for _ in range(3)]
-    runtime = open_runtime("torch", 1, 1, SEQ)
-    timed = measure_models(runtime, archs, replace(FAST, rounds=3))
-    assert timed.shape == (3,) and bool(np.all(np.isfinite(timed) & (timed > 0)))
-    with pytest.raises(BertnasError, match="rounds=0"):
-        measure_models(runtime, archs, replace(FAST, rounds=0))
+    threads = torch.get_num_threads()
+    with open_runtime("torch", 1, 1, SEQ) as runtime:
+        assert torch.get_num_threads() == 1
+        timed = measure_models(runtime, archs, replace(FAST, rounds=3))
+        assert timed.shape == (3,) and bool(np.all(np.isfinite(timed) & (timed > 0)))
+        with pytest.raises(BertnasError, match="rounds=0"):
+            measure_models(runtime, archs, replace(FAST, rounds=0))
+    assert torch.get_num_threads() == threads  # the process's thread count is given back
 
 
 def test_a_profiles_anchor_record_survives_saving_and_is_checked_before_use(tiny_profiles, tmp_path):

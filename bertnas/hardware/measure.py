@@ -481,65 +481,67 @@ def measure_profile(
     grid = grid or default_grid(seq_len)
     if max(grid.tokens) != seq_len:
         raise BertnasError(f"the grid's largest token count {max(grid.tokens)} must equal seq_len {seq_len}")
-    runtime = open_runtime(runtime_name, threads, batch, seq_len, cuda)
-    started = time.perf_counter()
-    harness = harness_ms(runtime, timing)
-    tables, kernel_anchor_record = measure_kernels(runtime, grid, timing, progress, harness, checkpoint)
-    kernel_seconds = time.perf_counter() - started
-    host = {**host_description(), **runtime.describe()}
-    device = f"{host['cpu']} ({threads} thread{'s' if threads > 1 else ''})" if not cuda else host.get("device", "cuda")
-    profile = HardwareProfile(
-        name=name,
-        device=device,
-        runtime=runtime_name,
-        threads=threads,
-        batch=batch,
-        seq_len=seq_len,
-        precision="fp32",
-        provenance="measured",
-        kernels=tables,
-        host=host,
-        date=_dt.date.today().isoformat(),
-    )
-    evidence: dict[str, object] = {
-        "method": "median of timed calls after warm-up (bertnas/hardware/measure.py)",
-        "timing": {
-            "warmup": timing.warmup,
-            "min_repeats": timing.min_repeats,
-            "min_seconds": timing.min_seconds,
-            "rounds": timing.rounds,
-        },
-        "grid_points": grid.points(),
-        "harness_ms_subtracted": round(harness, 5),
-        "kernel_seconds": round(kernel_seconds, 1),
-        "kernel_anchor": kernel_anchor_record,
-    }
-    corrections = Corrections()
-    if calibration:
+    with open_runtime(runtime_name, threads, batch, seq_len, cuda) as runtime:
         started = time.perf_counter()
-        anchor = anchor or anchor_arch()
-        timed = measure_anchored(runtime, calibration, anchor, timing, desc="calibration subnets")
-        # the calibration set at one speed (its median anchor): drift within the set is not fitted
-        measured = timed.at_speed(timed.anchor_ms)
-        sums, layers, calls = LatencyPredictor(profile).terms(calibration)
-        label = calibration_label or f"{len(calibration)} subnets"
-        corrections = fit_corrections(sums, layers, measured, label, calls if per_call else None)
-        fitted = LatencyPredictor(replace(profile, corrections=corrections)).predict_many(calibration)
-        evidence["calibration"] = {
-            "subnets": len(calibration),
-            "label": calibration_label,
-            "raw_kernel_sum_mape_pct": round(float(np.mean(np.abs(sums - measured) / measured) * 100), 2),
-            "fitted_mape_pct": round(float(np.mean(np.abs(fitted - measured) / measured) * 100), 2),
-            "seconds": round(time.perf_counter() - started, 1),
+        harness = harness_ms(runtime, timing)
+        tables, kernel_anchor_record = measure_kernels(runtime, grid, timing, progress, harness, checkpoint)
+        kernel_seconds = time.perf_counter() - started
+        host = {**host_description(), **runtime.describe()}
+        device = (
+            f"{host['cpu']} ({threads} thread{'s' if threads > 1 else ''})" if not cuda else host.get("device", "cuda")
+        )
+        profile = HardwareProfile(
+            name=name,
+            device=device,
+            runtime=runtime_name,
+            threads=threads,
+            batch=batch,
+            seq_len=seq_len,
+            precision="fp32",
+            provenance="measured",
+            kernels=tables,
+            host=host,
+            date=_dt.date.today().isoformat(),
+        )
+        evidence: dict[str, object] = {
+            "method": "median of timed calls after warm-up (bertnas/hardware/measure.py)",
+            "timing": {
+                "warmup": timing.warmup,
+                "min_repeats": timing.min_repeats,
+                "min_seconds": timing.min_seconds,
+                "rounds": timing.rounds,
+            },
+            "grid_points": grid.points(),
+            "harness_ms_subtracted": round(harness, 5),
+            "kernel_seconds": round(kernel_seconds, 1),
+            "kernel_anchor": kernel_anchor_record,
         }
-        evidence["anchor"] = anchor_record(anchor, timed)
-    notes = (
-        f"Measured on this machine with {runtime_name}, {threads} threads, batch {batch}, {seq_len} tokens. "
-        "Corrections fitted on calibration subnets only (never on validation subnets)."
-    )
-    return HardwareProfile(
-        **{**profile.__dict__, "corrections": corrections, "evidence": evidence, "notes": notes, "source": None}
-    )
+        corrections = Corrections()
+        if calibration:
+            started = time.perf_counter()
+            anchor = anchor or anchor_arch()
+            timed = measure_anchored(runtime, calibration, anchor, timing, desc="calibration subnets")
+            # the calibration set at one speed (its median anchor): drift within the set is not fitted
+            measured = timed.at_speed(timed.anchor_ms)
+            sums, layers, calls = LatencyPredictor(profile).terms(calibration)
+            label = calibration_label or f"{len(calibration)} subnets"
+            corrections = fit_corrections(sums, layers, measured, label, calls if per_call else None)
+            fitted = LatencyPredictor(replace(profile, corrections=corrections)).predict_many(calibration)
+            evidence["calibration"] = {
+                "subnets": len(calibration),
+                "label": calibration_label,
+                "raw_kernel_sum_mape_pct": round(float(np.mean(np.abs(sums - measured) / measured) * 100), 2),
+                "fitted_mape_pct": round(float(np.mean(np.abs(fitted - measured) / measured) * 100), 2),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            evidence["anchor"] = anchor_record(anchor, timed)
+        notes = (
+            f"Measured on this machine with {runtime_name}, {threads} threads, batch {batch}, {seq_len} tokens. "
+            "Corrections fitted on calibration subnets only (never on validation subnets)."
+        )
+        return HardwareProfile(
+            **{**profile.__dict__, "corrections": corrections, "evidence": evidence, "notes": notes, "source": None}
+        )
 
 
 __all__ = [

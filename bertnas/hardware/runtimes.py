@@ -77,8 +77,18 @@ class Runtime:
     def describe(self) -> dict[str, str]:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Undo what opening the runtime changed in the process (torch's thread count); idempotent."""
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def open_runtime(name: str, threads: int, batch: int = 1, seq_len: int = 128, cuda: bool = False) -> Runtime:
+    """The runtime ``name``, ready to time; use it as a context manager (or call ``close()``)."""
     if name == "torch":
         return TorchRuntime(threads, batch, seq_len, cuda)
     if name == "onnxruntime":
@@ -98,9 +108,17 @@ class TorchRuntime(Runtime):
         super().__init__(threads, batch, seq_len, cuda)
         if cuda and not torch.cuda.is_available():
             raise BertnasError("--cuda: no CUDA device is visible to torch on this machine")
+        # torch's thread count is process-wide: kept until close(), then given back, so timing at
+        # 1 thread does not leave training or evaluation later in the same process at 1 thread
+        self._threads_before: int | None = torch.get_num_threads()
         torch.set_num_threads(threads)
         self.device = torch.device("cuda" if cuda else "cpu")
         self.generator = torch.Generator().manual_seed(0)
+
+    def close(self) -> None:
+        if self._threads_before is not None:
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
 
     def _randn(self, *shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=self.generator).to(self.device)

@@ -76,12 +76,12 @@ def validate(
             f"(validate measures with {', '.join(RUNTIMES)}); its evidence lists how it was checked"
         )
     cuda = "cuda" in str(profile.host.get("device", "")) or "cuda" in str(profile.host.get("provider", "")).lower()
-    runtime = open_runtime(profile.runtime, profile.threads, profile.batch, profile.seq_len, cuda)
     archs = list(archs) if archs is not None else sample_subnets(samples, seed, backbones)
     stored = _stored_anchor(profile)
     anchor = stored[0] if stored else anchor_arch(backbones[0])
     started = time.perf_counter()
-    timed = measure_anchored(runtime, archs, anchor, timing, desc="validation subnets")
+    with open_runtime(profile.runtime, profile.threads, profile.batch, profile.seq_len, cuda) as runtime:
+        timed = measure_anchored(runtime, archs, anchor, timing, desc="validation subnets")
     seconds = time.perf_counter() - started
     measured = timed.ms
     predicted = LatencyPredictor(profile).predict_many(archs)
