@@ -7,8 +7,8 @@ not marked complete, after an evaluation not yet stored, after a front file, aft
 exported model, after a timed kernel family). Several kills are chained: each rerun is
 killed at the next point, and the last rerun runs to the end. Then:
 
-* training (fine-tuning, supernet): the final weights are bit-identical to an
-  uninterrupted run's (RNG, data order and schedule are in the checkpoint);
+* training (fine-tuning, supernet, a search's subnets fine-tuned): the final weights are
+  bit-identical to an uninterrupted run's (RNG, data order and schedule are in the checkpoint);
 * search: every trial completed before a kill is still there, unchanged, nothing is
   duplicated or left RUNNING, and the run reaches the requested count;
 * export and profile measure: nothing appears under the final name before it is
@@ -200,6 +200,34 @@ def test_killed_export_leaves_nothing_and_the_rerun_writes_the_same_models(world
         assert _sha256(out / mine["name"] / "model.safetensors") == _sha256(
             reference / theirs["name"] / "model.safetensors"
         )
+    assert _leftovers(world["root"]) == []
+
+
+def test_killed_subnet_finetuning_resumes_at_its_last_check_to_bit_identical_weights(world, supernet):
+    import shutil
+
+    run = world["root"] / "search-for-finetune"
+    args = [
+        "search", "--device", "pixel4", "--budget", "1000ms", "--supernet", str(supernet), "--trials", "2",
+        "--glue-dir", world["glue"], "--sampler", "random", "--no-references", "--out", str(run),
+    ]  # fmt: skip
+    assert main(args) == 0
+    killed = world["root"] / "search-for-finetune-killed"
+    shutil.copytree(run, killed)
+    # batch 8: 28 steps an epoch, an early-stopping check (and a checkpoint) every 7 steps; patience 3
+    # cannot stop it before step 21, and every kill below comes before
+    tune = ["--device", "pixel4", "--select", "trial:0", "--allow-degenerate", "--epochs", "2", "--batch-size", "8"]
+    tune += ["--lr", "1e-3", "--glue-dir", world["glue"]]
+    assert main(["finetune-subnets", str(run), *tune]) == 0  # the uninterrupted reference, in this process
+    # killed after step 9 (checkpoint of step 7 kept), with step 14's checkpoint written but not renamed,
+    # between the renames replacing step 7's by step 14's, and after step 17 (resumes from 14)
+    kills = ["train-step:9", "checkpoint-written:1", "directory-swap:1", "train-step:10"]
+    _killed_then_finished(["finetune-subnets", str(killed), *tune], kills, world["root"])
+    mine, reference = killed / "finetuned" / "trial-0000", run / "finetuned" / "trial-0000"
+    assert _sha256(mine / "model.safetensors") == _sha256(reference / "model.safetensors")
+    history = json.loads((mine / "finetune.json").read_text())["finetuned"]["history"]
+    assert history == json.loads((reference / "finetune.json").read_text())["finetuned"]["history"]
+    assert not list((killed / "finetuned").glob(".*checkpoint*"))  # removed once the model is written
     assert _leftovers(world["root"]) == []
 
 

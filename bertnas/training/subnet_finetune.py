@@ -15,14 +15,19 @@ fine-tunes, DynaBERT and MobileBERT distill). Each selected subnet is extracted 
   search split than the weight-shared ones.
 
 Results go to ``RUN/finetuned/trial-NNNN/`` (a compact model directory plus
-``finetune.json``), written atomically per model: a rerun skips finished models, so the
-command is resumable per model. ``RUN/finetuned.csv`` lists them all.
+``finetune.json``), written atomically per model: a rerun skips finished models. Within a
+model, every early-stopping check leaves a checkpoint in ``RUN/finetuned/.trial-NNNN.checkpoint/``
+(weights, best weights so far, optimizer, schedule, random state, history), so a killed
+fine-tuning resumes at its last check and ends bit-identical to an uninterrupted one; it is
+removed when the model is written. ``RUN/finetuned.csv`` lists them all.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import pickle  # only for the error torch.load(weights_only=True) raises on a file that is not plain tensors
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,8 +37,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from bertnas import killpoints
 from bertnas.arch import ArchConfig
-from bertnas.atomic import atomic_directory, atomic_write_text
+from bertnas.atomic import atomic_directory, atomic_write_text, settle
 from bertnas.data import Collator, compute_metrics, get_task
 from bertnas.data.batching import LengthBucketSampler, make_dataloader
 from bertnas.data.glue import TokenizedSplit
@@ -42,13 +48,24 @@ from bertnas.errors import BertnasError
 from bertnas.locks import exclusive
 from bertnas.model.compact import CompactBert
 from bertnas.supernet.elastic import ElasticBert
-from bertnas.training.common import apply_gradients, linear_schedule, make_optimizer, pick_device, set_seed, versions
+from bertnas.training.common import (
+    apply_gradients,
+    linear_schedule,
+    make_optimizer,
+    pick_device,
+    rng_state,
+    set_rng_state,
+    set_seed,
+    versions,
+)
 from bertnas.training.distill import attention_loss, hidden_loss, logit_loss
 from bertnas.training.evaluate import evaluate_predictions, load_train_dev, predict, read_search_split
 
 FINETUNED_DIR = "finetuned"
 FINETUNED_CSV = "finetuned.csv"
 RESULT_NAME = "finetune.json"
+CHECKPOINT_STATE = "state.json"
+CHECKPOINT_TENSORS = "checkpoint.pt"  # read back with torch.load(weights_only=True)
 #: Settings whose change makes an earlier fine-tuned model stale (it is trained again).
 _RESULT_KEYS = ("epochs", "batch_size", "lr", "hidden_weight", "attention_weight", "max_steps", "train_subset", "seed")
 
@@ -163,10 +180,14 @@ def _score(model: CompactBert, data: TokenizedSplit, teacher: Teacher, device: t
     """The model's metrics on ``data`` and its mean logit distillation loss against the teacher
     (whose logits on ``data`` are computed once and kept)."""
     loader = make_dataloader(data, 64, shuffle=False, bucket=True)
-    logits, labels = predict(model, loader, device)
-    key = (data.split, len(data))
-    if key not in teacher.logits:
-        teacher.logits[key] = predict(teacher.model, loader, device)[0]
+    # a DataLoader draws a seed from torch's generator for every pass: kept out of the training's
+    # random stream, so dropout after a check is the same whether the teacher's logits were cached
+    # (an uninterrupted run) or not (one resumed from a checkpoint)
+    with torch.random.fork_rng(devices=[]):
+        logits, labels = predict(model, loader, device)
+        key = (data.split, len(data))
+        if key not in teacher.logits:
+            teacher.logits[key] = predict(teacher.model, loader, device)[0]
     predictions = logits.squeeze(-1) if data.task.is_regression else logits.argmax(dim=-1)
     metrics = compute_metrics(data.task, predictions.numpy(), labels.numpy())
     loss = float(logit_loss(logits, teacher.logits[key]))
@@ -203,8 +224,12 @@ def finetune_subnet(
     device: torch.device,
     desc: str = "finetune subnet",
     progress: bool = True,
+    checkpoint: Path | None = None,
 ) -> dict[str, Any]:
-    """Train ``student`` in place (ending on its best search-split weights); its record."""
+    """Train ``student`` in place (ending on its best search-split weights); its record.
+
+    With ``checkpoint`` (a directory), the state at every early-stopping check is saved there,
+    and a checkpoint already there for the same settings and subnet is resumed from."""
     set_seed(config.seed)
     student.to(device)
     sampler = LengthBucketSampler(data.train.lengths, config.batch_size, shuffle=True, seed=config.seed)
@@ -214,13 +239,19 @@ def finetune_subnet(
     every = max(1, min(steps_per_epoch, total) // config.evals_per_epoch)
     optimizer = make_optimizer(student, config.lr, config.weight_decay)
     scheduler = linear_schedule(optimizer, int(total * config.warmup_ratio), total)
+    identity = {"settings": _settings(config), "arch_hash": student.arch.hash(), "total": total}
 
     start = time.perf_counter()
-    before = _score(student, data.search, teacher, device)
-    history = [{"step": 0, "search_metric": before["metric"], "search_distill_loss": before["distill_loss"]}]
-    best = (before["metric"], -before["distill_loss"], 0, copy.deepcopy(student.state_dict()))
-    stale, step, stopped_early = 0, 0, False
-    bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, disable=not progress)
+    resumed = _load_checkpoint(checkpoint, identity, student, optimizer, scheduler) if checkpoint else None
+    if resumed is None:
+        before = _score(student, data.search, teacher, device)
+        history = [{"step": 0, "search_metric": before["metric"], "search_distill_loss": before["distill_loss"]}]
+        best = (before["metric"], -before["distill_loss"], 0, copy.deepcopy(student.state_dict()))
+        stale, step, elapsed_before = 0, 0, 0.0
+    else:
+        history, best, stale, step, elapsed_before = resumed
+    stopped_early = False
+    bar = tqdm(total=total, initial=step, desc=desc, unit="step", dynamic_ncols=True, disable=not progress)
     while step < total and not stopped_early:
         epoch, offset = divmod(step, steps_per_epoch)
         for indices in sampler.batches(epoch)[offset:]:
@@ -249,8 +280,13 @@ def finetune_subnet(
                     if stale >= config.patience:
                         stopped_early = True
                         break
+                if checkpoint is not None and step < total:
+                    seconds = elapsed_before + time.perf_counter() - start
+                    state = {**identity, "step": step, "history": history, "stale": stale, "train_seconds": seconds}
+                    _save_checkpoint(checkpoint, state, student, best, optimizer, scheduler)
+            killpoints.reached("train-step")
     bar.close()
-    train_seconds = time.perf_counter() - start
+    train_seconds = elapsed_before + time.perf_counter() - start
     student.load_state_dict(best[3])
     after_search = _score(student, data.search, teacher, device)
     after_dev, _, _ = evaluate_predictions(student, data.dev, device=str(device))
@@ -269,6 +305,67 @@ def finetune_subnet(
     }
 
 
+def _settings(config: SubnetFinetuneConfig) -> dict[str, Any]:
+    """The settings a fine-tuned model (or its checkpoint) was made with: a change makes it stale."""
+    return {key: value for key, value in asdict(config).items() if key in _RESULT_KEYS}
+
+
+def _save_checkpoint(
+    directory: Path,
+    state: dict[str, Any],
+    student: CompactBert,
+    best: tuple[float, float, int, dict[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+) -> None:
+    tensors = {
+        "student": student.state_dict(),
+        "best": best[3],
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(),
+    }
+    record = {**state, "best": {"metric": best[0], "neg_distill_loss": best[1], "step": best[2]}}
+    with atomic_directory(directory, force=True) as scratch:
+        torch.save(tensors, scratch / CHECKPOINT_TENSORS)
+        (scratch / CHECKPOINT_STATE).write_text(json.dumps(record, indent=2) + "\n")
+        killpoints.reached("checkpoint-written")
+
+
+def _load_checkpoint(
+    directory: Path,
+    identity: dict[str, Any],
+    student: CompactBert,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+) -> tuple[list[dict[str, Any]], tuple, int, int, float] | None:
+    """Restore what :func:`_save_checkpoint` left in ``directory`` into the model, optimizer,
+    schedule and random state; ``(history, best, stale, step, train_seconds)``, or None (and
+    the checkpoint is dropped) when there is none or it is for other settings or another subnet."""
+    if not (directory / CHECKPOINT_STATE).is_file():
+        return None
+    untouched = [copy.deepcopy(part.state_dict()) for part in (student, optimizer, scheduler)]
+    try:
+        state = json.loads((directory / CHECKPOINT_STATE).read_text())
+        if any(state.get(key) != value for key, value in identity.items()):
+            raise ValueError("another fine-tuning's checkpoint")
+        tensors = torch.load(directory / CHECKPOINT_TENSORS, weights_only=True, map_location="cpu")
+        best_record = state["best"]
+        best = (float(best_record["metric"]), float(best_record["neg_distill_loss"]), int(best_record["step"]))
+        history, stale, step = list(state["history"]), int(state["stale"]), int(state["step"])
+        seconds = float(state["train_seconds"])
+        student.load_state_dict(tensors["student"])
+        optimizer.load_state_dict(tensors["optimizer"])
+        scheduler.load_state_dict(tensors["scheduler"])
+        set_rng_state(tensors["rng"])  # dropout continues where it was: the result is bit-identical
+        return history, (*best, tensors["best"]), stale, step, seconds
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError):
+        for part, before in zip((student, optimizer, scheduler), untouched, strict=True):
+            part.load_state_dict(before)
+        shutil.rmtree(directory, ignore_errors=True)  # damaged or stale: this model starts over
+        return None
+
+
 # ---------------------------------------------------------------------- a search run's subnets
 @dataclass
 class Selected:
@@ -285,6 +382,11 @@ class Selected:
 def finetuned_dir(run_dir: str | Path, trial: int) -> Path:
     """Where a run's fine-tuned model of ``trial`` lives."""
     return Path(run_dir) / FINETUNED_DIR / f"trial-{trial:04d}"
+
+
+def checkpoint_dir(run_dir: str | Path, trial: int) -> Path:
+    """Where an unfinished fine-tuning of ``trial`` keeps its last early-stopping check."""
+    return Path(run_dir) / FINETUNED_DIR / f".trial-{trial:04d}.checkpoint"
 
 
 def read_result(directory: Path) -> dict[str, Any] | None:
@@ -315,7 +417,7 @@ def _finetune_run(
     run: Any, selected: list[Selected], config: SubnetFinetuneConfig, supernet_dir: Path, progress: bool
 ) -> list[dict[str, Any]]:
 
-    wanted = {key: value for key, value in asdict(config).items() if key in _RESULT_KEYS}
+    wanted = _settings(config)
     todo = []
     for item in selected:
         result = read_result(finetuned_dir(run.directory, item.trial))
@@ -336,7 +438,9 @@ def _finetune_run(
             student.config.id2label = dict(enumerate(task.labels)) if task.labels else student.config.id2label
             shared_dev = evaluate_predictions(student.to(device), data.dev, device=str(device))[0]
             desc = f"finetune {item.name} ({position}/{len(todo)})"
-            result = finetune_subnet(student, teacher, data, config, device, desc, progress)
+            checkpoint = checkpoint_dir(run.directory, item.trial)
+            settle(checkpoint)  # what a kill while writing it left
+            result = finetune_subnet(student, teacher, data, config, device, desc, progress, checkpoint)
             # the extracted model before its first step: what the supernet's shared weights score
             shared = {
                 "search_metric": result["history"][0]["search_metric"],
@@ -362,6 +466,7 @@ def _finetune_run(
                 student.cpu().save_pretrained(scratch, tokenizer=supernet.tokenizer)
                 student.arch.save(scratch / "arch.json")
                 (scratch / RESULT_NAME).write_text(json.dumps(record, indent=2) + "\n")
+            shutil.rmtree(checkpoint, ignore_errors=True)
     write_finetuned_csv(run.directory)
     return [read_result(finetuned_dir(run.directory, item.trial)) or {} for item in selected]
 
