@@ -97,25 +97,22 @@ def main() -> None:
 
 def rerank(run_dir: Path, share: float, top: int, glue_dir: str | None) -> None:
     from bertnas.arch import ArchConfig
-    from bertnas.data.holdout import SearchSplitSpec, check_record
+    from bertnas.data.holdout import SearchSplitSpec, check_record, make_holdout
     from bertnas.hardware import load_predictor
     from bertnas.search import SearchRun
     from bertnas.search.accuracy import SubnetEvaluator
     from bertnas.search.objectives import latency_column
     from bertnas.search.pareto import degenerate_mask
     from bertnas.space import load_space
-    from bertnas.training.evaluate import evaluate_predictions, require_search_split, search_holdout, take
+    from bertnas.training.evaluate import evaluate_predictions, require_search_split, take
 
     run = SearchRun.open(run_dir)
     evaluator = SubnetEvaluator.open(run.supernet_dir(), glue_dir=glue_dir, use_cache=False)
     # the search split's own sentences, in the evaluator's order, to count their words
     record = require_search_split(run.supernet_dir(), evaluator.data.task)
     loaded = load_task(evaluator.data.task.name, "train", glue_dir)
-    holdout = search_holdout(
-        tokenize_split(loaded, evaluator.supernet.tokenizer),
-        SearchSplitSpec.from_dict(record["spec"]),
-        loaded.fingerprint,
-    )
+    labels = np.array([example.label for example in loaded.examples])
+    holdout = make_holdout(labels, SearchSplitSpec.from_dict(record["spec"]), loaded.fingerprint)
     check_record(record, holdout, "the run's supernet")
     words = np.array([len(loaded.examples[int(i)].text_a.split()) for i in holdout.indices])
     long_data = take(evaluator.data, np.where(words >= LONG)[0])

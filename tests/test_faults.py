@@ -156,12 +156,17 @@ def _completed(database: Path) -> dict[int, tuple[str, str]]:
     return {number: (attrs["config"], attrs["metric"]) for number, attrs in out.items()}
 
 
+def _search(world, supernet: Path, out: Path) -> list[str]:
+    """``bertnas search`` of random subnets of the toy supernet into ``out`` (add ``--trials``)."""
+    return [
+        "search", "--device", "pixel4", "--budget", "1000ms", "--supernet", str(supernet),
+        "--glue-dir", world["glue"], "--sampler", "random", "--no-references", "--out", str(out),
+    ]  # fmt: skip
+
+
 def test_killed_search_keeps_every_completed_trial_and_finishes(world, supernet):
     out = world["root"] / "search"
-    args = [
-        "search", "--device", "pixel4", "--budget", "1000ms", "--supernet", str(supernet),
-        "--glue-dir", world["glue"], "--sampler", "random", "--no-references", "--out", str(out), "--json",
-    ]  # fmt: skip
+    args = [*_search(world, supernet, out), "--json"]
     _killed_then_finished([*args, "--trials", "3"], ["trial-evaluated:2"], world["root"])
     first = _completed(out / "study.db")
     assert len(first) == 3
@@ -178,11 +183,7 @@ def test_killed_search_keeps_every_completed_trial_and_finishes(world, supernet)
 
 def test_killed_export_leaves_nothing_and_the_rerun_writes_the_same_models(world, supernet):
     run = world["root"] / "search-for-export"
-    args = [
-        "search", "--device", "pixel4", "--budget", "1000ms", "--supernet", str(supernet), "--trials", "3",
-        "--glue-dir", world["glue"], "--sampler", "random", "--no-references", "--out", str(run),
-    ]  # fmt: skip
-    assert main(args) == 0
+    assert main([*_search(world, supernet, run), "--trials", "3"]) == 0
     export = ["export", str(run), "--device", "pixel4", "--format", "hf", "--allow-degenerate"]
     reference = world["root"] / "export-reference"
     assert main([*export, "--out", str(reference)]) == 0
@@ -207,11 +208,7 @@ def test_killed_subnet_finetuning_resumes_at_its_last_check_to_bit_identical_wei
     import shutil
 
     run = world["root"] / "search-for-finetune"
-    args = [
-        "search", "--device", "pixel4", "--budget", "1000ms", "--supernet", str(supernet), "--trials", "2",
-        "--glue-dir", world["glue"], "--sampler", "random", "--no-references", "--out", str(run),
-    ]  # fmt: skip
-    assert main(args) == 0
+    assert main([*_search(world, supernet, run), "--trials", "2"]) == 0
     killed = world["root"] / "search-for-finetune-killed"
     shutil.copytree(run, killed)
     # batch 8: 28 steps an epoch, an early-stopping check (and a checkpoint) every 7 steps; patience 3
