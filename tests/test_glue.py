@@ -152,6 +152,16 @@ def test_cola_has_no_header_and_no_trailing_newline():
     assert split.texts_b is None and split.source == str(FIXTURES / "CoLA" / "dev.tsv")
 
 
+def test_data_identity_names_files_without_the_machine_path():
+    from bertnas.data.glue import get_task
+    from bertnas.data.tasks import data_identity
+
+    split = load_task("cola", "dev", glue_dir=FIXTURES)
+    record = data_identity(get_task("cola"), {"dev": split})
+    assert record["dev_source"] == "CoLA/dev.tsv"  # not the absolute path of this checkout
+    assert record["dev_fingerprint"] == split.fingerprint
+
+
 def test_cola_test_split_has_a_header_and_no_labels(tokenizer):
     split = load_task("cola", "test", glue_dir=FIXTURES)
     assert [e.text_a for e in split.examples] == ["Birds sing in the morning.", "Sing birds morning the in."]

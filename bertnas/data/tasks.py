@@ -89,11 +89,23 @@ def task_spec(
 
 
 def data_identity(info: TaskInfo, splits: dict[str, GlueSplit]) -> dict[str, str]:
-    """What a run record notes about its data: the task, where each loaded split came from and its content hash."""
+    """What a run record notes about its data: the task, where each loaded split came from and its content hash.
+
+    A split read from a file is named by its data directory and file (``SST-2/train.tsv``), not by
+    its absolute path, so the record says nothing about the machine that wrote it; the content hash
+    is what identifies the data."""
     record = {"task": info.name, "spec": info.ref}
     if info.identity:
         record["identity"] = info.identity
     for name, loaded in splits.items():
-        record[f"{name}_source"] = loaded.source
+        record[f"{name}_source"] = _source_name(loaded.source)
         record[f"{name}_fingerprint"] = loaded.fingerprint
     return record
+
+
+def _source_name(source: str) -> str:
+    """A file path as its last two parts; a hub source (``hub NAME ...``) as it is."""
+    if source.startswith("hub ") or not os.path.isabs(source):
+        return source
+    parts = source.replace(os.sep, "/").rstrip("/").split("/")
+    return "/".join(parts[-2:])
