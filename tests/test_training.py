@@ -320,3 +320,40 @@ def test_numbers_out_of_range_are_refused_before_any_work(args, message, tmp_pat
     assert error.count("\n") == 0 and message in error and "Traceback" not in error
     assert time.perf_counter() - start < 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["T"]  # nothing written
+
+
+def test_the_probe_reads_step_time_off_a_length_fit_at_the_epochs_mean_length():
+    from bertnas.training.probe import epoch_seconds_per_step
+
+    lengths = [5, 10, 23]  # SST-2's probe batches: the epoch's mean padded length is 14
+    seconds = [0.2 + 0.05 * length for length in lengths]
+    assert epoch_seconds_per_step(seconds, lengths, 14.0) == pytest.approx(0.2 + 0.05 * 14)
+    assert epoch_seconds_per_step(seconds, lengths, 14.0) > sum(seconds) / 3  # the plain mean under-prices
+    # a fit that falls with length is noise: the plain mean; so is a single length
+    assert epoch_seconds_per_step([0.9, 0.5, 0.4], lengths, 14.0) == pytest.approx(0.6)
+    assert epoch_seconds_per_step([0.3, 0.5], [8, 8], 20.0) == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="one padded length per timed step"):
+        epoch_seconds_per_step([0.3], [8, 9], 9.0)
+
+
+def test_probes_time_real_steps_spread_over_the_padded_lengths(teacher, glue_dir):
+    from bertnas.data import get_task
+    from bertnas.supernet.backbone import load_backbone
+    from bertnas.training.evaluate import load_train_dev
+    from bertnas.training.probe import _batches, probe_finetune, probe_supernet
+
+    _, tokenizer = load_backbone(str(teacher), num_labels=2)
+    train = load_train_dev(get_task("sst2"), tokenizer, str(glue_dir), None, None, None, SEARCH_SPLIT).train
+    batches = _batches(train, 16, 0, 3, 0)
+    assert len(batches.timed) == 3 and batches.lengths == sorted(batches.lengths)  # quantiles, shortest first
+    assert batches.lengths[0] < batches.lengths[-1]  # a spread to fit against
+    assert batches.lengths[0] <= batches.mean_length <= batches.lengths[-1]
+    assert batches.per_epoch == -(-len(train) // 16)
+
+    config = FinetuneConfig(
+        task="sst2", backbone=str(teacher), batch_size=16, glue_dir=str(glue_dir), search_split=SEARCH_SPLIT
+    )
+    timing = probe_finetune(config)
+    assert timing.seconds_per_step > 0 and timing.steps == config.total_steps(batches.per_epoch)
+    supernet_timing = probe_supernet(_train_config(teacher, glue_dir))
+    assert supernet_timing.seconds_per_step > 0 and supernet_timing.total_seconds > supernet_timing.seconds_per_step

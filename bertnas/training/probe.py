@@ -2,7 +2,9 @@
 
 A probe builds the model a configuration would train, runs a few of its real steps on the
 real (tokenized, cached) training batches after one untimed warm-up step, and extrapolates
-to the configuration's step count. Nothing is written but the tokenization cache; the
+to the configuration's step count. The timed batches are spread over the epoch's padded
+lengths and the time is read off a fit against length at the epoch's mean
+(:func:`epoch_seconds_per_step`). Nothing is written but the tokenization cache; the
 models are thrown away. A supernet probe before the teacher exists uses the backbone with a
 fresh head as its teacher: the same shapes, so the same time per step.
 """
@@ -13,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from bertnas.data import Collator, get_task
@@ -53,19 +56,65 @@ class StepTiming:
         return {**asdict(self), "examples_per_second": self.examples_per_second, "total_seconds": self.total_seconds}
 
 
-def _time_steps(step_fn: Any, batches: list[dict[str, torch.Tensor]]) -> float:
-    step_fn(batches[0])  # warm-up: allocations, lazy initialisation
-    start = time.perf_counter()
-    for batch in batches[1:]:
+def _time_steps(step_fn: Any, warmup: dict[str, torch.Tensor], batches: list[dict[str, torch.Tensor]]) -> list[float]:
+    """Seconds of each of ``batches``'s steps, after one untimed step on ``warmup``."""
+    step_fn(warmup)  # allocations, lazy initialisation
+    seconds = []
+    for batch in batches:
+        start = time.perf_counter()
         step_fn(batch)
-    return (time.perf_counter() - start) / max(1, len(batches) - 1)
+        seconds.append(time.perf_counter() - start)
+    return seconds
 
 
-def _batches(train: Any, batch_size: int, seed: int, count: int, pad_token_id: int) -> tuple[list, int]:
+def epoch_seconds_per_step(seconds: list[float], lengths: list[int], mean_length: float) -> float:
+    """Seconds per step over a whole epoch, from steps timed on batches of padded ``lengths``.
+
+    A step's time grows about linearly with its batch's padded length on top of a fixed
+    part, and the epoch's batches are longer on average than a few drawn ones tend to be
+    (SST-2's lengths are skewed: the 3 first batches of an epoch averaged 12.3 tokens where
+    the epoch averages 14.0, and the probe under-priced a 4,000-step supernet run by 16 %).
+    So the time is fitted as ``a + b * length`` over the timed steps, which span the length
+    range, and read at the epoch's mean padded length; with a single length, or a fit that
+    does not rise with length (noise), it is the plain mean.
+    """
+    x = np.asarray(lengths, dtype=float)
+    y = np.asarray(seconds, dtype=float)
+    if len(y) == 0 or len(x) != len(y):
+        raise ValueError(f"need one padded length per timed step (got {len(x)} lengths, {len(y)} times)")
+    if len(set(lengths)) < 2:
+        return float(y.mean())
+    slope, intercept = np.polyfit(x, y, 1)
+    fitted = intercept + slope * mean_length
+    return float(fitted) if slope > 0 and fitted > 0 else float(y.mean())
+
+
+@dataclass
+class _ProbeBatches:
+    warmup: dict[str, torch.Tensor]
+    timed: list[dict[str, torch.Tensor]]
+    lengths: list[int]  # padded length of each timed batch
+    mean_length: float  # mean padded length over the epoch's batches
+    per_epoch: int  # batches per epoch
+
+
+def _batches(train: Any, batch_size: int, seed: int, count: int, pad_token_id: int) -> _ProbeBatches:
+    """``count`` batches of the first epoch at evenly spaced quantiles of padded length (a
+    spread to fit time against length), and the median one for the warm-up step."""
     sampler = LengthBucketSampler(train.lengths, batch_size, shuffle=True, seed=seed)
     collate = Collator(pad_token_id)
-    chosen = sampler.batches(0)[:count]
-    return [collate([train[i] for i in indices]) for indices in chosen], len(sampler)
+    epoch = sampler.batches(0)
+    padded = np.array([max(train.lengths[i] for i in indices) for indices in epoch])
+    order = np.argsort(padded, kind="stable")
+    picks = [int(order[int((k + 0.5) * len(order) / count)]) for k in range(count)]
+    warmup = int(order[len(order) // 2])
+    return _ProbeBatches(
+        warmup=collate([train[i] for i in epoch[warmup]]),
+        timed=[collate([train[i] for i in epoch[k]]) for k in picks],
+        lengths=[int(padded[k]) for k in picks],
+        mean_length=float(padded.mean()),
+        per_epoch=len(sampler),
+    )
 
 
 def probe_finetune(config: FinetuneConfig, steps: int = 3) -> StepTiming:
@@ -80,7 +129,7 @@ def probe_finetune(config: FinetuneConfig, steps: int = 3) -> StepTiming:
         info, tokenizer, config.glue_dir, config.max_length, config.train_subset, config.dev_subset, config.search_split
     )
     train, dev_examples = splits.train, len(splits.dev)
-    batches, per_epoch = _batches(train, config.batch_size, config.seed, steps + 1, 0)
+    batches = _batches(train, config.batch_size, config.seed, steps, 0)
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
 
     def step(batch: dict[str, torch.Tensor]) -> None:
@@ -90,8 +139,9 @@ def probe_finetune(config: FinetuneConfig, steps: int = 3) -> StepTiming:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    seconds = _time_steps(step, batches)
-    total = config.total_steps(per_epoch)
+    timed = _time_steps(step, batches.warmup, batches.timed)
+    seconds = epoch_seconds_per_step(timed, batches.lengths, batches.mean_length)
+    total = config.total_steps(batches.per_epoch)
     # evaluation: forward only (about a third of a step) over dev batches of 32
     evaluation = seconds / 3 * dev_examples / config.batch_size
     return StepTiming(seconds, total, config.batch_size, 1, 1, len(train), dev_examples, evaluation)
@@ -125,8 +175,8 @@ def probe_supernet(config: SupernetTrainConfig, steps: int = 3, backbone: str | 
     )
     train, dev_examples = splits.train, len(splits.dev)
     search_examples = 0 if splits.search is None else len(splits.search)
-    batches, per_epoch = _batches(train, config.batch_size, config.seed, steps + 1, supernet.config.pad_token_id)
-    total = config.total_steps(per_epoch)
+    batches = _batches(train, config.batch_size, config.seed, steps, supernet.config.pad_token_id)
+    total = config.total_steps(batches.per_epoch)
     recipe = config.resolved_recipe()
     strategy = make_sampler(space, recipe, config.seed, config.stages)
     trainer = SupernetTrainer(config, "/nonexistent-probe")  # only its step function is used
@@ -141,7 +191,8 @@ def probe_supernet(config: SupernetTrainConfig, steps: int = 3, backbone: str | 
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    seconds = _time_steps(step, batches)
+    timed = _time_steps(step, batches.warmup, batches.timed)
+    seconds = epoch_seconds_per_step(timed, batches.lengths, batches.mean_length)
     dense_forward = seconds / (1 + 3 * subnet_count)  # one forward ~ a third of a forward + backward
     # rewiring: forward + backward over rewire_batches; the end: 3 subnets and the teacher on dev
     extra = (3 * dense_forward * config.rewire_batches if config.rewire else 0.0) + 4 * dense_forward * (
