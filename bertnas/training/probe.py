@@ -71,9 +71,9 @@ def epoch_seconds_per_step(seconds: list[float], lengths: list[int], mean_length
     """Seconds per step over a whole epoch, from steps timed on batches of padded ``lengths``.
 
     A step's time grows about linearly with its batch's padded length on top of a fixed
-    part, and the epoch's batches are longer on average than a few drawn ones tend to be
-    (SST-2's lengths are skewed: the 3 first batches of an epoch averaged 12.3 tokens where
-    the epoch averages 14.0, and the probe under-priced a 4,000-step supernet run by 16 %).
+    part, and the mean of a few drawn batches is a noisy estimate of a skewed length
+    distribution's (SST-2: the 3 first batches of an epoch averaged 12.3 tokens where the
+    epoch averages 14.0, and the probe under-priced a 4,000-step supernet run by 16 %).
     So the time is fitted as ``a + b * length`` over the timed steps, which span the length
     range, and read at the epoch's mean padded length; with a single length, or a fit that
     does not rise with length (noise), it is the plain mean.
