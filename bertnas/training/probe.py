@@ -56,17 +56,6 @@ class StepTiming:
         return {**asdict(self), "examples_per_second": self.examples_per_second, "total_seconds": self.total_seconds}
 
 
-def _time_steps(step_fn: Any, warmup: dict[str, torch.Tensor], batches: list[dict[str, torch.Tensor]]) -> list[float]:
-    """Seconds of each of ``batches``'s steps, after one untimed step on ``warmup``."""
-    step_fn(warmup)  # allocations, lazy initialisation
-    seconds = []
-    for batch in batches:
-        start = time.perf_counter()
-        step_fn(batch)
-        seconds.append(time.perf_counter() - start)
-    return seconds
-
-
 def epoch_seconds_per_step(seconds: list[float], lengths: list[int], mean_length: float) -> float:
     """Seconds per step over a whole epoch, from steps timed on batches of padded ``lengths``.
 
@@ -117,6 +106,18 @@ def _batches(train: Any, batch_size: int, seed: int, count: int, pad_token_id: i
     )
 
 
+def _seconds_per_step(step_fn: Any, batches: _ProbeBatches) -> float:
+    """Seconds per step over an epoch: one untimed warm-up step, then each timed batch's step
+    timed alone and read off :func:`epoch_seconds_per_step`."""
+    step_fn(batches.warmup)  # allocations, lazy initialisation
+    seconds = []
+    for batch in batches.timed:
+        start = time.perf_counter()
+        step_fn(batch)
+        seconds.append(time.perf_counter() - start)
+    return epoch_seconds_per_step(seconds, batches.lengths, batches.mean_length)
+
+
 def probe_finetune(config: FinetuneConfig, steps: int = 3) -> StepTiming:
     """Time ``steps`` dense fine-tuning steps of ``config`` (after a warm-up step)."""
 
@@ -139,8 +140,7 @@ def probe_finetune(config: FinetuneConfig, steps: int = 3) -> StepTiming:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    timed = _time_steps(step, batches.warmup, batches.timed)
-    seconds = epoch_seconds_per_step(timed, batches.lengths, batches.mean_length)
+    seconds = _seconds_per_step(step, batches)
     total = config.total_steps(batches.per_epoch)
     # evaluation: forward only (about a third of a step) over dev batches of 32
     evaluation = seconds / 3 * dev_examples / config.batch_size
@@ -191,8 +191,7 @@ def probe_supernet(config: SupernetTrainConfig, steps: int = 3, backbone: str | 
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    timed = _time_steps(step, batches.warmup, batches.timed)
-    seconds = epoch_seconds_per_step(timed, batches.lengths, batches.mean_length)
+    seconds = _seconds_per_step(step, batches)
     dense_forward = seconds / (1 + 3 * subnet_count)  # one forward ~ a third of a forward + backward
     # rewiring: forward + backward over rewire_batches; the end: 3 subnets and the teacher on dev
     extra = (3 * dense_forward * config.rewire_batches if config.rewire else 0.0) + 4 * dense_forward * (
