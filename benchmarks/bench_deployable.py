@@ -21,7 +21,9 @@ skipped (cached teacher and supernet, the study, fine-tuned models). Timings are
 this machine with nothing else running. Writes benchmarks/results/deployable_sst2_<preset>.json;
 ``--tag long --steps 1500 --no-trust`` fine-tunes the same search's picks longer, in a copy of
 its run directory, into deployable_sst2_<preset>_long.json; ``--tag epochs2 --epochs 2 --steps 0
---no-trust`` fine-tunes them for two epochs (early stopping on the search split still applies).
+--no-trust`` fine-tunes them for two epochs (early stopping on the search split still applies);
+add ``--stop-on loss`` (and another tag) to keep the weights with the lowest search-split
+distillation loss instead of the best search-split accuracy.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ def main() -> None:
     parser.add_argument("--trust-n", type=int, default=12)
     parser.add_argument("--lr", type=float, default=5e-5, help="fine-tuning learning rate")
     parser.add_argument("--no-trust", action="store_true", help="fine-tune the picks only")
+    parser.add_argument(
+        "--stop-on", default="metric", choices=["metric", "loss"], help="what early stopping keeps (search split)"
+    )
     parser.add_argument(
         "--tag", default="", help="a variant (other fine-tuning settings): its own copy of the run, results _TAG"
     )
@@ -130,7 +135,7 @@ def main() -> None:
             "dev_selected_dev_metric": float(feasible["dev_metric"].max()),  # choosing on dev: flattering
         }
     finetune = SubnetFinetuneConfig(
-        epochs=args.epochs, max_steps=args.steps or None, lr=args.lr, glue_dir=args.glue_dir
+        epochs=args.epochs, max_steps=args.steps or None, lr=args.lr, glue_dir=args.glue_dir, stop_on=args.stop_on
     )
     trials = run.trials.set_index("number")
     selected = [Selected(trial, _arch(trials, trial)) for trial in dict.fromkeys(picks.values())]
@@ -166,6 +171,7 @@ def main() -> None:
         "finetune_max_steps": args.steps or None,
         "finetune_epochs": args.epochs,
         "finetune_lr": args.lr,
+        "finetune_stop_on": args.stop_on,
         "host": host(),
         "splits": {
             "search": "5 % of SST-2 train held out (seeded, stratified): trials, picks, early stopping",

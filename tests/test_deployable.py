@@ -288,3 +288,40 @@ def test_a_supernet_is_refused_on_a_task_it_was_not_trained_for(world, tmp_path,
     assert error.count("\n") == 0 and "trained on sst2, not mrpc" in error
     assert main([*args, "--json"]) == 0  # on its own task and split: fine
     assert json.loads(capsys.readouterr().out)["split"] == "search"
+
+
+# ---------------------------------------------------------------------- what early stopping keeps
+def test_stop_on_loss_keeps_the_lowest_loss_check_and_old_models_stay_fresh(world, tmp_path, capsys, monkeypatch):
+    run = world["root"] / "run-stop-on"  # beside the original: the run names its supernet by a relative path
+    shutil.copytree(world["run"], run, ignore=shutil.ignore_patterns("finetuned", "finetuned.csv", "trust.*"))
+    trial = int(_trials(world).iloc[-1]["number"])
+    args = ["finetune-subnets", str(run), "--device", DEVICE, "--max-steps", "14", "--json", "--allow-degenerate"]
+    args += ["--select", f"trial:{trial}"]
+    original = subnet_finetune.finetune_subnet
+    counted = []
+
+    def counting(*pos, **kw):
+        counted.append(kw.get("config", pos[3]).stop_on)
+        return original(*pos, **kw)
+
+    monkeypatch.setattr(subnet_finetune, "finetune_subnet", counting)
+    assert main(args) == 0
+    capsys.readouterr()
+    # a model fine-tuned before the setting existed (no stop_on recorded) is the default's: not trained again
+    record_path = finetuned_dir(run, trial) / "finetune.json"
+    record = json.loads(record_path.read_text())
+    assert record["settings"].pop("stop_on") == "metric"
+    record_path.write_text(json.dumps(record))
+    assert main(args) == 0 and counted == ["metric"]
+    capsys.readouterr()
+
+    assert main([*args, "--stop-on", "loss"]) == 0  # another setting: trained again
+    assert counted == ["metric", "loss"]
+    tuned = json.loads(capsys.readouterr().out)["models"][0]["finetuned"]
+    losses = {point["step"]: point["search_distill_loss"] for point in tuned["history"]}
+    assert losses[tuned["best_step"]] == min(losses.values())  # the lowest-loss check's weights are kept
+    assert tuned["search_distill_loss"] == pytest.approx(min(losses.values()), rel=1e-4)
+
+    assert main([*args, "--stop-on", "accuracy"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "--stop-on 'accuracy' is not one of: metric, loss" in error

@@ -19,6 +19,12 @@ HIDDEN_OPTION = typer.Option(1.0, "--hidden-weight", help="Hidden-state transfer
 ATTENTION_OPTION = typer.Option(1.0, "--attention-weight", help="Attention-map transfer weight (0: off).")
 TRAIN_SUBSET_OPTION = typer.Option(None, "--train-subset", help="Train on the first N train examples only.")
 SEED_OPTION = typer.Option(42, "--seed")
+STOP_ON_OPTION = typer.Option(
+    "metric",
+    "--stop-on",
+    help="Early stopping keeps the weights with the best search-split metric, or with the lowest "
+    "search-split distillation loss (loss: for a student already within the split's noise of the teacher).",
+)
 TRAIN_DEVICE_OPTION = typer.Option(
     None, "--train-device", help="Torch device to train on: cpu, cuda, cuda:1 ... (default: cuda if present)."
 )
@@ -27,7 +33,9 @@ GLUE_DIR_OPTION = typer.Option(None, "--glue-dir", help="GLUE data (default: the
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON object.")
 
 
-def _config(run, epochs, max_steps, lr, batch_size, hidden_weight, attention_weight, train_subset, seed, device, glue):
+def _config(
+    run, epochs, max_steps, lr, batch_size, hidden_weight, attention_weight, train_subset, seed, device, glue, stop_on
+):
     from bertnas.training.subnet_finetune import SubnetFinetuneConfig
 
     config = SubnetFinetuneConfig(
@@ -39,6 +47,7 @@ def _config(run, epochs, max_steps, lr, batch_size, hidden_weight, attention_wei
         attention_weight=attention_weight,
         train_subset=train_subset,
         seed=seed,
+        stop_on=stop_on,
         device=device,
         glue_dir=glue or (run.info.get("config") or {}).get("glue_dir"),
     )
@@ -64,6 +73,7 @@ def finetune_subnets_command(
     attention_weight: float = ATTENTION_OPTION,
     train_subset: int | None = TRAIN_SUBSET_OPTION,
     seed: int = SEED_OPTION,
+    stop_on: str = STOP_ON_OPTION,
     train_device: str | None = TRAIN_DEVICE_OPTION,
     supernet: Path | None = SUPERNET_OPTION,
     glue_dir: str | None = GLUE_DIR_OPTION,
@@ -77,7 +87,7 @@ def finetune_subnets_command(
     search = SearchRun.open(run)
     config = _config(
         search, epochs, max_steps, lr, batch_size, hidden_weight, attention_weight, train_subset, seed,
-        train_device, glue_dir,
+        train_device, glue_dir, stop_on,
     )  # fmt: skip
     chosen: dict[int, Selected] = {}
     for selection in select or ["pareto"]:
@@ -115,6 +125,7 @@ def trust_command(
     attention_weight: float = ATTENTION_OPTION,
     train_subset: int | None = TRAIN_SUBSET_OPTION,
     seed: int = SEED_OPTION,
+    stop_on: str = STOP_ON_OPTION,
     train_device: str | None = TRAIN_DEVICE_OPTION,
     supernet: Path | None = SUPERNET_OPTION,
     glue_dir: str | None = GLUE_DIR_OPTION,
@@ -127,7 +138,7 @@ def trust_command(
     search = SearchRun.open(run)
     config = _config(
         search, epochs, max_steps, lr, batch_size, hidden_weight, attention_weight, train_subset, seed,
-        train_device, glue_dir,
+        train_device, glue_dir, stop_on,
     )  # fmt: skip
     report = trust_report(search, device, n, config, search.supernet_dir(supernet))
     if as_json:

@@ -10,9 +10,12 @@ fine-tunes, DynaBERT and MobileBERT distill). Each selected subnet is extracted 
   retention drops any; hidden states on the subnet's channels of the rewired stream);
 - the subnet's own token retention is active, as it will be when deployed;
 - early stopping on the search split: scored ``evals_per_epoch`` times an epoch (or over
-  the run, when ``max_steps`` ends it sooner) and once before the first step; the
-  best-scoring weights are kept, so fine-tuning never ships weights that score worse on the
-  search split than the weight-shared ones.
+  the run, when ``max_steps`` ends it sooner) and once before the first step; the best
+  weights are kept, so fine-tuning never ships weights that score worse on the search split
+  than the weight-shared ones. "Best" is the highest task metric (``stop_on="metric"``, the
+  default) or the lowest distillation loss to the teacher's logits (``stop_on="loss"``): a
+  student within the split's noise of the teacher cannot show a gain in the metric, which
+  moves in steps of one example, while the loss, averaged over every example, still can.
 
 Results go to ``RUN/finetuned/trial-NNNN/`` (a compact model directory plus
 ``finetune.json``), written atomically per model: a rerun skips finished models. Within a
@@ -67,7 +70,13 @@ RESULT_NAME = "finetune.json"
 CHECKPOINT_STATE = "state.json"
 CHECKPOINT_TENSORS = "checkpoint.pt"  # read back with torch.load(weights_only=True)
 #: Settings whose change makes an earlier fine-tuned model stale (it is trained again).
-_RESULT_KEYS = ("epochs", "batch_size", "lr", "hidden_weight", "attention_weight", "max_steps", "train_subset", "seed")
+_RESULT_KEYS = (
+    "epochs", "batch_size", "lr", "hidden_weight", "attention_weight", "max_steps", "train_subset", "seed", "stop_on",
+)  # fmt: skip
+#: Settings added after models were fine-tuned without them, with the value those models used.
+_SETTING_DEFAULTS = {"stop_on": "metric"}
+#: What early stopping keeps (``SubnetFinetuneConfig.stop_on``).
+STOP_ON = ("metric", "loss")
 
 
 @dataclass
@@ -85,6 +94,7 @@ class SubnetFinetuneConfig:
     train_subset: int | None = None  # the first N train examples (after the search split is taken out)
     evals_per_epoch: int = 4  # early-stopping checks on the search split per epoch
     patience: int = 3  # checks without improvement before stopping
+    stop_on: str = "metric"  # what a check improves: "metric" (search split) or "loss" (distillation, search split)
     seed: int = 42
     device: str | None = None
     glue_dir: str | None = None
@@ -104,6 +114,14 @@ class SubnetFinetuneConfig:
             raise BertnasError("--hidden-weight and --attention-weight must be 0 or more")
         if self.evals_per_epoch < 1 or self.patience < 1:
             raise BertnasError("evals per epoch and patience must be at least 1")
+        if self.stop_on not in STOP_ON:
+            raise BertnasError(f"--stop-on {self.stop_on!r} is not one of: {', '.join(STOP_ON)}")
+
+    def rank(self, metric: float, distill_loss: float) -> tuple[float, float]:
+        """A check's standing for early stopping: higher is better."""
+        if self.stop_on == "loss":
+            return (-distill_loss, metric)
+        return (metric, -distill_loss)
 
     def total_steps(self, steps_per_epoch: int) -> int:
         total = max(1, int(steps_per_epoch * self.epochs))
@@ -272,7 +290,7 @@ def finetune_subnet(
                 history.append(
                     {"step": step, "search_metric": now["metric"], "search_distill_loss": now["distill_loss"]}
                 )
-                if (now["metric"], -now["distill_loss"]) > best[:2]:
+                if config.rank(now["metric"], now["distill_loss"]) > config.rank(best[0], -best[1]):
                     best = (now["metric"], -now["distill_loss"], step, copy.deepcopy(student.state_dict()))
                     stale = 0
                 else:
@@ -308,6 +326,12 @@ def finetune_subnet(
 def _settings(config: SubnetFinetuneConfig) -> dict[str, Any]:
     """The settings a fine-tuned model (or its checkpoint) was made with: a change makes it stale."""
     return {key: value for key, value in asdict(config).items() if key in _RESULT_KEYS}
+
+
+def _recorded_settings(recorded: Any) -> Any:
+    """Settings as recorded, with the values of settings added since filled in (those models
+    were made with them), so a model fine-tuned before a setting existed is not made stale."""
+    return {**_SETTING_DEFAULTS, **recorded} if isinstance(recorded, dict) else recorded
 
 
 def _save_checkpoint(
@@ -347,6 +371,7 @@ def _load_checkpoint(
     untouched = [copy.deepcopy(part.state_dict()) for part in (student, optimizer, scheduler)]
     try:
         state = json.loads((directory / CHECKPOINT_STATE).read_text())
+        state["settings"] = _recorded_settings(state.get("settings"))
         if any(state.get(key) != value for key, value in identity.items()):
             raise ValueError("another fine-tuning's checkpoint")
         tensors = torch.load(directory / CHECKPOINT_TENSORS, weights_only=True, map_location="cpu")
@@ -421,7 +446,8 @@ def _finetune_run(
     todo = []
     for item in selected:
         result = read_result(finetuned_dir(run.directory, item.trial))
-        if result is None or result.get("settings") != wanted or result.get("arch_hash") != item.arch.hash():
+        stale = _recorded_settings(result.get("settings")) != wanted if result is not None else True
+        if stale or result.get("arch_hash") != item.arch.hash():
             todo.append(item)
     if todo:
         device = pick_device(config.device)
