@@ -11,11 +11,12 @@ fine-tunes, DynaBERT and MobileBERT distill). Each selected subnet is extracted 
 - the subnet's own token retention is active, as it will be when deployed;
 - early stopping on the search split: scored ``evals_per_epoch`` times an epoch (or over
   the run, when ``max_steps`` ends it sooner) and once before the first step; the best
-  weights are kept, so fine-tuning never ships weights that score worse on the search split
-  than the weight-shared ones. "Best" is the highest task metric (``stop_on="metric"``, the
-  default) or the lowest distillation loss to the teacher's logits (``stop_on="loss"``): a
-  student within the split's noise of the teacher cannot show a gain in the metric, which
-  moves in steps of one example, while the loss, averaged over every example, still can.
+  weights are kept. "Best" is the highest task metric (``stop_on="metric"``, the default:
+  fine-tuning then never ships weights that score worse on the search split than the
+  weight-shared ones) or the lowest distillation loss to the teacher's logits
+  (``stop_on="loss"``: never a higher loss than the weight-shared weights): a student within
+  the split's noise of the teacher cannot show a gain in the metric, which moves in steps of
+  one example, while the loss, averaged over every example, still can.
 
 Results go to ``RUN/finetuned/trial-NNNN/`` (a compact model directory plus
 ``finetune.json``), written atomically per model: a rerun skips finished models. Within a
@@ -446,8 +447,11 @@ def _finetune_run(
     todo = []
     for item in selected:
         result = read_result(finetuned_dir(run.directory, item.trial))
-        stale = _recorded_settings(result.get("settings")) != wanted if result is not None else True
-        if stale or result.get("arch_hash") != item.arch.hash():
+        if (
+            result is None
+            or _recorded_settings(result.get("settings")) != wanted
+            or result.get("arch_hash") != item.arch.hash()
+        ):
             todo.append(item)
     if todo:
         device = pick_device(config.device)
