@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import host, write_results
+from common import full_pixel4_ms, host, teacher_metrics, write_results
 
 SHARES = {"50%": 0.5, "33%": 1 / 3, "25%": 0.25}
 BUDGET_MS = 120.0  # above the full model's predicted pixel4 latency (65.5 ms), so the front spans all shares
@@ -79,13 +79,10 @@ def main() -> None:
         ignore = shutil.ignore_patterns("finetuned", "finetuned.csv", "trust.json", "trust.png")
         shutil.copytree(root / "run", run_dir, ignore=ignore)
 
-    from bertnas.hardware import load_predictor
     from bertnas.pipeline import plan_search
     from bertnas.search import SearchConfig, SearchRun, run_search
     from bertnas.search.objectives import latency_column
     from bertnas.search.pareto import degenerate_mask
-    from bertnas.space import load_space
-    from bertnas.supernet import ElasticBert
     from bertnas.training.subnet_finetune import Selected, SubnetFinetuneConfig, finetune_run, finetuned_table
     from bertnas.trust import trust_report
 
@@ -111,10 +108,8 @@ def main() -> None:
     run = SearchRun.open(run_dir)
     supernet_dir = run.supernet_dir()
     supernet_metrics = json.loads((supernet_dir / "metrics.json").read_text())
-    teacher = json.loads((supernet_dir / "run.json").read_text())["config"]["teacher"]
-    teacher_dev = json.loads((Path(teacher) / "metrics.json").read_text())["score"]
-    limits = ElasticBert.from_pretrained(supernet_dir).limits
-    full_ms = float(load_predictor("pixel4").predict(load_space("unified").bind(limits).full()))
+    teacher_dev = teacher_metrics(supernet_dir)["score"]
+    full_ms = full_pixel4_ms(supernet_dir)
     column = latency_column("pixel4")
     front = run.pareto("pixel4")
     front = front[~degenerate_mask(front)]

@@ -11,7 +11,7 @@ best search-split subnet under X, fine-tuned with distillation from the teacher.
 accuracy, which neither the search nor early stopping looked at, is set against the
 teacher's. Resumable: a rerun with a larger ``--trials`` continues the same study (seeded,
 in ``--out``), a finished fine-tuning is not trained again. Writes
-benchmarks/results/per_budget_sst2_<share>[_<tag>].json.
+benchmarks/results/per_budget_sst2_<share>pct[_<tag>].json.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import write_results
+from common import full_pixel4_ms, teacher_metrics, write_results
 
 
 def main() -> None:
@@ -42,15 +42,12 @@ def main() -> None:
     os.environ["BERTNAS_CACHE"] = str(Path(args.cache))
 
     from bertnas.export.selection import select_candidates
-    from bertnas.hardware import load_predictor
     from bertnas.search import SearchConfig, SearchRun, run_search
-    from bertnas.space import load_space
-    from bertnas.supernet import ElasticBert
+    from bertnas.search.objectives import latency_column
     from bertnas.training.subnet_finetune import Selected, SubnetFinetuneConfig, finetune_run
 
     supernet = Path(args.supernet)
-    limits = ElasticBert.from_pretrained(supernet).limits
-    full_ms = float(load_predictor("pixel4").predict(load_space("unified").bind(limits).full()))
+    full_ms = full_pixel4_ms(supernet)
     budget = round(args.share / 100 * full_ms, 2)
     out = Path(args.out or Path(args.cache).parent / f"search-{budget:.2f}ms")
     config = SearchConfig(
@@ -74,8 +71,8 @@ def main() -> None:
     began = time.perf_counter()
     (result,) = finetune_run(run, [Selected(pick.trial, pick.arch)], finetune, supernet)
     finetune_seconds = time.perf_counter() - began
-    teacher = json.loads((supernet / "run.json").read_text())["config"]["teacher"]
-    teacher_dev = json.loads((Path(teacher) / "metrics.json").read_text())["score"]
+    teacher_dev = teacher_metrics(supernet)["score"]
+    column = latency_column("pixel4")
     tuned = result["finetuned"]
     row = trials.set_index("number").loc[pick.trial]
     results = {
@@ -90,13 +87,13 @@ def main() -> None:
         "trials": args.trials,
         "seed": args.seed,
         "evaluated": len(complete),
-        "evaluated_under_budget": int((complete[_latency_column()] <= budget).sum()),
+        "evaluated_under_budget": int((complete[column] <= budget).sum()),
         "search_seconds_this_call": round(search_seconds, 1),
         "teacher_dev_accuracy": teacher_dev,
         "pick": {
             "trial": pick.trial,
             "arch_hash": pick.arch.hash(),
-            "latency_ms": float(row[_latency_column()]),
+            "latency_ms": float(row[column]),
             "search_split_metric": float(row["metric"]),
         },
         "finetune": {"epochs": args.epochs, "stop_on": args.stop_on, "seconds_this_call": round(finetune_seconds, 1)},
@@ -110,12 +107,6 @@ def main() -> None:
     name = f"per_budget_sst2_{args.share:g}pct" + (f"_{args.tag}" if args.tag else "")
     write_results(name, results)
     print(json.dumps({key: results[key] for key in ("budget_ms", "pick", "finetuned", "below_teacher_points")}))
-
-
-def _latency_column() -> str:
-    from bertnas.search.objectives import latency_column
-
-    return latency_column("pixel4")
 
 
 def _shown_args(args: argparse.Namespace) -> list[str]:

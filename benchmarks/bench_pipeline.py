@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import host, write_results
+from common import full_pixel4_ms, host, teacher_metrics, write_results
 
 
 def _write_sst2_csv(directory: Path, glue_dir: str | None) -> None:
@@ -51,11 +51,8 @@ def _write_sst2_csv(directory: Path, glue_dir: str | None) -> None:
 
 
 def run_pipeline(task: str, preset: str, trials: int, sampler: str, out: Path, glue_dir: str | None) -> dict:
-    from bertnas.hardware import load_predictor
     from bertnas.pipeline import plan_search
     from bertnas.search import SearchConfig, run_search
-    from bertnas.space import load_space
-    from bertnas.supernet import ElasticBert
 
     config = SearchConfig(
         task=task,
@@ -80,10 +77,8 @@ def run_pipeline(task: str, preset: str, trials: int, sampler: str, out: Path, g
 
     supernet_path = Path(config.supernet)
     supernet_metrics = json.loads((supernet_path / "metrics.json").read_text())
-    teacher_path = Path(json.loads((supernet_path / "run.json").read_text())["config"]["teacher"])
-    teacher_metrics = json.loads((teacher_path / "metrics.json").read_text())
-    limits = ElasticBert.from_pretrained(supernet_path).limits
-    full_ms = float(load_predictor("pixel4").predict(load_space("unified").bind(limits).full()))
+    teacher = teacher_metrics(supernet_path)
+    full_ms = full_pixel4_ms(supernet_path)
     points = result["fronts"]["pixel4"]["points"]
     best, picked = {}, {}
     for share in (0.5, 1 / 3):
@@ -96,8 +91,8 @@ def run_pipeline(task: str, preset: str, trials: int, sampler: str, out: Path, g
         "task": task,
         "steps": steps,
         "training_seconds": sum(s["seconds"] for s in steps if s["step"] not in ("search",)),
-        "teacher": teacher_metrics["metrics"],
-        "teacher_train_seconds": teacher_metrics["train_seconds"],
+        "teacher": teacher["metrics"],
+        "teacher_train_seconds": teacher["train_seconds"],
         "supernet": {name: scores for name, scores in supernet_metrics["subnets"].items()},
         "supernet_train_seconds": supernet_metrics["train_seconds"],
         "full_pixel4_ms": full_ms,

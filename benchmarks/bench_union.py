@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import write_results
+from common import supernet_teacher, write_results
 
 from bertnas.arch import ArchConfig
 from bertnas.hardware import load_predictor
@@ -248,7 +248,7 @@ def teacher_score(supernet_dir: Path, evaluator: SubnetEvaluator, main_metric: s
     from bertnas.supernet.elastic import ElasticBert
     from bertnas.training.evaluate import evaluate_model
 
-    teacher = json.loads((supernet_dir / "run.json").read_text())["config"]["teacher"]
+    teacher = str(supernet_teacher(supernet_dir))
     try:
         model = ElasticBert.from_backbone(teacher, task=evaluator.supernet.config.task).get_active_subnet().eval()
     except Exception as error:  # noqa: BLE001 (a benchmark: say it and go on with the stand-in)

@@ -53,6 +53,26 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
     return path
 
 
+def supernet_teacher(supernet_dir: str | Path) -> Path:
+    """The teacher directory a supernet's run.json names."""
+    return Path(json.loads((Path(supernet_dir) / "run.json").read_text())["config"]["teacher"])
+
+
+def teacher_metrics(supernet_dir: str | Path) -> dict[str, Any]:
+    """The metrics.json of the teacher a supernet was trained from (``score``: its dev score)."""
+    return json.loads((supernet_teacher(supernet_dir) / "metrics.json").read_text())
+
+
+def full_pixel4_ms(supernet_dir: str | Path) -> float:
+    """The predicted pixel4 latency of the supernet's full model (the unified space at its limits)."""
+    from bertnas.hardware import load_predictor
+    from bertnas.space import load_space
+    from bertnas.supernet import ElasticBert
+
+    limits = ElasticBert.from_pretrained(supernet_dir).limits
+    return float(load_predictor("pixel4").predict(load_space("unified").bind(limits).full()))
+
+
 def export_arguments(description: str, out_suffix: str = "") -> argparse.ArgumentParser:
     """RUN, --device, --out, --warmup, --repeats: what every front-export benchmark takes.
 
