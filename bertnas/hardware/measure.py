@@ -6,7 +6,11 @@ most ``max_repeats``); the median is kept, so a stray interrupt does not move it
 End-to-end timings (calibration and validation subnets) are taken in ``rounds``
 interleaved passes over the whole set and the median per subnet is kept: on a shared
 or virtual machine the speed drifts over seconds, and one pass would put each subnet
-wholly inside one slow or fast spell.
+wholly inside one slow or fast spell. Where an anchor is timed beside them
+(:func:`time_paired`), each call of the timed model sits between two calls of the anchor
+and its cost is the median of its ratios to them: the machine's speed is taken out call
+by call, which on a shared VM whose speed moves by 10-30 % within seconds leaves about
+1 % of noise where the plain median leaves 8-15 %.
 
 A measured profile is built in two steps (``bertnas profile measure``):
 
@@ -71,6 +75,50 @@ def time_runner(run: Callable[[], object], timing: Timing = Timing()) -> float:
         if len(samples) >= timing.min_repeats and time.perf_counter() - started >= timing.min_seconds:
             break
     return 1000.0 * statistics.median(samples)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """One model timed call by call between calls of an anchor (:func:`time_paired`)."""
+
+    ms: float  # median ms of one call of the model
+    ratio: float  # median over its calls of (call - harness) / (mean of the anchor calls either side - harness)
+    anchor_ms: float  # median ms of one call of the anchor (harness subtracted)
+
+
+def time_paired(
+    run: Callable[[], object], anchor: Callable[[], object], timing: Timing = Timing(), harness: float = 0.0
+) -> Paired:
+    """Time ``run`` with every call between two calls of ``anchor``: anchor, run, anchor, run, ..., anchor.
+
+    The machine's speed moves within seconds on a shared or virtual machine; a model's time
+    divided by the anchor's right beside it does not. ``harness`` (ms per call) is taken off
+    both before dividing. Stops as :func:`time_runner` does, counting the model's calls.
+    """
+
+    def once(call: Callable[[], object]) -> float:
+        t0 = time.perf_counter()
+        call()
+        return 1000.0 * (time.perf_counter() - t0)
+
+    for _ in range(timing.warmup):
+        run()
+        anchor()
+    beside, samples = [once(anchor)], []
+    started = time.perf_counter()
+    while len(samples) < timing.max_repeats:
+        samples.append(once(run))
+        beside.append(once(anchor))
+        if len(samples) >= timing.min_repeats and time.perf_counter() - started >= timing.min_seconds:
+            break
+    own = np.asarray(samples) - harness
+    anchors = np.asarray(beside) - harness
+    around = np.maximum((anchors[:-1] + anchors[1:]) / 2, 1e-9)
+    return Paired(
+        ms=float(np.median(samples)),
+        ratio=float(np.median(np.maximum(own, 0.0) / around)),
+        anchor_ms=float(max(np.median(anchors), 1e-9)),
+    )
 
 
 @dataclass(frozen=True)
@@ -161,35 +209,6 @@ def harness_ms(runtime: Runtime, timing: Timing = Timing()) -> float:
     return min(time_runner(runtime.baseline(), timing) for _ in range(3))
 
 
-class _AnchorTrack:
-    """An anchor timed before every ``every``-th item of a pass and after the pass's last item.
-
-    ``close_pass(count)`` returns the anchor time beside each item (item k ran between the marks
-    k and k + 1; linear between the timings taken); ``timings`` keeps every timing taken."""
-
-    def __init__(self, time_once: Callable[[], float], every: int) -> None:
-        self.time_once, self.every = time_once, every
-        self.timings: list[float] = []
-        self._marks: list[int] = []
-        self._times: list[float] = []
-
-    def before(self, k: int) -> None:
-        if k % self.every == 0:
-            self._marks.append(k)
-            self._times.append(self.time_once())
-
-    def close_pass(self, count: int) -> np.ndarray:
-        self._marks.append(count)
-        self._times.append(self.time_once())
-        beside = np.interp(np.arange(count) + 0.5, self._marks, self._times)
-        self.timings.extend(self._times)
-        self._marks, self._times = [], []
-        return beside
-
-
-KERNEL_ANCHOR_EVERY = 16  # an anchor kernel timing before every 16th grid point, and one after a family's last
-
-
 def kernel_anchor(grid: Grid) -> tuple[str, tuple[int, ...]]:
     """The kernel timed beside a grid to track the machine's speed: the middle ``linear`` point."""
     return "linear", tuple(int(axis[len(axis) // 2]) for axis in grid.axes("linear"))
@@ -206,12 +225,12 @@ def measure_kernels(
 ) -> tuple[dict[str, KernelTable], dict[str, object] | None]:
     """Time every family over its grid, minus ``harness`` ms per call: ``({family: KernelTable}, anchor)``.
 
-    ``anchored``: the kernel :func:`kernel_anchor` is timed before every ``KERNEL_ANCHOR_EVERY``-th
-    point and after each family's last; every point is divided by the anchor time interpolated
-    at its place and multiplied by the median of all anchor timings, so the whole table is at one
-    speed of the machine (as :class:`Measured` does for end-to-end models): a family timed in a
-    slow spell is not priced slower than one timed in a fast one. ``anchor`` records the kernel
-    and its timings (None when not anchored).
+    ``anchored``: every point is timed paired with the kernel :func:`kernel_anchor`
+    (:func:`time_paired`: each call between two anchor calls), kept as its median ratio to the
+    anchor and multiplied by the median of all the anchor's timings, so the whole table is at
+    one speed of the machine (as :class:`Measured` does for end-to-end models): a kernel timed
+    in a slow spell is not priced slower than one timed in a fast one. ``anchor`` records the
+    kernel and its timings (None when not anchored).
 
     With ``checkpoint`` (a JSON file), each finished family is saved there, and the families a
     killed earlier run of the same measurement (same runtime, grid, timing and host) finished
@@ -223,14 +242,10 @@ def measure_kernels(
         "timing": timing.__dict__,
         "harness_ms": None,  # the harness is re-timed each run; the tables do not depend on it
         "host": host_description(),
-        "anchor": None if spec is None else [spec[0], list(spec[1]), KERNEL_ANCHOR_EVERY],
+        "anchor": None if spec is None else [spec[0], list(spec[1]), "paired"],
     }
     relative, anchors = _read_checkpoint(checkpoint, key)
     anchor_run = runtime.kernel(*spec) if spec is not None else None
-
-    def anchor_ms() -> float:
-        return max(time_runner(anchor_run, timing) - harness, 1e-6)
-
     with tqdm(total=grid.points(), desc=f"kernels ({runtime.name})", unit="pt", disable=not progress) as bar:
         for family in FAMILIES:
             axes = grid.axes(family)
@@ -238,17 +253,19 @@ def measure_kernels(
                 bar.update(int(np.prod([len(axis) for axis in axes])))
                 continue
             ms = np.zeros([len(axis) for axis in axes])
-            track = _AnchorTrack(anchor_ms, KERNEL_ANCHOR_EVERY) if anchor_run is not None else None
-            for k, index in enumerate(np.ndindex(*ms.shape)):
-                if track is not None:
-                    track.before(k)
+            timings: list[float] = []
+            for index in np.ndindex(*ms.shape):
                 shape = tuple(int(axis[i]) for axis, i in zip(axes, index, strict=True))
-                ms[index] = max(time_runner(runtime.kernel(family, shape), timing) - harness, 0.0)
+                run = runtime.kernel(family, shape)
+                if anchor_run is None:
+                    ms[index] = max(time_runner(run, timing) - harness, 0.0)
+                else:  # in anchor units
+                    paired = time_paired(run, anchor_run, timing, harness)
+                    ms[index] = paired.ratio
+                    timings.append(paired.anchor_ms)
                 bar.update()
-            if track is not None:  # point k is the k-th of np.ndindex, C order
-                ms = ms / track.close_pass(ms.size).reshape(ms.shape)
             relative[family] = KernelTable(axes=tuple(np.asarray(a, dtype=np.float64) for a in axes), ms=ms)
-            anchors[family] = track.timings if track is not None else []
+            anchors[family] = timings
             if checkpoint is not None:
                 _write_checkpoint(checkpoint, key, relative, anchors)
             killpoints.reached("family-measured")
@@ -262,7 +279,7 @@ def measure_kernels(
         "shape": list(spec[1]),
         "ms": round(speed, 6),
         "spread_ms": [round(min(every), 6), round(max(every), 6)],
-        "every": KERNEL_ANCHOR_EVERY,
+        "paired": True,
     }
     return tables, record
 
@@ -295,9 +312,6 @@ def _write_checkpoint(path: Path, key: dict, tables: dict[str, KernelTable], anc
     atomic_write_text(path, json.dumps({"key": key, "families": families}))
 
 
-ANCHOR_EVERY = 8  # an anchor timing before every 8th model of a pass, and one after the last
-
-
 def anchor_arch(backbone: str = "all-MiniLM-L6-v2") -> ArchConfig:
     """The model timed beside a set to track the machine's speed: ``backbone`` in full, 2 labels."""
     return load_space("unified").bind(backbone_limits(backbone), backbone=backbone).full().replace(num_labels=2)
@@ -308,17 +322,17 @@ class Measured:
     """End-to-end times of a set of models, with the machine's speed tracked beside them.
 
     On a shared or virtual machine the speed drifts by several per cent over minutes and by
-    tens of per cent between days, which no profile fitted at another time can know. A fixed
-    model (the *anchor*, :func:`anchor_arch`) is timed before every ``ANCHOR_EVERY``-th model of
-    each pass and after the last; each model's time is divided by the anchor time interpolated
-    at its place in the pass. ``relative`` is the median of that ratio over the passes: the
-    model's cost in anchor units, which drift moves far less than milliseconds.
+    tens of per cent between days, which no profile fitted at another time can know. Each
+    model is timed paired with a fixed model (the *anchor*, :func:`anchor_arch`): every call
+    between two calls of the anchor (:func:`time_paired`). ``relative`` is the median over the
+    passes of the model's median ratio to the anchor: its cost in anchor units, which drift
+    moves far less than milliseconds (about 1 % call to call on a shared VM, against 8-15 %).
     """
 
     ms: np.ndarray  # (models,) median over the passes of each model's time
     relative: np.ndarray | None = None  # (models,) median over the passes of time / the anchor beside it
-    anchor_ms: float | None = None  # median of every anchor timing of the set
-    anchor_spread: tuple[float, float] | None = None  # the fastest and slowest anchor timing
+    anchor_ms: float | None = None  # median of the anchor's per-model medians over the set
+    anchor_spread: tuple[float, float] | None = None  # the fastest and slowest of those medians
 
     def at_speed(self, anchor_ms: float) -> np.ndarray:
         """The times the models would have taken had the anchor run in ``anchor_ms`` throughout."""
@@ -345,47 +359,43 @@ def measure_anchored(
     anchor: ArchConfig | None,
     timing: Timing = Timing(),
     desc: str = "subnets",
-    every: int = ANCHOR_EVERY,
 ) -> Measured:
-    """:func:`measure_models`, with ``anchor`` timed beside the set (see :class:`Measured`); None: not."""
+    """:func:`measure_models`, each model timed paired with ``anchor`` (see :class:`Measured`); None: alone."""
     if timing.rounds < 1:
         raise BertnasError(f"rounds={timing.rounds}: need at least one pass")
-    if every < 1:
-        raise BertnasError(f"anchor every {every} models: must be at least 1")
     count = len(archs)
     samples = np.zeros((timing.rounds, count))
-    beside = np.ones((timing.rounds, count))
+    ratios = np.ones((timing.rounds, count))
+    anchor_timings: list[float] = []
     prepared: list = [None] * count
     anchor_model = runtime.prepare(anchor) if anchor is not None and count else None
-    track = None
     try:
-        if anchor_model is not None:
-            anchor_run = anchor_model()
-            track = _AnchorTrack(lambda: time_runner(anchor_run, timing), every)
+        anchor_run = anchor_model() if anchor_model is not None else None
         with tqdm(total=samples.size, desc=f"{desc} ({runtime.name})", unit="net") as bar:
             for round_ in range(timing.rounds):
                 for i, arch in enumerate(archs):
-                    if track is not None:
-                        track.before(i)
                     if prepared[i] is None:
                         prepared[i] = runtime.prepare(arch)
-                    samples[round_, i] = time_runner(prepared[i](), timing)
+                    if anchor_run is None:
+                        samples[round_, i] = time_runner(prepared[i](), timing)
+                    else:
+                        paired = time_paired(prepared[i](), anchor_run, timing)
+                        samples[round_, i], ratios[round_, i] = paired.ms, paired.ratio
+                        anchor_timings.append(paired.anchor_ms)
                     if round_ == timing.rounds - 1:
                         prepared[i].close()
                     bar.update()
-                if track is not None:
-                    beside[round_] = track.close_pass(count)
     finally:
         for item in [*prepared, anchor_model]:
             if item is not None:
                 item.close()
-    if track is None:
+    if anchor_model is None:
         return Measured(ms=np.median(samples, axis=0))
     return Measured(
         ms=np.median(samples, axis=0),
-        relative=np.median(samples / beside, axis=0),
-        anchor_ms=float(np.median(track.timings)),
-        anchor_spread=(float(min(track.timings)), float(max(track.timings))),
+        relative=np.median(ratios, axis=0),
+        anchor_ms=float(np.median(anchor_timings)),
+        anchor_spread=(float(min(anchor_timings)), float(max(anchor_timings))),
     )
 
 
@@ -435,7 +445,7 @@ def anchor_record(anchor: ArchConfig, timed: Measured) -> dict[str, object]:
         "hash": anchor.hash(),
         "ms": round(float(timed.anchor_ms), 5),
         "spread_ms": [round(v, 5) for v in timed.anchor_spread],
-        "every": ANCHOR_EVERY,
+        "paired": True,
     }
 
 
@@ -545,10 +555,10 @@ def measure_profile(
 
 
 __all__ = [
-    "ANCHOR_EVERY",
     "GRIDS",
     "Grid",
     "Measured",
+    "Paired",
     "Timing",
     "anchor_arch",
     "anchor_record",
@@ -560,6 +570,7 @@ __all__ = [
     "measure_models",
     "measure_profile",
     "minilm_grid",
+    "time_paired",
     "time_runner",
     "tiny_grid",
 ]
