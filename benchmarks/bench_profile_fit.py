@@ -7,9 +7,11 @@
 2. Three seeded sets of random unified MiniLM subnets timed end to end in ``--rounds``
    interleaved rounds: calibration (the corrections' seed stream), validation (seed 0, the
    stream ``bertnas profile validate`` uses) and held out (seed 2).
-3. Three correction models fitted on the calibration set only: ``per layer`` (scale + per
+3. Five correction models fitted on the calibration set only: ``per layer`` (scale + per
    layer + per model: the committed profiles' form), ``per call`` (scale + per kernel call +
-   per model) and ``both``; for each, on the validation set: MAPE, share within +-10 %,
+   per model), ``both``, ``per group`` (one scale per kernel group, ``KERNEL_GROUPS``, + per
+   layer + per model: what ``bertnas profile measure`` fits now) and ``per group + per call``;
+   for each, on the validation set: MAPE, share within +-10 %,
    Kendall tau, worst error. The one written to ``--out`` is chosen by its *calibration* fit
    (never by the validation figures it is reported with).
    Every set is timed beside the full MiniLM (the anchor, ``bertnas.hardware.measure.Measured``);
@@ -17,6 +19,9 @@
    reported twice: as measured, and at that speed (the machine's drift since taken out).
 4. The written profile stores the validation residuals (as measured); at 0.9 / 0.95 / 0.99 the share of
    held-out subnets measured above the conformal bound (goal at 0.95: <= 5 %).
+
+``--refit TAG`` times nothing: it fits step 3 again (and step 4) to the kernel tables and
+subnet timings of the earlier run tagged TAG, whose results file keeps every subnet's timings.
 
 5. With ``--run RUN`` (repeatable; ``--cost-only PROFILE`` skips steps 1-4 and reads a profile
    written by them): what the 0.95 guarantee costs on that search run's non-degenerate
@@ -54,8 +59,13 @@ from bertnas.hardware.runtimes import open_runtime
 from bertnas.hardware.validate import CALIBRATION_SEED, VALIDATION_SEED, metrics, sample_subnets
 
 HELD_OUT_SEED = 2
-VARIANTS = {"per layer": {"calls": False, "per_layer": True}, "per call": {"calls": True, "per_layer": False}}
-VARIANTS["both"] = {"calls": True, "per_layer": True}
+VARIANTS = {
+    "per layer": {"calls": False, "per_layer": True, "groups": False},
+    "per call": {"calls": True, "per_layer": False, "groups": False},
+    "both": {"calls": True, "per_layer": True, "groups": False},
+    "per group": {"calls": False, "per_layer": True, "groups": True},
+    "per group + per call": {"calls": True, "per_layer": True, "groups": True},
+}
 
 
 def main() -> None:
@@ -72,6 +82,13 @@ def main() -> None:
     parser.add_argument("--cost-only", default=None, help="a profile with residuals: only step 5")
     parser.add_argument(
         "--tag", default="", help="a variant: results profile_fit_<runtime>_TAG.json, profile ...-TAG.yaml"
+    )
+    parser.add_argument(
+        "--refit",
+        default=None,
+        metavar="TAG",
+        help="time nothing: fit the corrections again to the kernel tables and subnet timings of the earlier "
+        "run tagged TAG (its results file keeps every subnet's timings)",
     )
     args = parser.parse_args()
     if args.cost_only:
@@ -91,34 +108,45 @@ def main() -> None:
     out = Path(args.out or Path(__file__).parent / "results" / f"{name}{suffix}.yaml")
     timing = Timing(rounds=args.rounds)
 
-    started = time.perf_counter()
-    profile = measure_profile(name, args.runtime, args.threads, grid=GRIDS[args.grid](128), timing=timing)
-    kernel_seconds = time.perf_counter() - started
-    runtime = open_runtime(args.runtime, args.threads, 1, 128)
-    sets = {
-        "calibration": sample_subnets(args.calibration, CALIBRATION_SEED),
-        "validation": sample_subnets(args.samples, VALIDATION_SEED),
-        "held_out": sample_subnets(args.samples, HELD_OUT_SEED),
-    }
     anchor = anchor_arch()
-    timed, measured, seconds = {}, {}, {}
-    for label, archs in sets.items():
-        begun = time.perf_counter()
-        timed[label] = measure_anchored(runtime, archs, anchor, timing, desc=f"{label} subnets")
-        measured[label] = timed[label].ms
-        seconds[label] = round(time.perf_counter() - begun, 1)
+    if args.refit is not None:
+        profile, sets, timed, earlier = _earlier_run(args.runtime, args.refit)
+        kernel_seconds, seconds = earlier["kernel_seconds"], earlier["end_to_end_seconds"]
+        args.grid, args.rounds = earlier["grid"], earlier.get("rounds", args.rounds)
+        args.calibration, args.samples = earlier["subnets"]["calibration"], earlier["subnets"]["validation"]
+    else:
+        started = time.perf_counter()
+        profile = measure_profile(name, args.runtime, args.threads, grid=GRIDS[args.grid](128), timing=timing)
+        kernel_seconds = time.perf_counter() - started
+        runtime = open_runtime(args.runtime, args.threads, 1, 128)
+        sets = {
+            "calibration": sample_subnets(args.calibration, CALIBRATION_SEED),
+            "validation": sample_subnets(args.samples, VALIDATION_SEED),
+            "held_out": sample_subnets(args.samples, HELD_OUT_SEED),
+        }
+        timed, seconds = {}, {}
+        for label, archs in sets.items():
+            begun = time.perf_counter()
+            timed[label] = measure_anchored(runtime, archs, anchor, timing, desc=f"{label} subnets")
+            seconds[label] = round(time.perf_counter() - begun, 1)
+    measured = {label: t.ms for label, t in timed.items()}
     # the corrections are fitted at the calibration set's median speed (as `profile measure` does);
     # every set is also reported at that speed: its error with the machine's drift since taken out
     speed = timed["calibration"].anchor_ms
     steady = {label: t.at_speed(speed) for label, t in timed.items()}
+    # the machine's own noise: each set's timings against the same subnets at the set's median anchor
+    # speed (their paired ratios times it); no profile can predict a timing closer than this
+    noise_floor = {label: metrics(t.at_speed(t.anchor_ms), t.ms) for label, t in timed.items()}
     raw = LatencyPredictor(profile)
     terms = {label: raw.terms(archs) for label, archs in sets.items()}
 
     results: dict = {
+        **({"refit_of": f"profile_fit_{args.runtime}_{args.refit}.json"} if args.refit is not None else {}),
         "runtime": args.runtime,
         "threads": args.threads,
         "grid": args.grid,
         "grid_points": GRIDS[args.grid](128).points(),
+        "rounds": args.rounds,
         "kernel_seconds": round(kernel_seconds, 1),
         "end_to_end_seconds": seconds,
         "subnets": {label: len(archs) for label, archs in sets.items()},
@@ -129,6 +157,9 @@ def main() -> None:
                 "max": round(t.anchor_spread[1], 4),
             }
             for label, t in timed.items()
+        },
+        "noise_floor": {
+            label: {"mape_pct": m["mape_pct"], "within_10pct": m["within_10pct"]} for label, m in noise_floor.items()
         },
         "variants": {},
         # every subnet's time as measured and in anchor units (the sets are re-drawn from their seeds),
@@ -152,6 +183,7 @@ def main() -> None:
             f"{args.calibration} random unified-space subnets of all-MiniLM-L6-v2, seed {CALIBRATION_SEED}",
             calls if options["calls"] else None,
             per_layer=options["per_layer"],
+            groups=raw.group_sums(sets["calibration"]) if options["groups"] else None,
         )
         predictor = LatencyPredictor(replace(profile, corrections=corrections))
         fitted[variant] = predictor
@@ -201,6 +233,29 @@ def main() -> None:
     path = write_results(f"profile_fit_{args.runtime}" + (f"_{args.tag}" if args.tag else ""), results)
     _print(results)
     print(f"wrote {out} and {path}")
+
+
+def _earlier_run(runtime: str, tag: str) -> tuple:
+    """An earlier run's profile (its kernel tables), subnet sets and timings, as this script made them."""
+    from bertnas.hardware import load_profile
+    from bertnas.hardware.measure import Measured
+
+    path = Path(__file__).parent / "results" / f"profile_fit_{runtime}_{tag}.json"
+    earlier = json.loads(path.read_text())
+    if "timings" not in earlier:
+        raise SystemExit(f"{path}: keeps no subnet timings (made before they were kept); measure again")
+    profile = load_profile(Path.cwd() / earlier["profile"])
+    sets, timed = {}, {}
+    for label, entry in earlier["timings"].items():
+        sets[label] = sample_subnets(len(entry["ms"]), entry["seed"])
+        anchor = earlier["anchor_ms"][label]
+        timed[label] = Measured(
+            ms=np.asarray(entry["ms"]),
+            relative=np.asarray(entry["anchor_units"]),
+            anchor_ms=anchor["median"],
+            anchor_spread=(anchor["min"], anchor["max"]),
+        )
+    return profile, sets, timed, earlier
 
 
 def guarantee_cost(profile_path: Path, runs: list[str]) -> list[dict]:
@@ -253,6 +308,7 @@ def _print(results: dict) -> None:
         f"kernels in {results['kernel_seconds']} s; end to end {results['end_to_end_seconds']} s"
     )
     print(f"anchor (full MiniLM) ms per set: {results['anchor_ms']}")
+    print(f"noise floor (timings against the same subnets at their set's median speed): {results['noise_floor']}")
     print(
         "| corrections | calibration fit MAPE | set | MAPE | within +-10 % | Kendall tau | worst | "
         "drift-corrected MAPE | within +-10 % | worst |"

@@ -240,11 +240,65 @@ def test_composition_equals_sum_of_parts(device, tiny_profiles):
         # ... the call count is the listing's (each stacked FFN, each Q/K projection counted) ...
         calls = sum(count for _, _, count in reference_calls(arch, seq))
         assert predictor.terms([arch])[2][0] == calls
-        # ... and the prediction is that sum through the profile's corrections.
+        # ... and the prediction is that sum through the profile's corrections (each family's
+        # cost weighted by its group's scale where the profile has them).
         c = predictor.profile.corrections
-        assert predictor.predict(arch) == pytest.approx(
-            c.scale * expected + c.per_layer_ms * arch.num_layers + c.per_call_ms * calls + c.per_model_ms, rel=1e-9
+        weighted = sum(
+            c.weight(family) * count * float(kernel_cost(predictor.profile, family, [np.array([s]) for s in shape])[0])
+            for family, shape, count in reference_calls(arch, seq)
         )
+        assert predictor.predict(arch) == pytest.approx(
+            weighted + c.per_layer_ms * arch.num_layers + c.per_call_ms * calls + c.per_model_ms, rel=1e-9
+        )
+
+
+def test_group_scales_price_each_kernel_group_and_are_fitted_back(tiny_profiles, tmp_path):
+    """One scale per kernel group: the prediction weights each family by its group's scale (batch
+    and single paths alike), the YAML keeps them, and the fit recovers known ones."""
+    from dataclasses import replace
+
+    from bertnas.hardware.kernels import FAMILIES, GROUP_OF, KERNEL_GROUPS
+    from bertnas.hardware.measure import fit_corrections
+    from bertnas.hardware.profile import Corrections
+
+    rng = np.random.default_rng(12)
+    archs = [tiny_arch(rng) for _ in range(40)]
+    base = tiny_profiles["onnxruntime"]
+    raw = LatencyPredictor(replace(base, corrections=Corrections()))
+    groups = raw.group_sums(archs)  # (configs, groups), raw ms
+    sums, layers, calls = raw.terms(archs)
+    assert groups.shape == (40, len(KERNEL_GROUPS)) and np.allclose(groups.sum(axis=1), sums, rtol=1e-12)
+    assert set(GROUP_OF) == set(FAMILIES)
+    truth = {"matmul": 1.6, "elementwise": 0.0, "selection": 2.0, "model": 5.0}
+    corrections = Corrections(scale=1.0, group_scales=tuple(truth.items()), per_layer_ms=0.02, per_model_ms=0.01)
+    predictor = LatencyPredictor(replace(base, corrections=corrections))
+    expected = groups @ np.array([truth[g] for g in KERNEL_GROUPS]) + 0.02 * layers + 0.01
+    many = predictor.predict_many(archs)
+    assert np.allclose(many, expected, rtol=1e-9)
+    assert np.allclose([predictor.predict(a) for a in archs], many, rtol=1e-9)
+    assert predictor.breakdown(archs[0])["corrections"]["group_scales"] == truth
+    # the YAML round trip keeps them
+    loaded = load_profile(replace(base, corrections=corrections).save(tmp_path / "g.yaml"))
+    assert dict(loaded.corrections.group_scales) == pytest.approx(truth)
+    # (the tables are stored to 1e-6 ms, and these kernels take microseconds)
+    assert np.allclose(LatencyPredictor(loaded).predict_many(archs), many, rtol=0, atol=2e-4)
+    # the fit gives the truth back from noiseless end-to-end times
+    fitted = fit_corrections(sums, layers, expected, "synthetic", groups=groups)
+    assert dict(fitted.group_scales) == pytest.approx(truth, abs=1e-6)
+    assert fitted.per_layer_ms == pytest.approx(0.02, rel=1e-5) and fitted.scale == 1.0
+    # an implausible matrix-product scale falls back to the one-scale fit
+    wild = fit_corrections(sums, layers, groups[:, 0] * 9.0 + 0.01, "synthetic", groups=groups)
+    assert wild.group_scales == () and "one scale" in wild.fitted_on
+    # bad values are refused with the field named
+    text = (tmp_path / "g.yaml").read_text()
+    for old, new, message in (
+        ("elementwise: 0.0", "elementwise: -1.0", r"group_scales\.elementwise: must be a number >= 0"),
+        ("elementwise: 0.0", "softmaxes: 1.0", r"group_scales: unknown kernel group \(known: matmul"),
+    ):
+        assert old in text
+        (tmp_path / "bad.yaml").write_text(text.replace(old, new))
+        with pytest.raises(BertnasError, match=message):
+            load_profile(tmp_path / "bad.yaml")
 
 
 def test_layers_priced_at_their_own_token_counts(tiny_profiles):
@@ -551,9 +605,10 @@ def test_token_selection_is_priced_only_where_tokens_are_dropped(tiny_profiles):
     """Top-k, significance and gathers cost a retention layer, and nothing elsewhere."""
     from dataclasses import replace
 
-    from bertnas.hardware.profile import KernelTable
+    from bertnas.hardware.profile import Corrections, KernelTable
 
-    profile = tiny_profiles["onnxruntime"]
+    # plain corrections: a per-group fit to six noisy tiny subnets may scale a group to 0
+    profile = replace(tiny_profiles["onnxruntime"], corrections=Corrections(per_layer_ms=0.01, per_call_ms=0.001))
     free = dict(profile.kernels)
     for family in ("token_select", "gather"):
         free[family] = KernelTable(axes=profile.kernels[family].axes, ms=np.zeros_like(profile.kernels[family].ms))

@@ -62,6 +62,21 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 
 MATMUL_FAMILIES = ("linear", "attn_scores", "attn_context", "classifier")
 
+# The families grouped by how a runtime's whole graph treats them, for the corrections'
+# per-group scales (:class:`bertnas.hardware.profile.Corrections`): a graph runtime fuses
+# elementwise operators into their neighbours (onnxruntime: bias + GELU, add + LayerNorm;
+# XNNPACK likewise), so a kernel timed alone prices them at far more than they add to a
+# model, while a matrix product costs more inside a model than in a loop that finds its
+# weights in cache.
+KERNEL_GROUPS: dict[str, tuple[str, ...]] = {
+    "matmul": ("linear", "attn_scores", "attn_context"),
+    "elementwise": ("softmax", "add", "layernorm", "nonorm", "gelu", "relu"),
+    "selection": ("token_select", "gather"),
+    "model": ("embedding", "classifier"),
+}
+GROUP_OF: dict[str, str] = {family: group for group, families in KERNEL_GROUPS.items() for family in families}
+assert set(GROUP_OF) == set(FAMILIES), "every kernel family belongs to exactly one group"
+
 
 def work(family: str, shape: Sequence[np.ndarray]) -> np.ndarray:
     """The family's natural unit of work: MACs for products, elements otherwise.
@@ -244,6 +259,8 @@ def layer_reference_calls(
 
 __all__ = [
     "FAMILIES",
+    "GROUP_OF",
+    "KERNEL_GROUPS",
     "MATMUL_FAMILIES",
     "LayerTable",
     "call_counts",

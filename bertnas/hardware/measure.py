@@ -406,19 +406,26 @@ def fit_corrections(
     label: str,
     calls: np.ndarray | None = None,
     per_layer: bool = True,
+    groups: np.ndarray | None = None,
 ) -> Corrections:
     """Non-negative least squares on relative error:
     ``measured ~ scale * sum + per_layer * layers [+ per_call * calls] + per_model``.
 
     All terms are physical costs, so none may be negative. ``calls`` (kernel calls per
     config) adds the per-call overhead term; ``per_layer=False`` leaves the per-layer one
-    out (the call count then carries all per-layer dispatch). If the fitted scale is implausible (outside
-    0.25..4: the kernel timings are too noisy to carry the fit, e.g. on a busy CPU), the
-    scale is pinned to 1 and only the overheads are fitted.
+    out (the call count then carries all per-layer dispatch). ``groups`` (configs x kernel
+    groups, :meth:`LatencyPredictor.group_sums`) fits one scale per kernel group in place of
+    the one ``scale`` (:class:`Corrections`). If the fitted scale (with groups: the matrix
+    products') is implausible (outside 0.25..4: the kernel timings are too noisy to carry the
+    fit, e.g. on a busy CPU), the fit falls back: without groups, the scale is pinned to 1 and
+    only the overheads are fitted; with groups, to the one-scale fit.
     """
     from scipy.optimize import nnls
 
-    terms = [kernel_sums, layers.astype(np.float64) if per_layer else np.zeros_like(kernel_sums)]
+    from bertnas.hardware.kernels import KERNEL_GROUPS
+
+    kernel_columns = [kernel_sums] if groups is None else list(np.asarray(groups, dtype=np.float64).T)
+    terms = [*kernel_columns, layers.astype(np.float64) if per_layer else np.zeros_like(kernel_sums)]
     if calls is not None:
         terms.append(np.asarray(calls, dtype=np.float64))
     terms.append(np.ones_like(kernel_sums))
@@ -427,6 +434,21 @@ def fit_corrections(
     norm[norm == 0] = 1.0
     solution, _ = nnls(columns / norm, np.ones_like(measured))
     values = [float(x) for x in solution / norm]
+    k = len(kernel_columns)
+    if groups is not None:
+        scales = dict(zip(KERNEL_GROUPS, values[:k], strict=True))
+        if not 0.25 <= scales["matmul"] <= 4.0:
+            fallback = fit_corrections(kernel_sums, layers, measured, label, calls, per_layer)
+            return replace(fallback, fitted_on=f"{fallback.fitted_on}; one scale (the per-group fit was implausible)")
+        per_layer, *rest = values[k:]
+        return Corrections(
+            scale=1.0,
+            group_scales=tuple(scales.items()),
+            per_layer_ms=per_layer,
+            per_call_ms=rest[0] if calls is not None else 0.0,
+            per_model_ms=rest[-1],
+            fitted_on=label,
+        )
     if not 0.25 <= values[0] <= 4.0:
         rest, _ = nnls(columns[:, 1:] / norm[1:], 1.0 - columns[:, 0])
         values = [1.0, *(float(x) for x in rest / norm[1:])]
@@ -478,11 +500,13 @@ def measure_profile(
     checkpoint: Path | None = None,
     per_call: bool = True,
     anchor: ArchConfig | None = None,
+    per_group: bool = True,
 ) -> HardwareProfile:
     """Measure kernels (and fit corrections on ``calibration`` subnets) into a ``measured`` profile.
 
     ``checkpoint``: see :func:`measure_kernels` (a rerun after a kill keeps the timed families).
     ``per_call``: fit the per-kernel-call overhead too (else only per layer and per model).
+    ``per_group``: one scale per kernel group (:class:`Corrections`; else one for all kernels).
     The calibration subnets are timed beside ``anchor`` (default: the full MiniLM; see
     :class:`Measured`); it and its median time are stored in the evidence, so ``profile
     validate`` can tell the profile's error from the machine's drift since."""
@@ -514,7 +538,10 @@ def measure_profile(
             date=_dt.date.today().isoformat(),
         )
         evidence: dict[str, object] = {
-            "method": "median of timed calls after warm-up (bertnas/hardware/measure.py)",
+            "method": (
+                "each call timed between two calls of an anchor after warm-up; a kernel or model is its median "
+                "ratio to the anchor times the anchor's median time (bertnas/hardware/measure.py, time_paired)"
+            ),
             "timing": {
                 "warmup": timing.warmup,
                 "min_repeats": timing.min_repeats,
@@ -533,9 +560,11 @@ def measure_profile(
             timed = measure_anchored(runtime, calibration, anchor, timing, desc="calibration subnets")
             # the calibration set at one speed (its median anchor): drift within the set is not fitted
             measured = timed.at_speed(timed.anchor_ms)
-            sums, layers, calls = LatencyPredictor(profile).terms(calibration)
+            raw = LatencyPredictor(profile)
+            sums, layers, calls = raw.terms(calibration)
             label = calibration_label or f"{len(calibration)} subnets"
-            corrections = fit_corrections(sums, layers, measured, label, calls if per_call else None)
+            groups = raw.group_sums(calibration) if per_group else None
+            corrections = fit_corrections(sums, layers, measured, label, calls if per_call else None, groups=groups)
             fitted = LatencyPredictor(replace(profile, corrections=corrections)).predict_many(calibration)
             evidence["calibration"] = {
                 "subnets": len(calibration),

@@ -28,6 +28,8 @@ from bertnas.arch import ArchConfig, kept_tokens
 from bertnas.errors import BertnasError
 from bertnas.hardware.kernels import (
     FAMILIES,
+    GROUP_OF,
+    KERNEL_GROUPS,
     LayerTable,
     call_counts,
     config_calls,
@@ -221,35 +223,55 @@ class LatencyPredictor:
         total = np.bincount(table.config, weights=layer_ms, minlength=table.num_configs)
         return total + self._config_ms(table), table.num_layers, call_counts(table)
 
+    def group_sums(self, archs: Sequence[ArchConfig], seq_len: int | None = None) -> np.ndarray:
+        """Per config and kernel group (:data:`KERNEL_GROUPS` order): the raw kernel sum in ms."""
+        table = LayerTable.from_archs(list(archs), self._seq_len(seq_len))
+        columns = []
+        for group in KERNEL_GROUPS:
+            weight = {family: float(GROUP_OF[family] == group) for family in FAMILIES}
+            layer_ms = self._layer_ms(table, weight)
+            columns.append(
+                np.bincount(table.config, weights=layer_ms, minlength=table.num_configs)
+                + self._config_ms(table, weight)
+            )
+        return np.stack(columns, axis=1)
+
     def predict_many(self, archs: Sequence[ArchConfig], seq_len: int | None = None) -> np.ndarray:
         """Latency in ms of every config (same order), at the profile's batch size."""
         archs = list(archs)
         if not archs:
             return np.zeros(0)
-        sums, layers, calls = self.terms(archs, seq_len)
         c = self.profile.corrections
-        return c.scale * sums + c.per_layer_ms * layers + c.per_call_ms * calls + c.per_model_ms
+        table = LayerTable.from_archs(archs, self._seq_len(seq_len))
+        weight = {family: c.weight(family) for family in FAMILIES}
+        kernels = np.bincount(
+            table.config, weights=self._layer_ms(table, weight), minlength=table.num_configs
+        ) + self._config_ms(table, weight)
+        return kernels + c.per_layer_ms * table.num_layers + c.per_call_ms * call_counts(table) + c.per_model_ms
 
-    def _layer_ms(self, table: LayerTable) -> np.ndarray:
+    def _layer_ms(self, table: LayerTable, weight: dict[str, float] | None = None) -> np.ndarray:
+        """Per layer: its kernels' summed cost, each family's times ``weight[family]`` (default 1)."""
         layer_ms = np.zeros(len(table.config), dtype=np.float64)
         seq_len = table.seq_len
         for family, shape, count, mask in layer_calls(table):
+            w = 1.0 if weight is None else weight[family]
             active = int(np.count_nonzero(mask))
-            if active == 0:
+            if active == 0 or w == 0:
                 continue
             if active == len(mask):
-                layer_ms += count * self._cost(family, shape, seq_len)
+                layer_ms += w * count * self._cost(family, shape, seq_len)
             elif active > len(mask) // 2:  # cheaper to price every row than to index
-                layer_ms += np.where(mask, count, 0) * self._cost(family, shape, seq_len)
+                layer_ms += w * np.where(mask, count, 0) * self._cost(family, shape, seq_len)
             else:
-                layer_ms[mask] += count[mask] * self._cost(family, [x[mask] for x in shape], seq_len)
+                layer_ms[mask] += w * count[mask] * self._cost(family, [x[mask] for x in shape], seq_len)
         return layer_ms
 
-    def _config_ms(self, table: LayerTable) -> np.ndarray:
+    def _config_ms(self, table: LayerTable, weight: dict[str, float] | None = None) -> np.ndarray:
         config_ms = np.zeros(table.num_configs, dtype=np.float64)
         for family, shape, count, mask in config_calls(table):
-            if mask.any():
-                config_ms[mask] += count[mask] * self._cost(family, [x[mask] for x in shape], table.seq_len)
+            w = 1.0 if weight is None else weight[family]
+            if mask.any() and w != 0:
+                config_ms[mask] += w * count[mask] * self._cost(family, [x[mask] for x in shape], table.seq_len)
         return config_ms
 
     # ------------------------------------------------------------------ single config
@@ -282,15 +304,11 @@ class LatencyPredictor:
             calls = [("embedding", (seq_len, h), 1), *head_reference_calls(arch)]
             model = self._model_cache[model_key] = (self._calls_ms(calls, seq_len), sum(c[2] for c in calls))
         c = self.profile.corrections
-        return (
-            c.scale * (total + model[0])
-            + c.per_layer_ms * len(arch.layers)
-            + c.per_call_ms * (count + model[1])
-            + c.per_model_ms
-        )
+        return total + model[0] + c.per_layer_ms * len(arch.layers) + c.per_call_ms * (count + model[1]) + c.per_model_ms
 
     def _calls_ms(self, calls: list[tuple[str, tuple[int, ...], int]], seq_len: int) -> float:
-        """Summed cost of kernel calls, each call's cost cached by (family, shape)."""
+        """Summed cost of kernel calls, each weighted by its family's correction
+        (:meth:`Corrections.weight`) and cached by (family, shape)."""
         total = 0.0
         for family, shape, count in calls:
             key = (family, shape, seq_len)
@@ -301,6 +319,7 @@ class LatencyPredictor:
                     cost = entry.overhead_ms + entry.ms_per_unit * float(work(family, shape))
                 else:
                     cost = self._table(family, seq_len).scalar(shape)
+                cost *= self.profile.corrections.weight(family)
                 self._call_cache[key] = cost
             total += count * cost
         return total
@@ -324,6 +343,7 @@ class LatencyPredictor:
                 "per_layer_ms": c.per_layer_ms,
                 "per_call_ms": c.per_call_ms,
                 "per_model_ms": c.per_model_ms,
+                **({"group_scales": dict(c.group_scales)} if c.group_scales else {}),
             },
         }
 

@@ -52,7 +52,7 @@ import yaml
 from bertnas.atomic import atomic_write_text
 from bertnas.errors import BertnasError
 from bertnas.hardware.conformal import Residuals
-from bertnas.hardware.kernels import FAMILIES
+from bertnas.hardware.kernels import FAMILIES, GROUP_OF, KERNEL_GROUPS
 from bertnas.hashing import file_sha256
 from bertnas.readers import load_yaml, read_text
 
@@ -65,7 +65,7 @@ PROFILES_ENV = "BERTNAS_PROFILES_DIR"
 _REQUIRED = ("name", "device", "runtime", "threads", "batch", "seq_len", "precision", "provenance", "kernels")
 _OPTIONAL = ("format", "version", "host", "date", "evidence", "notes", "corrections", "residuals")
 _MAX_RESIDUALS = 100_000
-_CORRECTIONS = ("scale", "per_layer_ms", "per_call_ms", "per_model_ms", "fitted_on")
+_CORRECTIONS = ("scale", "per_layer_ms", "per_call_ms", "per_model_ms", "group_scales", "fitted_on")
 
 
 def profiles_dir() -> Path:
@@ -106,8 +106,14 @@ class AnalyticCost:
 
 @dataclass(frozen=True)
 class Corrections:
-    """Kernel sum -> end to end: ``scale * sum + per_layer_ms * layers + per_call_ms * calls + per_model_ms``.
+    """Kernel sums -> end to end:
+    ``scale * sum_g group_scale[g] * sum_g + per_layer_ms * layers + per_call_ms * calls + per_model_ms``.
 
+    ``sum_g`` is the summed cost of the config's kernels in group ``g`` (the families'
+    groups: :data:`bertnas.hardware.kernels.KERNEL_GROUPS`); without ``group_scales`` every
+    group's scale is 1, so the first term is ``scale * sum``. A measured profile fits one
+    scale per group because a graph runtime treats them differently (it fuses elementwise
+    operators into their neighbours; a matrix product streams its weights from memory).
     ``calls`` is the number of kernel calls the config makes (a layer's count follows its
     shape: a bottleneck adds 3-5, retention 2-3, each stacked FFN 4), so a runtime's
     per-operator dispatch cost is priced by shape instead of as a constant per layer.
@@ -118,6 +124,11 @@ class Corrections:
     per_model_ms: float = 0.0
     fitted_on: str | None = None
     per_call_ms: float = 0.0
+    group_scales: tuple[tuple[str, float], ...] = ()  # (group, scale) pairs; a group left out: 1
+
+    def weight(self, family: str) -> float:
+        """What one ms of ``family``'s table costs end to end, before the overheads."""
+        return self.scale * dict(self.group_scales).get(GROUP_OF[family], 1.0)
 
     def to_yaml(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -125,6 +136,8 @@ class Corrections:
             "per_layer_ms": round(float(self.per_layer_ms), 6),
             "per_model_ms": round(float(self.per_model_ms), 6),
         }
+        if self.group_scales:
+            data["group_scales"] = {group: round(float(v), 6) for group, v in self.group_scales}
         if self.per_call_ms:
             data["per_call_ms"] = round(float(self.per_call_ms), 7)
         if self.fitted_on:
@@ -324,9 +337,21 @@ def parse_profile(text: str, source: str) -> HardwareProfile:
     for key, value in corrections_data.items():
         if key not in _CORRECTIONS:
             raise fail(f"unknown correction (known: {', '.join(_CORRECTIONS)})", "corrections", str(key))
+        if key == "group_scales":
+            continue
         if key != "fitted_on" and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise fail(f"must be a number, got {value!r}", "corrections", key)
-    corrections = Corrections(**corrections_data)
+    groups = corrections_data.get("group_scales") or {}
+    if not isinstance(groups, Mapping):
+        raise fail("must be a mapping of kernel group to scale", "corrections", "group_scales")
+    for group, value in groups.items():
+        if group not in KERNEL_GROUPS:
+            raise fail(f"unknown kernel group (known: {', '.join(KERNEL_GROUPS)})", "corrections", "group_scales")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise fail(f"must be a number >= 0, got {value!r}", "corrections", "group_scales", str(group))
+    corrections = Corrections(
+        **{**corrections_data, "group_scales": tuple((str(g), float(v)) for g, v in groups.items())}
+    )
     if corrections.scale <= 0:
         raise fail("must be positive", "corrections", "scale")
     residuals = _parse_residuals(data.get("residuals"), fail)
