@@ -92,7 +92,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.cost_only:
-        path = Path(__file__).parent / "results" / f"profile_fit_{args.runtime}.json"
+        tagged = f"profile_fit_{args.runtime}" + (f"_{args.tag}" if args.tag else "")
+        path = Path(__file__).parent / "results" / f"{tagged}.json"
         results = json.loads(path.read_text()) if path.is_file() else {}
         results["hypervolume_cost"] = guarantee_cost(Path(args.cost_only), args.run)
         results["hypervolume_cost_note"] = (
@@ -261,6 +262,8 @@ def _earlier_run(runtime: str, tag: str) -> tuple:
 def guarantee_cost(profile_path: Path, runs: list[str]) -> list[dict]:
     """Step 5: hypervolume and best metric under B and under B / (1 + q) at 0.95."""
     import os
+    import shutil
+    import tempfile
 
     from bertnas.hardware import load_profile
     from bertnas.search import SearchRun, hypervolume
@@ -268,7 +271,11 @@ def guarantee_cost(profile_path: Path, runs: list[str]) -> list[dict]:
     from bertnas.search.pareto import degenerate_mask
 
     profile = load_profile(profile_path)
-    os.environ["BERTNAS_PROFILES_DIR"] = str(profile_path.parent)  # with_device loads it by name
+    # with_device loads the profile by name: a directory holding this file alone under that name
+    # (results/ holds several profiles named host-cpu-<runtime>-here)
+    registry = Path(tempfile.mkdtemp(prefix="bertnas-profiles-"))
+    shutil.copyfile(profile_path, registry / f"{profile.name}.yaml")
+    os.environ["BERTNAS_PROFILES_DIR"] = str(registry)
     q = conformal_quantile(profile.residuals.values, 0.95)
     rows = []
     for run_dir in runs:
