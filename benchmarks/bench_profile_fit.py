@@ -68,6 +68,11 @@ VARIANTS = {
 }
 
 
+def results_name(runtime: str, tag: str | None) -> str:
+    """The results file's stem: ``profile_fit_<runtime>[_<tag>]``."""
+    return f"profile_fit_{runtime}" + (f"_{tag}" if tag else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runtime", default="onnxruntime")
@@ -92,8 +97,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.cost_only:
-        tagged = f"profile_fit_{args.runtime}" + (f"_{args.tag}" if args.tag else "")
-        path = Path(__file__).parent / "results" / f"{tagged}.json"
+        path = Path(__file__).parent / "results" / f"{results_name(args.runtime, args.tag)}.json"
         results = json.loads(path.read_text()) if path.is_file() else {}
         results["hypervolume_cost"] = guarantee_cost(Path(args.cost_only), args.run)
         results["hypervolume_cost_note"] = (
@@ -140,9 +144,10 @@ def main() -> None:
     noise_floor = {label: metrics(t.at_speed(t.anchor_ms), t.ms) for label, t in timed.items()}
     raw = LatencyPredictor(profile)
     terms = {label: raw.terms(archs) for label, archs in sets.items()}
+    calibration_groups = raw.group_sums(sets["calibration"])
 
     results: dict = {
-        **({"refit_of": f"profile_fit_{args.runtime}_{args.refit}.json"} if args.refit is not None else {}),
+        **({"refit_of": f"{results_name(args.runtime, args.refit)}.json"} if args.refit is not None else {}),
         "runtime": args.runtime,
         "threads": args.threads,
         "grid": args.grid,
@@ -171,7 +176,7 @@ def main() -> None:
                 "ms": [round(float(v), 5) for v in t.ms],
                 "anchor_units": [round(float(v), 6) for v in t.relative],
             }
-            for (label, t), seed in zip(timed.items(), (CALIBRATION_SEED, VALIDATION_SEED, HELD_OUT_SEED))
+            for (label, t), seed in zip(timed.items(), (CALIBRATION_SEED, VALIDATION_SEED, HELD_OUT_SEED), strict=True)
         },
     }
     fitted = {}
@@ -184,7 +189,7 @@ def main() -> None:
             f"{args.calibration} random unified-space subnets of all-MiniLM-L6-v2, seed {CALIBRATION_SEED}",
             calls if options["calls"] else None,
             per_layer=options["per_layer"],
-            groups=raw.group_sums(sets["calibration"]) if options["groups"] else None,
+            groups=calibration_groups if options["groups"] else None,
         )
         predictor = LatencyPredictor(replace(profile, corrections=corrections))
         fitted[variant] = predictor
@@ -231,7 +236,7 @@ def main() -> None:
     )
     final.save(out)
     results["profile"] = str(out.relative_to(Path.cwd())) if out.is_relative_to(Path.cwd()) else out.name
-    path = write_results(f"profile_fit_{args.runtime}" + (f"_{args.tag}" if args.tag else ""), results)
+    path = write_results(results_name(args.runtime, args.tag), results)
     _print(results)
     print(f"wrote {out} and {path}")
 
@@ -241,7 +246,7 @@ def _earlier_run(runtime: str, tag: str) -> tuple:
     from bertnas.hardware import load_profile
     from bertnas.hardware.measure import Measured
 
-    path = Path(__file__).parent / "results" / f"profile_fit_{runtime}_{tag}.json"
+    path = Path(__file__).parent / "results" / f"{results_name(runtime, tag)}.json"
     earlier = json.loads(path.read_text())
     if "timings" not in earlier:
         raise SystemExit(f"{path}: keeps no subnet timings (made before they were kept); measure again")
@@ -266,16 +271,29 @@ def guarantee_cost(profile_path: Path, runs: list[str]) -> list[dict]:
     import tempfile
 
     from bertnas.hardware import load_profile
-    from bertnas.search import SearchRun, hypervolume
-    from bertnas.search.objectives import latency_column
-    from bertnas.search.pareto import degenerate_mask
 
     profile = load_profile(profile_path)
     # with_device loads the profile by name: a directory holding this file alone under that name
     # (results/ holds several profiles named host-cpu-<runtime>-here)
-    registry = Path(tempfile.mkdtemp(prefix="bertnas-profiles-"))
-    shutil.copyfile(profile_path, registry / f"{profile.name}.yaml")
-    os.environ["BERTNAS_PROFILES_DIR"] = str(registry)
+    before = os.environ.get("BERTNAS_PROFILES_DIR")
+    with tempfile.TemporaryDirectory(prefix="bertnas-profiles-") as registry:
+        shutil.copyfile(profile_path, Path(registry) / f"{profile.name}.yaml")
+        os.environ["BERTNAS_PROFILES_DIR"] = registry
+        try:
+            return _guarantee_rows(profile, runs)
+        finally:
+            if before is None:
+                os.environ.pop("BERTNAS_PROFILES_DIR")
+            else:
+                os.environ["BERTNAS_PROFILES_DIR"] = before
+
+
+def _guarantee_rows(profile, runs: list[str]) -> list[dict]:
+    """:func:`guarantee_cost`'s rows, with ``profile`` loadable by its name."""
+    from bertnas.search import SearchRun, hypervolume
+    from bertnas.search.objectives import latency_column
+    from bertnas.search.pareto import degenerate_mask
+
     q = conformal_quantile(profile.residuals.values, 0.95)
     rows = []
     for run_dir in runs:

@@ -80,7 +80,9 @@ def main() -> None:
         },
     }
     path = write_results(f"timing_noise_{args.runtime}", results)
-    print(f"{args.runtime}, {args.threads} thread, {args.repeats} repeats of {args.calls} calls, {results['seconds']} s")
+    print(
+        f"{args.runtime}, {args.threads} thread, {args.repeats} repeats of {args.calls} calls, {results['seconds']} s"
+    )
     print("| subnet | layers | median time | CV | range | median ratio to anchor | CV | range |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:

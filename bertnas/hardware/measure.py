@@ -46,7 +46,7 @@ from bertnas.arch import ArchConfig
 from bertnas.atomic import atomic_write_text
 from bertnas.backbones import backbone_limits
 from bertnas.errors import BertnasError
-from bertnas.hardware.kernels import FAMILIES
+from bertnas.hardware.kernels import FAMILIES, KERNEL_GROUPS
 from bertnas.hardware.profile import Corrections, HardwareProfile, KernelTable
 from bertnas.hardware.runtimes import Runtime, open_runtime
 from bertnas.readers import read_json
@@ -62,19 +62,29 @@ class Timing:
     rounds: int = 1  # interleaved passes over a set of end-to-end models (measure_models)
 
 
+def _once(call: Callable[[], object]) -> float:
+    """Milliseconds of one call of ``call``."""
+    t0 = time.perf_counter()
+    call()
+    return 1000.0 * (time.perf_counter() - t0)
+
+
+def _repeat(sample: Callable[[], float], timing: Timing) -> list[float]:
+    """``sample()`` until both ``min_repeats`` samples and ``min_seconds`` have passed (at most ``max_repeats``)."""
+    samples: list[float] = []
+    started = time.perf_counter()
+    while len(samples) < timing.max_repeats:
+        samples.append(sample())
+        if len(samples) >= timing.min_repeats and time.perf_counter() - started >= timing.min_seconds:
+            break
+    return samples
+
+
 def time_runner(run: Callable[[], object], timing: Timing = Timing()) -> float:
     """Median milliseconds of one call of ``run``."""
     for _ in range(timing.warmup):
         run()
-    samples: list[float] = []
-    started = time.perf_counter()
-    while len(samples) < timing.max_repeats:
-        t0 = time.perf_counter()
-        run()
-        samples.append(time.perf_counter() - t0)
-        if len(samples) >= timing.min_repeats and time.perf_counter() - started >= timing.min_seconds:
-            break
-    return 1000.0 * statistics.median(samples)
+    return statistics.median(_repeat(lambda: _once(run), timing))
 
 
 @dataclass(frozen=True)
@@ -95,22 +105,17 @@ def time_paired(
     divided by the anchor's right beside it does not. ``harness`` (ms per call) is taken off
     both before dividing. Stops as :func:`time_runner` does, counting the model's calls.
     """
-
-    def once(call: Callable[[], object]) -> float:
-        t0 = time.perf_counter()
-        call()
-        return 1000.0 * (time.perf_counter() - t0)
-
     for _ in range(timing.warmup):
         run()
         anchor()
-    beside, samples = [once(anchor)], []
-    started = time.perf_counter()
-    while len(samples) < timing.max_repeats:
-        samples.append(once(run))
-        beside.append(once(anchor))
-        if len(samples) >= timing.min_repeats and time.perf_counter() - started >= timing.min_seconds:
-            break
+    beside = [_once(anchor)]
+
+    def sample() -> float:
+        own = _once(run)
+        beside.append(_once(anchor))
+        return own
+
+    samples = _repeat(sample, timing)
     own = np.asarray(samples) - harness
     anchors = np.asarray(beside) - harness
     around = np.maximum((anchors[:-1] + anchors[1:]) / 2, 1e-9)
@@ -421,8 +426,6 @@ def fit_corrections(
     only the overheads are fitted; with groups, to the one-scale fit.
     """
     from scipy.optimize import nnls
-
-    from bertnas.hardware.kernels import KERNEL_GROUPS
 
     kernel_columns = [kernel_sums] if groups is None else list(np.asarray(groups, dtype=np.float64).T)
     terms = [*kernel_columns, layers.astype(np.float64) if per_layer else np.zeros_like(kernel_sums)]

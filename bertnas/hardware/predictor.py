@@ -304,7 +304,9 @@ class LatencyPredictor:
             calls = [("embedding", (seq_len, h), 1), *head_reference_calls(arch)]
             model = self._model_cache[model_key] = (self._calls_ms(calls, seq_len), sum(c[2] for c in calls))
         c = self.profile.corrections
-        return total + model[0] + c.per_layer_ms * len(arch.layers) + c.per_call_ms * (count + model[1]) + c.per_model_ms
+        return (
+            total + model[0] + c.per_layer_ms * len(arch.layers) + c.per_call_ms * (count + model[1]) + c.per_model_ms
+        )
 
     def _calls_ms(self, calls: list[tuple[str, tuple[int, ...], int]], seq_len: int) -> float:
         """Summed cost of kernel calls, each weighted by its family's correction
