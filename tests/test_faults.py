@@ -237,7 +237,7 @@ def test_killed_profile_measurement_keeps_the_timed_families(world):
 
     out = world["root"] / "profiles" / "faulty.yaml"
     args = ["profile", "measure", "--runtime", "torch", "--name", "faulty", "--grid", "tiny", "--seq-len", "16"]
-    args += ["--calibration", "0", "--rounds", "1", "--threads", "1", "--out", str(out)]
+    args += ["--calibration", "2", "--rounds", "1", "--threads", "1", "--out", str(out)]
     checkpoint = out.with_name(f".{out.name}.measure-checkpoint.json")
     env = {k: v for k, v in os.environ.items() if k != ENVIRONMENT}
 
@@ -253,6 +253,9 @@ def test_killed_profile_measurement_keeps_the_timed_families(world):
     assert run(None) == 0
     profile = load_profile(str(out))
     assert set(profile.kernels) == set(FAMILIES) and not checkpoint.exists()
+    # the CLI's calibration: its subnets timed beside the backbone's full model, which the evidence names
+    assert profile.evidence["calibration"]["subnets"] == 2
+    assert profile.evidence["anchor"]["arch"]["hidden_size"] == 384  # all-MiniLM-L6-v2
     assert _leftovers(world["root"]) == []
 
 

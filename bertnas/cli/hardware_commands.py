@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from bertnas.cli.main import app
 from bertnas.errors import BertnasError
+
+if TYPE_CHECKING:
+    from bertnas.arch import ArchConfig
 
 profile_app = typer.Typer(
     help="Hardware profiles (hardware_profiles/NAME.yaml): measure, predict, validate, export, import.",
@@ -83,7 +87,7 @@ def measure_command(
     force: bool = typer.Option(False, "--force", help="Replace an existing profile."),
 ) -> None:
     """Measure the kernel set on this machine (warm-up, repeats, medians) and write a profile."""
-    from bertnas.hardware.measure import GRIDS
+    from bertnas.hardware.measure import GRIDS, anchor_arch
     from bertnas.hardware.profile import profiles_dir
     from bertnas.hardware.runtimes import RUNTIMES
     from bertnas.hardware.validate import CALIBRATION_SEED, sample_subnets
@@ -121,7 +125,7 @@ def measure_command(
             archs,
             label,
             rounds,
-            backbone[0],
+            anchor_arch(backbone[0]),
         )
 
 
@@ -137,7 +141,7 @@ def _measure_into(
     archs: list,
     label: str,
     rounds: int,
-    anchor: object = None,
+    anchor: ArchConfig | None = None,
 ) -> None:
     """Measure into ``target``; the kernel families finished so far wait in a hidden checkpoint
     beside it, so a rerun after a kill times only the rest (removed once the profile is written)."""
@@ -270,7 +274,7 @@ def kernels_command(
 ) -> None:
     """Export the kernel set as ONNX files + manifest + benchmark script for a device this machine cannot reach."""
     from bertnas.hardware.exchange import export_kernels
-    from bertnas.hardware.measure import GRIDS
+    from bertnas.hardware.measure import GRIDS, anchor_arch
 
     if grid not in GRIDS:
         raise BertnasError(f"--grid {grid!r}: choose one of {', '.join(GRIDS)}")
