@@ -18,6 +18,7 @@ import torch
 import yaml
 from toys import WORDS, record_search_split, tiny_bert, write_toy_sst2
 
+from bertnas.arch import ArchConfig
 from bertnas.cli.main import main
 from bertnas.export.onnx import OnnxModel
 from bertnas.model import CompactBert
@@ -158,6 +159,61 @@ def test_export_best_under_with_onnx_and_measurement(search_run, tmp_path):
             **{k: torch.as_tensor(v) for k, v in inputs.items()}
         ).logits
     assert np.abs(onnx_logits - torch_logits.numpy()).max() < 1e-4
+
+
+def test_task_length_export_times_real_sentences_against_the_searched_price(search_run, tmp_path, capsys):
+    """--seq-len task:mean: each ONNX file also runs real dev sentences one at a time, at their lengths."""
+    from bertnas.data import load_task, tokenize_split
+    from bertnas.hardware import load_predictor
+    from bertnas.hardware.lengths import LengthDistribution, LengthPricedPredictor
+    from bertnas.supernet import ElasticBert
+
+    run_dir = tmp_path / "run-lengths"
+    search = SearchConfig(
+        task="sst2",
+        budgets_ms={DEVICE: 1e6},
+        supernet=str(search_run / "supernet"),
+        glue_dir=str(search_run / "glue"),
+        trials=2,
+        population=2,
+        seed=0,
+        out=str(run_dir),
+        references=False,
+        seq_len="task:mean",
+    )
+    run_search(search, progress=False)
+    out = tmp_path / "lengths"
+    args = ["export", str(run_dir), "--device", DEVICE, "--select", "trial:0", "--format", "onnx", "--out", str(out)]
+    assert main([*args, "--warmup", "1", "--repeats", "3", "--allow-degenerate", "--real-sentences", "12"]) == 0
+    assert "task:mean over 12 dev sentences" in capsys.readouterr().out
+    (entry,) = json.loads((out / "manifest.json").read_text())["models"]
+    real = entry["measured"]["real_sentences"]
+    assert real["statistic"] == "task:mean" and real["split"] == "dev" and real["sentences"] == 12
+    per = real["per_sentence"]
+    assert len(per["lengths"]) == len(per["ms"]) == len(per["steady_ms"]) == 12
+    assert real["measured_ms"] == pytest.approx(np.mean(per["ms"])) and real["steady_ms"] == pytest.approx(
+        np.mean(per["steady_ms"])
+    )
+    # the sentences are the dev split's own, unpadded: their lengths are the tokenized lengths
+    supernet = ElasticBert.from_pretrained(search_run / "supernet")
+    dev = tokenize_split(load_task("sst2", "dev", str(search_run / "glue")), supernet.tokenizer)
+    assert set(per["lengths"]) <= {len(dev[index]["input_ids"]) for index in range(len(dev))}
+    assert len(set(per["lengths"])) > 1
+    # priced as the search priced it (its split's lengths) and over the timed sentences' own lengths
+    arch = ArchConfig.from_dict(entry["arch"])
+    profile = load_predictor("host-cpu-onnxruntime")
+    searched = LengthDistribution.from_dict(SearchRun.open(run_dir).info["length_distribution"])
+    assert real["predicted_ms"] == pytest.approx(LengthPricedPredictor(profile, searched, "mean").predict(arch))
+    own = np.mean([profile.predict(arch, length) for length in per["lengths"]])
+    assert real["predicted_these_ms"] == pytest.approx(own)
+    row = next(csv.DictReader((out / "manifest.csv").open()))
+    assert float(row["real_sentences_measured_ms"]) == pytest.approx(real["measured_ms"])
+    assert "real dev sentences, each run alone" in (out / entry["name"] / "README.md").read_text()
+    # an ordinary search's export has none of this
+    plain = tmp_path / "plain"
+    assert _export(search_run, plain, "--select", "trial:0", "--format", "onnx") == 0
+    (entry,) = json.loads((plain / "manifest.json").read_text())["models"]
+    assert "real_sentences" not in entry["measured"]
 
 
 def test_export_for_a_device_the_search_did_not_target(search_run, tmp_path):

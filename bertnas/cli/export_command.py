@@ -33,6 +33,12 @@ def export_command(
     glue_dir: str | None = typer.Option(None, "--glue-dir", help="GLUE data (default: the run's, else GLUE_DIR)."),
     warmup: int = typer.Option(10, "--warmup", help="Untimed onnxruntime runs before measuring."),
     repeats: int = typer.Option(50, "--repeats", help="Timed onnxruntime runs (the median is reported)."),
+    real_sentences: int = typer.Option(
+        100,
+        "--real-sentences",
+        help="For a --seq-len task:* search: also time each ONNX file on this many dev sentences, one at a time at "
+        "its own length, and report the search's statistic of those times beside its price (0: skip).",
+    ),
     allow_degenerate: bool = typer.Option(
         False, "--allow-degenerate", help="Also export subnets whose predictions are constant (normally left out)."
     ),
@@ -83,6 +89,9 @@ def export_command(
         seq_len=_run_seq_len(info, device),
         predict_seq_len=predict_seq_len,
         timing_seq_len=_task_length(info),
+        length_statistic=_task_statistic(info),
+        length_distribution=info.get("length_distribution") if _task_statistic(info) else None,
+        real_sentences=real_sentences,
         tflite_seq_len=seq_len,
         quantize=quantize,
         max_int8_drop=max_int8_drop / 100.0,
@@ -110,6 +119,7 @@ def export_command(
             f"{entry['name']:<12} {entry['metric']:>8.4f} {entry['params'] / 1e6:>7.2f}M {entry['macs'] / 1e6:>7.0f}M "
             f"{predicted:>12.2f} {shown:>12}"
         )
+    _echo_real_sentences(manifest)
     _echo_formats(manifest)
     if manifest["models"] and "measured" in manifest["models"][0]:
         first = manifest["models"][0]["measured"]
@@ -135,6 +145,14 @@ def _run_seq_len(info: dict, device: str) -> int:
     return int(seq_len or 128)
 
 
+def _task_statistic(info: dict) -> str | None:
+    """``mean``, ``p50`` or ``p90`` for a ``--seq-len task:*`` search, else None."""
+    from bertnas.hardware.lengths import is_task_statistic
+
+    override = info.get("seq_len_override")
+    return override.removeprefix("task:") if is_task_statistic(override) else None
+
+
 def _task_length(info: dict) -> int | None:
     """For a ``--seq-len task:*`` search, the task's representative length (mean, p50 or p90)."""
     from bertnas.hardware.lengths import LengthDistribution, is_task_statistic
@@ -143,6 +161,25 @@ def _task_length(info: dict) -> int | None:
     if not is_task_statistic(override) or not distribution:
         return None
     return LengthDistribution.from_dict(distribution).length(override.removeprefix("task:"))
+
+
+def _echo_real_sentences(manifest: dict) -> None:
+    """For a task:* search: each model's statistic over real dev sentences, measured and predicted."""
+    rows = [(entry["name"], (entry.get("measured") or {}).get("real_sentences")) for entry in manifest["models"]]
+    rows = [(name, real) for name, real in rows if real]
+    if not rows:
+        return
+    first = rows[0][1]
+    typer.echo(
+        f"{first['statistic']} over {first['sentences']} {first['split']} sentences, each alone at its own length:"
+    )
+    typer.echo(f"{'model':<12} {'measured ms':>12} {'steady ms':>10} {'predicted ms':>13} {'bound ms':>9}")
+    for name, real in rows:
+        predicted, bound = real.get("predicted_ms"), real.get("conformal_bound_ms")
+        typer.echo(
+            f"{name:<12} {real['measured_ms']:>12.2f} {real['steady_ms']:>10.2f} "
+            f"{'-' if predicted is None else f'{predicted:.2f}':>13} {'-' if bound is None else f'{bound:.2f}':>9}"
+        )
 
 
 def _echo_formats(manifest: dict) -> None:

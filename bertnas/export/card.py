@@ -124,6 +124,22 @@ def render_card(entry: dict[str, Any]) -> str:
         ]
         if measured.get("note"):
             lines.append(f"| note | {measured['note']} |")
+        real = measured.get("real_sentences")
+        if real:
+            lines += [
+                "",
+                f"On {real['sentences']} real {real['split']} sentences, each run alone at its own length "
+                f"(batch 1, no padding; mean {real['mean_length']:.1f} tokens), the search's statistic "
+                f"`{real['statistic']}` of the per-sentence times:",
+                "",
+                "| | |",
+                "|---|---|",
+                f"| measured | {_ms(real['measured_ms'])} (at one machine speed: {_ms(real['steady_ms'])}) |",
+                f"| predicted over the search split's lengths | {_ms(real.get('predicted_ms'))} |",
+                f"| predicted over these sentences' lengths | {_ms(real.get('predicted_these_ms'))} |",
+            ]
+            if real.get("conformal_bound_ms") is not None:
+                lines.append(f"| {real['confidence']:g} upper bound | {_ms(real['conformal_bound_ms'])} |")
     parity = entry["parity"]
     lines += [
         "",

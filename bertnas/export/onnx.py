@@ -190,6 +190,58 @@ class OnnxModel:
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         return self.session.run([OUTPUT_NAME], feeds)[0]
 
+    def time_sentences(
+        self, sentences: list[dict[str, Any]], anchor_seq_len: int, rounds: int = 3, calls: int = 3
+    ) -> dict[str, Any]:
+        """Each sentence run alone, as a deployed model runs it: batch 1, its own length, no padding.
+
+        ``sentences``: tokenized examples (``input_ids``, ``token_type_ids``). Every call runs
+        between two calls of an anchor (this model on ``anchor_seq_len`` tokens), as
+        :func:`bertnas.hardware.measure.time_paired` times a profile's subnets, so the machine's
+        speed changes can be taken out; ``rounds`` interleaved passes over the sentences,
+        ``calls`` timed calls per sentence per pass. Returns per-sentence ``lengths``, ``ms``
+        (median as measured) and ``steady_ms`` (median ratio to the anchor times the anchor's
+        median over the whole run: every sentence at one speed of the machine).
+        """
+        from bertnas.hardware.measure import Timing, time_paired
+
+        if not sentences:
+            raise BertnasError("no sentences to time")
+        feeds = []
+        for example in sentences:
+            ids = np.asarray(example["input_ids"], dtype=np.int64)[None, :]
+            types = np.asarray(example.get("token_type_ids", np.zeros_like(ids[0])), dtype=np.int64)[None, :]
+            feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": types})
+        vocab = int(json.loads(self.metadata.get("arch", "{}")).get("vocab_size", 100))
+        anchor_ids = np.random.default_rng(0).integers(1, min(vocab, 2000), size=(1, anchor_seq_len), dtype=np.int64)
+        anchor_feed = {
+            "input_ids": anchor_ids,
+            "attention_mask": np.ones_like(anchor_ids),
+            "token_type_ids": np.zeros_like(anchor_ids),
+        }
+
+        def call(feed: dict[str, np.ndarray]) -> Any:
+            return lambda: self.session.run([OUTPUT_NAME], feed)
+
+        timing = Timing(warmup=1, min_repeats=calls, max_repeats=calls, min_seconds=0.0)
+        ms = np.zeros((rounds, len(feeds)))
+        ratios, anchors = np.zeros_like(ms), np.zeros_like(ms)
+        for round_index in range(rounds):  # interleaved: a slow spell touches every sentence a little
+            for index, feed in enumerate(feeds):
+                paired = time_paired(call(feed), call(anchor_feed), timing)
+                ms[round_index, index], ratios[round_index, index] = paired.ms, paired.ratio
+                anchors[round_index, index] = paired.anchor_ms
+        anchor_ms = float(np.median(anchors))
+        return {
+            "lengths": [int(feed["input_ids"].shape[1]) for feed in feeds],
+            "ms": np.median(ms, axis=0).tolist(),
+            "steady_ms": (np.median(ratios, axis=0) * anchor_ms).tolist(),
+            "anchor_ms": anchor_ms,
+            "anchor_seq_len": anchor_seq_len,
+            "rounds": rounds,
+            "calls": calls,
+        }
+
     def time_ms(self, seq_len: int, batch_size: int = 1, warmup: int = 10, repeats: int = 50) -> dict[str, Any]:
         """Wall time of one forward pass on ``batch_size`` unpadded inputs of ``seq_len`` tokens.
 

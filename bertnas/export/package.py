@@ -59,6 +59,7 @@ from bertnas.export.onnx import ONNX_NAME, OnnxModel, export_onnx
 from bertnas.export.plain_bert import PLAIN_DIR, plain_bert_reason, write_plain_bert
 from bertnas.hardware import load_predictor
 from bertnas.hardware.conformal import conformal_quantile
+from bertnas.hardware.lengths import LengthDistribution, LengthPricedPredictor, reduce_prices
 from bertnas.hardware.measure import host_description
 from bertnas.locks import exclusive
 from bertnas.model.bundle import SOURCES
@@ -113,6 +114,12 @@ class ExportOptions:
     # --seq-len task:* searches: time (and predict) the ONNX file at the task's representative
     # length instead of the measurement profile's own (None: the profile's)
     timing_seq_len: int | None = None
+    # --seq-len task:* searches: the statistic ("mean", "p50", "p90") and the search split's
+    # length histogram (run.json); each ONNX file is then also timed on ``real_sentences`` dev
+    # sentences, one at a time at its own length, against the price of that statistic.
+    length_statistic: str | None = None
+    length_distribution: dict[str, Any] | None = None
+    real_sentences: int = 100
     quantize: str | None = None  # "int8": dynamic-range int8 beside each fp32 file
     max_int8_drop: float = 0.01  # in metric units (0.01 = 1 point): worse int8 files are not recommended
     format_threads: tuple[int, ...] = (1, 4)  # thread counts each file is timed at
@@ -133,6 +140,10 @@ class ExportOptions:
             raise BertnasError(f"--max-int8-drop {self.max_int8_drop * 100:g}: give points between 0 and 100")
         if self.tflite_seq_len < 2:
             raise BertnasError(f"--seq-len {self.tflite_seq_len}: at least 2 ([CLS] and [SEP])")
+        if self.real_sentences < 0:
+            raise BertnasError(f"--real-sentences {self.real_sentences}: give 0 (none) or more")
+        if self.length_statistic is not None and self.length_distribution is None:
+            raise BertnasError(f"task:{self.length_statistic} export: no length distribution was recorded for the run")
         if self.repeats < 1 or self.warmup < 0:
             raise BertnasError("timing needs at least one repeat and a non-negative warm-up count")
 
@@ -334,9 +345,52 @@ def _export_one(
             "note": _measure_note(measure),
             **_conformal_bound(measure, arch, options.confidence, options.timing_seq_len),
         }
+        if options.length_statistic is not None and options.real_sentences:
+            entry["measured"]["real_sentences"] = _time_real_sentences(
+                runner, data, arch, measure, options, timing_seq_len
+            )
     entry["formats"] = _deployment_files(compact, directory, data, batch, mine, candidate, options, entry, parity)
     entry["parity"] = parity
     return entry
+
+
+def _time_real_sentences(
+    runner: OnnxModel, data: Any, arch: ArchConfig, measure: Any | None, options: ExportOptions, anchor_seq_len: int
+) -> dict[str, Any]:
+    """The ONNX file on real dev sentences, each alone at its own length, against the ``task:*`` price.
+
+    ``options.real_sentences`` dev examples, evenly spaced over the split (dev: data the search
+    never selected on), timed by :meth:`OnnxModel.time_sentences`; the statistic of the search
+    (mean, p50 or p90 over sentences) is taken of the per-sentence times and set beside the
+    measurement profile's price of it: over the search split's lengths (what the search priced)
+    and over these sentences' own lengths (the same sentences: the predictor's error alone).
+    """
+    statistic = options.length_statistic
+    assert statistic is not None and options.length_distribution is not None
+    count = min(options.real_sentences, len(data))
+    indices = sorted({int(i) for i in np.linspace(0, len(data) - 1, count).round()})
+    timed = runner.time_sentences([data[index] for index in indices], anchor_seq_len)
+    ones = np.ones(len(indices))
+    record: dict[str, Any] = {
+        "split": "dev",
+        "sentences": len(indices),
+        "statistic": f"task:{statistic}",
+        "mean_length": float(np.mean(timed["lengths"])),
+        "measured_ms": float(reduce_prices(np.asarray(timed["ms"])[:, None], ones, statistic)[0]),
+        "steady_ms": float(reduce_prices(np.asarray(timed["steady_ms"])[:, None], ones, statistic)[0]),
+        "anchor_ms": timed["anchor_ms"],
+        "anchor_seq_len": anchor_seq_len,
+        "rounds": timed["rounds"],
+    }
+    if measure is not None:
+        plain = getattr(measure, "predictor", measure)
+        searched = LengthPricedPredictor(plain, LengthDistribution.from_dict(options.length_distribution), statistic)
+        these = LengthPricedPredictor(plain, LengthDistribution.of(timed["lengths"], "dev sentences timed"), statistic)
+        record["predicted_ms"] = float(searched.predict(arch))  # the search split's lengths
+        record["predicted_these_ms"] = float(these.predict(arch))  # the timed sentences' lengths
+        record.update(_conformal_bound(searched, arch, options.confidence, None))
+    record["per_sentence"] = {"lengths": timed["lengths"], "ms": timed["ms"], "steady_ms": timed["steady_ms"]}
+    return record
 
 
 def _conformal_bound(measure: Any, arch: ArchConfig, confidence: float | None, seq_len: int | None) -> dict[str, Any]:
@@ -574,6 +628,7 @@ def _manifest_csv(entries: list[dict[str, Any]]) -> str:
     columns = ["name", "trial", "arch_hash", "metric_name", "metric", "metric_reported", "params", "macs"]
     columns += ["macs_seq_len", *(f"predicted_ms.{device}" for device in devices)]
     columns += ["measured_ms", "measured_profile", "measured_profile_predicted_ms"]
+    columns += ["real_sentences_statistic", "real_sentences_measured_ms", "real_sentences_predicted_ms"]
     stream = io.StringIO()
     writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -586,5 +641,9 @@ def _manifest_csv(entries: list[dict[str, Any]]) -> str:
         row["measured_ms"] = measured.get("median_ms")
         row["measured_profile"] = measured.get("profile")
         row["measured_profile_predicted_ms"] = measured.get("predicted_ms")
+        real = measured.get("real_sentences") or {}
+        row["real_sentences_statistic"] = real.get("statistic")
+        row["real_sentences_measured_ms"] = real.get("measured_ms")
+        row["real_sentences_predicted_ms"] = real.get("predicted_ms")
         writer.writerow(row)
     return stream.getvalue()

@@ -100,6 +100,18 @@ def _weighted_percentile(values: np.ndarray, weights: np.ndarray, level: float) 
     return np.take_along_axis(values, order, axis=0)[first, np.arange(values.shape[1])]
 
 
+def reduce_prices(values: np.ndarray, weights: np.ndarray, statistic: str) -> np.ndarray:
+    """``statistic`` of each column of ``values`` (rows: sentences or lengths, weighted by ``weights``).
+
+    One definition for what a ``task:*`` budget means, used by the predictor (rows: the task's
+    distinct lengths) and by ``export`` on per-sentence timings (rows: sentences, weight 1).
+    """
+    values, weights = np.asarray(values, dtype=np.float64), np.asarray(weights, dtype=np.float64)
+    if statistic == "mean":
+        return weights @ values / weights.sum()
+    return _weighted_percentile(values, weights, _level(statistic))
+
+
 class LengthPricedPredictor:
     """A latency predictor pricing each config over a :class:`LengthDistribution`."""
 
@@ -132,9 +144,7 @@ class LengthPricedPredictor:
         return np.stack([self.predictor.predict_many(list(archs), length) for length in self.distribution.lengths])
 
     def _reduce(self, prices: np.ndarray) -> np.ndarray:
-        if self.statistic == "mean":
-            return self._weights @ prices / self._weights.sum()
-        return _weighted_percentile(prices, self._weights, _level(self.statistic))
+        return reduce_prices(prices, self._weights, self.statistic)
 
     def predict_many(self, archs: Sequence[ArchConfig], seq_len: int | None = None) -> np.ndarray:
         if seq_len is not None:
@@ -175,4 +185,5 @@ __all__ = [
     "is_task_statistic",
     "parse_seq_len",
     "priced",
+    "reduce_prices",
 ]
