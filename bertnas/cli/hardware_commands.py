@@ -81,6 +81,12 @@ def measure_command(
     calibration: int = typer.Option(
         30, "--calibration", help="Random subnets timed end to end to fit the corrections; 0: none (30)."
     ),
+    calibration_lengths: str | None = typer.Option(
+        None,
+        "--calibration-lengths",
+        help="Comma-separated token counts each calibration subnet is timed at (default: --seq-len and 1/2, 1/4, "
+        "1/8 of it, so the profile prices short sentences as well as long ones).",
+    ),
     rounds: int = typer.Option(3, "--rounds", help=_ROUNDS_HELP),
     backbone: list[str] = typer.Option(["all-MiniLM-L6-v2"], "--backbone", help=_BACKBONE_HELP),
     out: Path | None = typer.Option(None, "--out", help="Write here instead of the registry."),
@@ -107,6 +113,7 @@ def measure_command(
         raise BertnasError(f"--grid {grid!r}: choose one of {', '.join(GRIDS)}")
     if calibration < 0:
         raise BertnasError(f"--calibration {calibration}: must be 0 or more")
+    lengths = _calibration_lengths(calibration_lengths, seq_len)
     target = out or profiles_dir() / f"{name}.yaml"
     if target.exists() and not force:
         raise BertnasError(f"{target} exists; pass --force to replace it or choose another --name")
@@ -126,7 +133,24 @@ def measure_command(
             label,
             rounds,
             anchor_arch(backbone[0]),
+            lengths,
         )
+
+
+def _calibration_lengths(text: str | None, seq_len: int) -> tuple[int, ...] | None:
+    """``--calibration-lengths 128,32,8``: token counts between 1 and ``seq_len`` (None: the default)."""
+    if text is None:
+        return None
+    try:
+        lengths = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        lengths = ()
+    if not lengths or not all(1 <= length <= seq_len for length in lengths):
+        raise BertnasError(
+            f"--calibration-lengths {text!r}: give comma-separated token counts between 1 and --seq-len {seq_len} "
+            f"(e.g. {seq_len},{seq_len // 4})"
+        )
+    return lengths
 
 
 def _measure_into(
@@ -142,6 +166,7 @@ def _measure_into(
     label: str,
     rounds: int,
     anchor: ArchConfig | None = None,
+    lengths: tuple[int, ...] | None = None,
 ) -> None:
     """Measure into ``target``; the kernel families finished so far wait in a hidden checkpoint
     beside it, so a rerun after a kill times only the rest (removed once the profile is written)."""
@@ -161,6 +186,7 @@ def _measure_into(
         timing=Timing(rounds=rounds),
         checkpoint=checkpoint,
         anchor=anchor,
+        calibration_lengths=lengths,
     )
     profile.save(target)
     checkpoint.unlink(missing_ok=True)
@@ -274,7 +300,7 @@ def kernels_command(
 ) -> None:
     """Export the kernel set as ONNX files + manifest + benchmark script for a device this machine cannot reach."""
     from bertnas.hardware.exchange import export_kernels
-    from bertnas.hardware.measure import GRIDS, anchor_arch
+    from bertnas.hardware.measure import GRIDS
 
     if grid not in GRIDS:
         raise BertnasError(f"--grid {grid!r}: choose one of {', '.join(GRIDS)}")
