@@ -42,7 +42,7 @@ from bertnas.data import load_task, tokenize_split
 from bertnas.export.onnx import ONNX_NAME, OnnxModel
 from bertnas.export.package import MEASURE_PROFILE, Candidate, ExportOptions, export_models
 from bertnas.hardware import load_predictor
-from bertnas.hardware.lengths import LengthDistribution, reduce_prices
+from bertnas.hardware.lengths import LengthDistribution, LengthPricedPredictor
 from bertnas.space import load_space
 from bertnas.supernet import ElasticBert
 
@@ -132,21 +132,11 @@ def main() -> None:
             "per_sentence": real["per_sentence"],
             "predicted": {},
         }
+        timed = LengthDistribution.of(lengths.tolist(), "dev sentences timed")
         for name, predictor in profiles.items():
-            distinct = sorted(set(lengths.tolist()))
-            price = {length: float(predictor.predict(arch, length)) for length in distinct}
-            per_sentence = np.asarray([price[int(length)] for length in lengths])
             row["predicted"][name] = {
-                "these_sentences_ms": float(
-                    reduce_prices(per_sentence[:, None], np.ones(len(lengths)), args.statistic)[0]
-                ),
-                "search_split_ms": float(
-                    reduce_prices(
-                        np.asarray([[predictor.predict(arch, length)] for length in histogram.lengths]),
-                        np.asarray(histogram.counts),
-                        args.statistic,
-                    )[0]
-                ),
+                "these_sentences_ms": LengthPricedPredictor(predictor, timed, args.statistic).predict(arch),
+                "search_split_ms": LengthPricedPredictor(predictor, histogram, args.statistic).predict(arch),
                 "at_128_ms": float(predictor.predict(arch, int(predictor.profile.seq_len))),
             }
         rows.append(row)

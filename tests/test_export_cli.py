@@ -253,6 +253,7 @@ def test_export_for_a_device_the_search_did_not_target(search_run, tmp_path):
         (["--format", "hf", "--quantize", "int8"], "add onnx or tflite"),
         (["--format", "tflite", "--seq-len", "4"], "--seq-len 4 is shorter than the longest dev example"),
         (["--supernet", "/nonexistent"], "is missing"),
+        (["--real-sentences", "-1"], "--real-sentences -1: give 0 (none) or more"),
     ],
 )
 def test_export_cli_errors(search_run, tmp_path, capsys, args, message):

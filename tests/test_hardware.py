@@ -549,6 +549,15 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     assert main(["profile", "validate", "--device", "host-cpu-torch", "--samples", "2", "--rounds", "0"]) == 2
     assert "--rounds 0" in capsys.readouterr().err
     assert main(["profile", "measure", "--runtime", "tflite", "--name", "x", "--out", str(tmp_path / "x.yaml")]) == 2
+    capsys.readouterr()
+    for lengths in ("0,3", "a,b", ",", "256"):
+        args = ["profile", "measure", "--runtime", "torch", "--name", "x", "--calibration-lengths", lengths]
+        assert main([*args, "--out", str(tmp_path / "x.yaml")]) == 2
+        err = capsys.readouterr().err
+        assert (
+            f"--calibration-lengths {lengths!r}: give comma-separated token counts between 1 and --seq-len 128" in err
+        )
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x.yaml").exists()
     assert main(["profile", "import", str(tmp_path / "missing.csv"), "--name", "x", "--out", str(tmp_path / "y")]) == 2
 
 

@@ -77,6 +77,7 @@ def export_command(
     for name in devices:  # priced as the search priced them (its --seq-len, or the task's lengths)
         predictors[name], predict_seq_len = search.predictor(name)
     config = info.get("config") or {}
+    statistic = _task_statistic(info)
     from bertnas.paths import portable
 
     options = ExportOptions(
@@ -89,8 +90,8 @@ def export_command(
         seq_len=_run_seq_len(info, device),
         predict_seq_len=predict_seq_len,
         timing_seq_len=_task_length(info),
-        length_statistic=_task_statistic(info),
-        length_distribution=info.get("length_distribution") if _task_statistic(info) else None,
+        length_statistic=statistic,
+        length_distribution=info.get("length_distribution") if statistic else None,
         real_sentences=real_sentences,
         tflite_seq_len=seq_len,
         quantize=quantize,
@@ -155,12 +156,12 @@ def _task_statistic(info: dict) -> str | None:
 
 def _task_length(info: dict) -> int | None:
     """For a ``--seq-len task:*`` search, the task's representative length (mean, p50 or p90)."""
-    from bertnas.hardware.lengths import LengthDistribution, is_task_statistic
+    from bertnas.hardware.lengths import LengthDistribution
 
-    override, distribution = info.get("seq_len_override"), info.get("length_distribution")
-    if not is_task_statistic(override) or not distribution:
+    statistic, distribution = _task_statistic(info), info.get("length_distribution")
+    if statistic is None or not distribution:
         return None
-    return LengthDistribution.from_dict(distribution).length(override.removeprefix("task:"))
+    return LengthDistribution.from_dict(distribution).length(statistic)
 
 
 def _echo_real_sentences(manifest: dict) -> None:

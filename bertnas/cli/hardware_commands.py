@@ -138,7 +138,9 @@ def measure_command(
 
 
 def _calibration_lengths(text: str | None, seq_len: int) -> tuple[int, ...] | None:
-    """``--calibration-lengths 128,32,8``: token counts between 1 and ``seq_len`` (None: the default)."""
+    """``--calibration-lengths 128,32,8``: token counts between 1 and ``seq_len`` (None: the default).
+
+    Checked here, before the lock and the grid, with the option's own wording."""
     if text is None:
         return None
     try:

@@ -212,13 +212,7 @@ class OnnxModel:
             ids = np.asarray(example["input_ids"], dtype=np.int64)[None, :]
             types = np.asarray(example.get("token_type_ids", np.zeros_like(ids[0])), dtype=np.int64)[None, :]
             feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": types})
-        vocab = int(json.loads(self.metadata.get("arch", "{}")).get("vocab_size", 100))
-        anchor_ids = np.random.default_rng(0).integers(1, min(vocab, 2000), size=(1, anchor_seq_len), dtype=np.int64)
-        anchor_feed = {
-            "input_ids": anchor_ids,
-            "attention_mask": np.ones_like(anchor_ids),
-            "token_type_ids": np.zeros_like(anchor_ids),
-        }
+        anchor_feed = self._random_feed(anchor_seq_len, 1)
 
         def call(feed: dict[str, np.ndarray]) -> Any:
             return lambda: self.session.run([OUTPUT_NAME], feed)
@@ -242,21 +236,24 @@ class OnnxModel:
             "calls": calls,
         }
 
+    def _random_feed(self, seq_len: int, batch_size: int) -> dict[str, np.ndarray]:
+        """``batch_size`` unpadded inputs of ``seq_len`` random tokens (seed 0), as the graph takes them."""
+        vocab = int(json.loads(self.metadata.get("arch", "{}")).get("vocab_size", 100))
+        ids = np.random.default_rng(0).integers(1, min(vocab, 2000), size=(batch_size, seq_len), dtype=np.int64)
+        return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+
     def time_ms(self, seq_len: int, batch_size: int = 1, warmup: int = 10, repeats: int = 50) -> dict[str, Any]:
         """Wall time of one forward pass on ``batch_size`` unpadded inputs of ``seq_len`` tokens.
 
         Returns the median (the figure to report) and the spread, in milliseconds.
         """
-        vocab = int(json.loads(self.metadata.get("arch", "{}")).get("vocab_size", 100))
-        generator = np.random.default_rng(0)
-        ids = generator.integers(1, min(vocab, 2000), size=(batch_size, seq_len), dtype=np.int64)
-        mask, types = np.ones_like(ids), np.zeros_like(ids)
+        feed = self._random_feed(seq_len, batch_size)
         for _ in range(warmup):
-            self.logits(ids, mask, types)
+            self.logits(**feed)
         samples = []
         for _ in range(repeats):
             start = time.perf_counter()
-            self.logits(ids, mask, types)
+            self.logits(**feed)
             samples.append((time.perf_counter() - start) * 1000.0)
         samples.sort()
         return {

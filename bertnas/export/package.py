@@ -382,10 +382,11 @@ def _time_real_sentences(
         "anchor_seq_len": anchor_seq_len,
         "rounds": timed["rounds"],
     }
-    if measure is not None:
-        plain = getattr(measure, "predictor", measure)
-        searched = LengthPricedPredictor(plain, LengthDistribution.from_dict(options.length_distribution), statistic)
-        these = LengthPricedPredictor(plain, LengthDistribution.of(timed["lengths"], "dev sentences timed"), statistic)
+    if measure is not None:  # a plain predictor: export_models unwraps a length-distribution one
+        searched = LengthPricedPredictor(measure, LengthDistribution.from_dict(options.length_distribution), statistic)
+        these = LengthPricedPredictor(
+            measure, LengthDistribution.of(timed["lengths"], "dev sentences timed"), statistic
+        )
         record["predicted_ms"] = float(searched.predict(arch))  # the search split's lengths
         record["predicted_these_ms"] = float(these.predict(arch))  # the timed sentences' lengths
         record.update(_conformal_bound(searched, arch, options.confidence, None))

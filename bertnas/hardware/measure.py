@@ -492,18 +492,16 @@ def _calibration_times(
     anchor: ArchConfig,
     timing: Timing,
     lengths: Sequence[int],
-    settings: tuple[int, int, bool],
 ) -> Measured:
     """``archs`` timed at every token count in ``lengths`` (length-major), each paired with
     ``anchor`` on ``runtime`` (its own length), so all are in units of that one anchor."""
-    threads, batch, cuda = settings
     parts = []
     for length in lengths:
         desc = f"calibration subnets, {length} tokens"
         if length == runtime.seq_len:
             parts.append(measure_anchored(runtime, archs, anchor, timing, desc=desc))
             continue
-        with open_runtime(runtime.name, threads, batch, length, cuda) as at_length:
+        with open_runtime(runtime.name, runtime.threads, runtime.batch, length, runtime.cuda) as at_length:
             parts.append(measure_anchored(at_length, archs, anchor, timing, desc=desc, anchor_runtime=runtime))
     anchors = [part.anchor_ms for part in parts]
     return Measured(
@@ -630,7 +628,7 @@ def measure_profile(
         if calibration:
             started = time.perf_counter()
             anchor = anchor or anchor_arch()
-            timed = _calibration_times(runtime, calibration, anchor, timing, lengths, (threads, batch, cuda))
+            timed = _calibration_times(runtime, calibration, anchor, timing, lengths)
             # the calibration set at one speed (its median anchor): drift within the set is not fitted
             measured = timed.at_speed(timed.anchor_ms)
             raw = LatencyPredictor(profile)
