@@ -579,6 +579,14 @@ def test_validate_stores_residuals_for_guaranteed_budgets(tiny_profiles, tmp_pat
     expected = [p["measured_ms"] / p["predicted_ms"] - 1 for p in points]
     assert stored.values == pytest.approx(expected, abs=1e-5) and "seed 5" in stored.subnets
     assert load_profile(path).kernels.keys() == tiny_profiles["onnxruntime"].kernels.keys()
+    # a residual just above -1 (a profile far off, as the tiny one can be for MiniLM subnets) is
+    # written as it is: rounded to -1.0 the profile could not be read back
+    from dataclasses import replace
+
+    from bertnas.hardware.conformal import Residuals
+
+    far = replace(load_profile(path), residuals=Residuals((-0.999996, 0.02), "far")).save(tmp_path / "far.yaml")
+    assert load_profile(far).residuals.values == (-0.999996, 0.02)
     # residuals must come from the device itself: a calibrated profile cannot collect them here
     assert main(["profile", "validate", "--device", "pixel4", "--samples", "2", "--save-residuals"]) == 2
     assert "not measured on this machine" in capsys.readouterr().err

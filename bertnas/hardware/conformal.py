@@ -32,7 +32,10 @@ class Residuals:
     subnets: str = ""  # what they were measured on (seed stream, backbone, rounds)
 
     def to_yaml(self) -> dict:
-        return {"subnets": self.subnets, "relative": [round(float(v), 5) for v in self.values]}
+        # Unrounded: a residual is above -1 (measured > 0), but one of -0.999996 (a profile
+        # 250,000x off) rounded to 5 decimals is -1.0, which the loader rightly refuses; the
+        # profile written by ``validate --save-residuals`` could then not be read back.
+        return {"subnets": self.subnets, "relative": [float(v) for v in self.values]}
 
 
 def relative_residuals(predicted: Sequence[float], measured: Sequence[float]) -> np.ndarray:
