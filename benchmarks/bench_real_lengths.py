@@ -14,9 +14,11 @@ the task's train-split length histogram standing in for the search split's (the 
 split is carved from train), and reports, per measurement profile:
 
 - **the predictor on real lengths**: the statistic of the per-sentence prices of the timed
-  sentences against the statistic of their measured times (as measured, and at one speed
-  of the machine: each call paired with an anchor call, see ``OnnxModel.time_sentences``);
-  MAPE, share within +-10 %, Kendall tau, worst;
+  sentences against the statistic of their measured times: as measured; at one speed of the
+  machine (each call paired with a call of one anchor shared by every model, see
+  ``OnnxModel.time_sentences``); and at the profile's calibration speed (the anchor's ratio
+  to the profile's own anchor, the same model at 128 tokens, timed paired once, times that
+  anchor's time in the profile); MAPE, share within +-10 %, Kendall tau, worst;
 - **the search's price**: over the train-split histogram, against the same measurement
   (what a user's budget was checked with, on other sentences of the same task);
 - **one length is not the distribution**: the ONNX file timed at the statistic's one
@@ -40,9 +42,10 @@ from scipy.stats import kendalltau
 
 from bertnas.data import load_task, tokenize_split
 from bertnas.export.onnx import ONNX_NAME, OnnxModel
-from bertnas.export.package import MEASURE_PROFILE, Candidate, ExportOptions, export_models
+from bertnas.export.package import MEASURE_PROFILE, Candidate, ExportOptions, _Reference, export_models
 from bertnas.hardware import load_predictor
-from bertnas.hardware.lengths import LengthDistribution, LengthPricedPredictor
+from bertnas.hardware.lengths import LengthDistribution, LengthPricedPredictor, reduce_prices
+from bertnas.hardware.measure import Timing, time_paired
 from bertnas.space import load_space
 from bertnas.supernet import ElasticBert
 
@@ -60,6 +63,12 @@ def errors(measured: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
         "worst": float(np.max(np.abs(relative)) * 100),
         "mean_error": float(np.mean(relative) * 100),
     }
+
+
+def predictor_anchor(predictor: object, arch_hash: str) -> float | None:
+    """The profile's anchor time (ms, at its calibration) when its anchor is the export's reference model."""
+    anchor = (predictor.profile.evidence or {}).get("anchor") or {}
+    return float(anchor["ms"]) if anchor.get("hash") == arch_hash else None
 
 
 def main() -> None:
@@ -116,11 +125,22 @@ def main() -> None:
             ).time_ms(int(first.profile.seq_len), warmup=5, repeats=20)["median_ms"]
             for entry in manifest["models"]
         }
+        # The export's anchor (the backbone's full shape at the representative length) against
+        # the profiles' anchor (the same model at their 128 tokens): one ratio, paired, converts
+        # the export's steady times to each profile's calibration speed.
+        reference = _Reference.build(supernet, Path(scratch) / "reference", options.threads, options.timing_seq_len)
+        at_profile = reference.runner._random_feed(int(first.profile.seq_len), 1)
+        at_export = reference.runner._random_feed(options.timing_seq_len, 1)
+        session = reference.runner.session
+        reference_ratio = time_paired(
+            lambda: session.run(None, at_profile), lambda: session.run(None, at_export), Timing(rounds=1)
+        ).ratio
 
     rows = []
     for entry, arch in zip(manifest["models"], archs, strict=True):
         real = entry["measured"]["real_sentences"]
         lengths = np.asarray(real["per_sentence"]["lengths"])
+        ratios = np.asarray(real["per_sentence"]["anchor_ratio"])  # each sentence's, to the shared anchor
         row = {
             "name": entry["name"],
             "arch_hash": entry["arch_hash"],
@@ -130,6 +150,7 @@ def main() -> None:
             "one_length": entry["measured"]["seq_len"],
             "profile_length_ms": at_profile_length[entry["name"]],
             "per_sentence": real["per_sentence"],
+            "anchor_ratio": float(reduce_prices(ratios[:, None], np.ones(len(lengths)), args.statistic)[0]),
             "predicted": {},
         }
         timed = LengthDistribution.of(lengths.tolist(), "dev sentences timed")
@@ -152,7 +173,12 @@ def main() -> None:
         these = np.asarray([row["predicted"][name]["these_sentences_ms"] for row in rows])
         searched = np.asarray([row["predicted"][name]["search_split_ms"] for row in rows])
         at_128 = np.asarray([row["predicted"][name]["at_128_ms"] for row in rows])
+        anchor = predictor_anchor(profiles[name], reference.arch_hash)
+        at_calibration = (
+            None if anchor is None else np.asarray([row["anchor_ratio"] for row in rows]) * anchor / reference_ratio
+        )
         summary[name] = {
+            "these_sentences_vs_calibration_speed": None if at_calibration is None else errors(at_calibration, these),
             "these_sentences_vs_steady": errors(steady, these),
             "these_sentences_vs_measured": errors(measured, these),
             "search_split_vs_steady": errors(steady, searched),
@@ -176,6 +202,7 @@ def main() -> None:
             name: str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name
             for name, path in zip(profiles, args.profile, strict=True)
         },
+        "reference_ratio_profile_length_over_representative": reference_ratio,
         "export_seconds": export_seconds,
         "seconds": time.perf_counter() - started,
         "summary": summary,
@@ -199,6 +226,12 @@ def main() -> None:
         )
 
     for name in profiles:
+        if summary[name]["these_sentences_vs_calibration_speed"] is not None:
+            line(
+                f"{name}, over the timed sentences' lengths",
+                "at the profile's calibration speed",
+                summary[name]["these_sentences_vs_calibration_speed"],
+            )
         line(
             f"{name}, over the timed sentences' lengths",
             "at one machine speed",

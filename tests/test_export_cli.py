@@ -194,8 +194,14 @@ def test_task_length_export_times_real_sentences_against_the_searched_price(sear
     assert real["measured_ms"] == pytest.approx(np.mean(per["ms"])) and real["steady_ms"] == pytest.approx(
         np.mean(per["steady_ms"])
     )
-    # the sentences are the dev split's own, unpadded: their lengths are the tokenized lengths
+    # every call beside one anchor shared by the export: the supernet's full shape, whose time in
+    # the first model's timing is the speed every model's steady_ms is put at
     supernet = ElasticBert.from_pretrained(search_run / "supernet")
+    anchor = real["anchor"]
+    assert anchor["arch_hash"] == supernet.full_arch().hash()
+    assert anchor["steady_at_ms"] == anchor["ms"] > 0  # this export's first (and only) model
+    assert per["steady_ms"] == pytest.approx(np.asarray(per["anchor_ratio"]) * anchor["steady_at_ms"])
+    # the sentences are the dev split's own, unpadded: their lengths are the tokenized lengths
     dev = tokenize_split(load_task("sst2", "dev", str(search_run / "glue")), supernet.tokenizer)
     assert set(per["lengths"]) <= {len(dev[index]["input_ids"]) for index in range(len(dev))}
     assert len(set(per["lengths"])) > 1

@@ -191,17 +191,26 @@ class OnnxModel:
         return self.session.run([OUTPUT_NAME], feeds)[0]
 
     def time_sentences(
-        self, sentences: list[dict[str, Any]], anchor_seq_len: int, rounds: int = 3, calls: int = 3
+        self,
+        sentences: list[dict[str, Any]],
+        anchor_seq_len: int,
+        rounds: int = 3,
+        calls: int = 3,
+        reference: OnnxModel | None = None,
+        reference_ms: float | None = None,
     ) -> dict[str, Any]:
         """Each sentence run alone, as a deployed model runs it: batch 1, its own length, no padding.
 
         ``sentences``: tokenized examples (``input_ids``, ``token_type_ids``). Every call runs
-        between two calls of an anchor (this model on ``anchor_seq_len`` tokens), as
-        :func:`bertnas.hardware.measure.time_paired` times a profile's subnets, so the machine's
-        speed changes can be taken out; ``rounds`` interleaved passes over the sentences,
-        ``calls`` timed calls per sentence per pass. Returns per-sentence ``lengths``, ``ms``
-        (median as measured) and ``steady_ms`` (median ratio to the anchor times the anchor's
-        median over the whole run: every sentence at one speed of the machine).
+        between two calls of an anchor, ``reference`` (default: this model) on ``anchor_seq_len``
+        tokens, as :func:`bertnas.hardware.measure.time_paired` times a profile's subnets, so the
+        machine's speed changes can be taken out; ``rounds`` interleaved passes over the
+        sentences, ``calls`` timed calls per sentence per pass. Returns per-sentence ``lengths``,
+        ``ms`` (median as measured), ``ratio`` (median ratio to the anchor calls beside it) and
+        ``steady_ms``: ``ratio`` times ``reference_ms`` (default: the anchor's median over this
+        run), every sentence at one speed of the machine. Several models timed against one
+        ``reference`` and one ``reference_ms`` are at the same speed as each other too; with this
+        model as its own anchor, a slow spell of the machine that lasts the whole run is not seen.
         """
         from bertnas.hardware.measure import Timing, time_paired
 
@@ -212,24 +221,27 @@ class OnnxModel:
             ids = np.asarray(example["input_ids"], dtype=np.int64)[None, :]
             types = np.asarray(example.get("token_type_ids", np.zeros_like(ids[0])), dtype=np.int64)[None, :]
             feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": types})
-        anchor_feed = self._random_feed(anchor_seq_len, 1)
+        anchor_model = reference or self
+        anchor_feed = anchor_model._random_feed(anchor_seq_len, 1)
 
-        def call(feed: dict[str, np.ndarray]) -> Any:
-            return lambda: self.session.run([OUTPUT_NAME], feed)
+        def call(feed: dict[str, np.ndarray], model: OnnxModel = self) -> Any:
+            return lambda: model.session.run([OUTPUT_NAME], feed)
 
         timing = Timing(warmup=1, min_repeats=calls, max_repeats=calls, min_seconds=0.0)
         ms = np.zeros((rounds, len(feeds)))
         ratios, anchors = np.zeros_like(ms), np.zeros_like(ms)
         for round_index in range(rounds):  # interleaved: a slow spell touches every sentence a little
             for index, feed in enumerate(feeds):
-                paired = time_paired(call(feed), call(anchor_feed), timing)
+                paired = time_paired(call(feed), call(anchor_feed, anchor_model), timing)
                 ms[round_index, index], ratios[round_index, index] = paired.ms, paired.ratio
                 anchors[round_index, index] = paired.anchor_ms
         anchor_ms = float(np.median(anchors))
+        ratio = np.median(ratios, axis=0)
         return {
             "lengths": [int(feed["input_ids"].shape[1]) for feed in feeds],
             "ms": np.median(ms, axis=0).tolist(),
-            "steady_ms": (np.median(ratios, axis=0) * anchor_ms).tolist(),
+            "ratio": ratio.tolist(),
+            "steady_ms": (ratio * (reference_ms or anchor_ms)).tolist(),
             "anchor_ms": anchor_ms,
             "anchor_seq_len": anchor_seq_len,
             "rounds": rounds,

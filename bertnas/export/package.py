@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import shutil
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -203,10 +204,17 @@ def export_models(
     }
 
     entries = []
-    with exclusive(out, "export directory"), atomic_directory(out, force=force) as scratch:
+    with (
+        exclusive(out, "export directory"),
+        atomic_directory(out, force=force) as scratch,
+        tempfile.TemporaryDirectory(prefix="bertnas-reference-") as reference_dir,
+    ):
+        reference = None
+        if "onnx" in options.formats and options.length_statistic is not None and options.real_sentences:
+            reference = _Reference.build(supernet, Path(reference_dir), options.threads, timing_seq_len)
         for candidate in tqdm(candidates, desc="export", unit="model"):
             entry = _export_one(
-                candidate, supernet, data, scratch, options, predictors, measure, timing_seq_len, labels
+                candidate, supernet, data, scratch, options, predictors, measure, timing_seq_len, labels, reference
             )
             entry["source"] = source
             entry["files"] = sorted(p.name for p in (scratch / candidate.name).iterdir()) + ["README.md"]
@@ -229,6 +237,28 @@ def export_models(
     return manifest
 
 
+@dataclass
+class _Reference:
+    """The model every exported file's real-sentence calls are timed beside: the supernet's full
+    shape (the backbone's), as ONNX, on ``seq_len`` tokens. One model for the whole export, and its
+    median time in the first model's timing (``ms``), put every model's per-sentence times at one
+    speed of the machine, so that models timed minutes apart compare with each other and with a
+    profile. (Each model as its own anchor could not see a slow spell that lasted its whole
+    timing: on a shared VM, three of 20 subnets timed 1.4-1.8x slow and looked under-priced.)"""
+
+    runner: OnnxModel
+    arch_hash: str
+    seq_len: int
+    ms: float | None = None
+
+    @classmethod
+    def build(cls, supernet: ElasticBert, directory: Path, threads: int | None, seq_len: int) -> _Reference:
+        full = supernet.full_arch()
+        supernet.set_active_subnet(full)
+        path = export_onnx(supernet.get_active_subnet().eval(), directory / ONNX_NAME)
+        return cls(OnnxModel(path, threads=threads), full.hash(), seq_len)
+
+
 def _measure_predictor(predictors: Mapping[str, Any]) -> Any | None:
     if MEASURE_PROFILE in predictors:
         return predictors[MEASURE_PROFILE]
@@ -248,6 +278,7 @@ def _export_one(
     measure: Any | None,
     timing_seq_len: int,
     labels: list[str],
+    anchor: _Reference | None = None,
 ) -> dict[str, Any]:
 
     directory = scratch / candidate.name
@@ -346,16 +377,14 @@ def _export_one(
             **_conformal_bound(measure, arch, options.confidence, options.timing_seq_len),
         }
         if options.length_statistic is not None and options.real_sentences:
-            entry["measured"]["real_sentences"] = _time_real_sentences(
-                runner, data, arch, measure, options, timing_seq_len
-            )
+            entry["measured"]["real_sentences"] = _time_real_sentences(runner, data, arch, measure, options, anchor)
     entry["formats"] = _deployment_files(compact, directory, data, batch, mine, candidate, options, entry, parity)
     entry["parity"] = parity
     return entry
 
 
 def _time_real_sentences(
-    runner: OnnxModel, data: Any, arch: ArchConfig, measure: Any | None, options: ExportOptions, anchor_seq_len: int
+    runner: OnnxModel, data: Any, arch: ArchConfig, measure: Any | None, options: ExportOptions, reference: _Reference
 ) -> dict[str, Any]:
     """The ONNX file on real dev sentences, each alone at its own length, against the ``task:*`` price.
 
@@ -366,10 +395,14 @@ def _time_real_sentences(
     and over these sentences' own lengths (the same sentences: the predictor's error alone).
     """
     statistic = options.length_statistic
-    assert statistic is not None and options.length_distribution is not None
+    assert statistic is not None and options.length_distribution is not None and reference is not None
     count = min(options.real_sentences, len(data))
     indices = sorted({int(i) for i in np.linspace(0, len(data) - 1, count).round()})
-    timed = runner.time_sentences([data[index] for index in indices], anchor_seq_len)
+    timed = runner.time_sentences(
+        [data[index] for index in indices], reference.seq_len, reference=reference.runner, reference_ms=reference.ms
+    )
+    if reference.ms is None:  # the first model fixes the speed every later one is put at
+        reference.ms = timed["anchor_ms"]
     ones = np.ones(len(indices))
     record: dict[str, Any] = {
         "split": "dev",
@@ -378,8 +411,13 @@ def _time_real_sentences(
         "mean_length": float(np.mean(timed["lengths"])),
         "measured_ms": float(reduce_prices(np.asarray(timed["ms"])[:, None], ones, statistic)[0]),
         "steady_ms": float(reduce_prices(np.asarray(timed["steady_ms"])[:, None], ones, statistic)[0]),
-        "anchor_ms": timed["anchor_ms"],
-        "anchor_seq_len": anchor_seq_len,
+        "anchor": {
+            "model": "the supernet's full shape (the backbone's), ONNX, beside every call",
+            "arch_hash": reference.arch_hash,
+            "seq_len": reference.seq_len,
+            "ms": timed["anchor_ms"],  # its median in this model's timing
+            "steady_at_ms": reference.ms,  # the speed steady_ms is put at: its median in the first model's
+        },
         "rounds": timed["rounds"],
     }
     if measure is not None:  # a plain predictor: export_models unwraps a length-distribution one
@@ -390,7 +428,12 @@ def _time_real_sentences(
         record["predicted_ms"] = float(searched.predict(arch))  # the search split's lengths
         record["predicted_these_ms"] = float(these.predict(arch))  # the timed sentences' lengths
         record.update(_conformal_bound(searched, arch, options.confidence, None))
-    record["per_sentence"] = {"lengths": timed["lengths"], "ms": timed["ms"], "steady_ms": timed["steady_ms"]}
+    record["per_sentence"] = {
+        "lengths": timed["lengths"],
+        "ms": timed["ms"],
+        "steady_ms": timed["steady_ms"],
+        "anchor_ratio": timed["ratio"],
+    }
     return record
 
 
