@@ -46,6 +46,7 @@ from bertnas.export.package import MEASURE_PROFILE, Candidate, ExportOptions, _R
 from bertnas.hardware import load_predictor
 from bertnas.hardware.lengths import LengthDistribution, LengthPricedPredictor, reduce_prices
 from bertnas.hardware.measure import Timing, time_paired
+from bertnas.hardware.validate import _stored_anchor
 from bertnas.space import load_space
 from bertnas.supernet import ElasticBert
 
@@ -67,8 +68,8 @@ def errors(measured: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
 
 def predictor_anchor(predictor: object, arch_hash: str) -> float | None:
     """The profile's anchor time (ms, at its calibration) when its anchor is the export's reference model."""
-    anchor = (predictor.profile.evidence or {}).get("anchor") or {}
-    return float(anchor["ms"]) if anchor.get("hash") == arch_hash else None
+    stored = _stored_anchor(predictor.profile)  # what profile validate reads, checked the same way
+    return stored[1] if stored is not None and stored[0].hash() == arch_hash else None
 
 
 def main() -> None:

@@ -244,7 +244,9 @@ class _Reference:
     median time in the first model's timing (``ms``), put every model's per-sentence times at one
     speed of the machine, so that models timed minutes apart compare with each other and with a
     profile. (Each model as its own anchor could not see a slow spell that lasted its whole
-    timing: on a shared VM, three of 20 subnets timed 1.4-1.8x slow and looked under-priced.)"""
+    timing: on a shared VM, three of 20 subnets looked 28-44 % under-priced, partly from such a
+    spell; a slowdown inside the export process that this anchor does not share remains, see
+    README, issue 17.)"""
 
     runner: OnnxModel
     arch_hash: str
